@@ -1,0 +1,1 @@
+"""Reward methods, registered by name."""

@@ -1,0 +1,38 @@
+"""What every reward method is: which views it needs sampled, and how it scores them."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import ClassVar, Literal
+
+from coreward_plugins.batch import MethodResult, RolloutBatch, View
+
+
+@dataclass(frozen=True)
+class MethodOptions:
+    """The recipe's `method:` section as plain data (the plugins never import the recipe)."""
+
+    match: Literal["exact", "normalized", "math_verify"] = "exact"
+    extract_fallbacks: tuple[str, ...] = ()  # beyond the last \boxed{}: "gsm8k", "answer_is", "last_number"
+    tie: Literal["first", "none"] = "first"  # "first": first-counted answer wins (paper); "none": no label
+    min_votes: int = 1  # a label needs at least this many agreeing answers, else the group gets zeros
+    match_timeout_s: float = 5.0
+    seed: int = 0  # for methods with randomness (the `random` control)
+
+
+class Method(ABC):
+    """A reward method. Engines ask which views to sample, then call `score` once per step."""
+
+    name: ClassVar[str]
+    policy_views: ClassVar[tuple[View, ...]] = ("original",)  # views the policy samples and trains on
+    teacher_views: ClassVar[tuple[View, ...]] = ()  # views the EMA teacher samples (never trained on)
+    needs_token_stats: ClassVar[bool] = False  # engine fills Group.entropy / Group.self_certainty
+    needs_teacher: ClassVar[bool] = False
+
+    def __init__(self, options: MethodOptions | None = None) -> None:
+        self.options = options or MethodOptions()
+
+    @abstractmethod
+    def score(self, batch: RolloutBatch) -> MethodResult:
+        """Rewards for every policy group of the batch (teacher groups get [])."""

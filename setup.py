@@ -1,0 +1,40 @@
+from setuptools import setup
+
+setup(
+    name="coreward",
+    version="0.1.0",
+    description="Label-free RL for LLM reasoning: Co-rewarding (arXiv 2508.00410) and its baselines",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.11",
+    packages=[
+        "coreward_cli",
+        "coreward_cli.commands",
+        "coreward_cli.engines",
+        "coreward_plugins",
+        "coreward_plugins.methods",
+        "coreward_plugins.openrlhf",
+    ],
+    package_dir={"coreward_plugins": "plugins"},
+    install_requires=[
+        "torch",  # install torch==2.13.0 first on CPU machines (see README)
+        "transformers>=4.51",
+        "safetensors",
+        "numpy",
+        "pyarrow",  # parquet datasets (the published MATH/DAPO/OpenRS layouts)
+        "click>=8",
+        "rich>=13",
+        "pyyaml>=6",
+        "math-verify[antlr4_13_2]>=0.7",
+    ],
+    extras_require={
+        "test": ["pytest>=8", "pytest-timeout", "tensorboard"],
+        "cluster": [
+            "openrlhf==0.11.2",
+            "ray[default]==2.55.0",
+            "deepspeed==0.19.6",
+            "vllm==0.29.0",
+        ],
+    },
+    entry_points={"console_scripts": ["coreward=coreward_cli.main:cli"]},
+)
