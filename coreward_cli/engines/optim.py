@@ -1,0 +1,41 @@
+"""AdamW with linear warmup, then cosine / linear / constant decay to `min_lr_ratio` of the peak."""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import torch
+
+Schedule = Literal["cosine", "linear", "constant"]
+
+
+def lr_multiplier(step: int, total: int, warmup: int, schedule: Schedule, min_ratio: float) -> float:
+    """Share of the peak lr for 0-based optimizer step `step` of `total`."""
+    if step < warmup:
+        return (step + 1) / warmup
+    if schedule == "constant":
+        return 1.0
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    if schedule == "linear":
+        return 1.0 - (1.0 - min_ratio) * progress
+    return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def build_optimizer(
+    params,
+    *,
+    lr: float,
+    betas: tuple[float, float],
+    weight_decay: float,
+    total_steps: int,
+    warmup_ratio: float,
+    schedule: Schedule,
+    min_lr_ratio: float,
+) -> tuple[torch.optim.AdamW, torch.optim.lr_scheduler.LambdaLR]:
+    optimizer = torch.optim.AdamW(params, lr=lr, betas=betas, weight_decay=weight_decay, eps=1e-8)
+    warmup = int(warmup_ratio * total_steps)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: lr_multiplier(s, total_steps, warmup, schedule, min_lr_ratio)
+    )
+    return optimizer, scheduler

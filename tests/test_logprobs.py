@@ -1,0 +1,136 @@
+"""Log-probs of sampled responses: padding-invariant, equal to what `generate` sampled from; the loss math."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from coreward_cli.engines.loss import ViewNorm, aggregate, kl_penalty, ppo_clip
+from coreward_cli.engines.optim import lr_multiplier
+from coreward_cli.engines.rollout import Sequences, concat, generate, response_mask_for, score_tokens
+from coreward_cli.engines.update import UpdateSettings, ViewBatch, policy_update
+from coreward_cli.toy import build_model, build_tokenizer
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def toy():
+    model = build_model(seed=3)
+    model.eval()
+    return model, build_tokenizer()
+
+
+def _sample(model, tok, prompts, n=2, seed=0, **kw) -> Sequences:
+    torch.manual_seed(seed)
+    return generate(model, tok, prompts, n=n, temperature=kw.get("temperature", 1.0), top_p=1.0,
+                    max_new_tokens=kw.get("max_new_tokens", 10), chat_template=False)
+
+
+def test_logprobs_same_alone_and_in_left_padded_batch(toy):
+    model, tok = toy
+    alone = _sample(model, tok, ["3+4="], n=1, seed=1)
+    others = _sample(model, tok, ["sum of 12 and 87?", "add 99 and 10:"], n=1, seed=2)
+    batch = concat([others, alone], tok.pad_token_id)  # "3+4=" now carries many pad tokens on the left
+    assert batch.prompt_mask[-1].sum() < batch.prompt_mask.shape[1]
+    with torch.no_grad():
+        lp_alone = score_tokens(model, alone, temperature=0.7).logprobs[0]
+        lp_batch = score_tokens(model, batch, temperature=0.7).logprobs[-1]
+    r = int(alone.response_mask[0].sum())
+    torch.testing.assert_close(lp_batch[:r], lp_alone[:r], rtol=0, atol=1e-5)
+
+
+def test_logprobs_equal_generate_scores(toy):
+    """score_tokens at temperature T = log_softmax(generate's raw logits / T) of the sampled tokens."""
+    model, tok = toy
+    enc = tok(["12+5=", "sum of 1 and 2?"], return_tensors="pt", padding=True)
+    torch.manual_seed(0)
+    out = model.generate(**enc, do_sample=True, temperature=0.6, top_k=0, max_new_tokens=6, min_new_tokens=6,
+                         output_logits=True, return_dict_in_generate=True, pad_token_id=tok.pad_token_id)
+    response = out.sequences[:, enc["input_ids"].shape[1]:]
+    expected = torch.stack([torch.log_softmax(lg.float() / 0.6, -1) for lg in out.logits], 1)
+    expected = expected.gather(-1, response.unsqueeze(-1)).squeeze(-1)
+    seqs = Sequences(enc["input_ids"], enc["attention_mask"], response, torch.ones_like(response), ["", ""])
+    with torch.no_grad():
+        got = score_tokens(model, seqs, temperature=0.6).logprobs
+    torch.testing.assert_close(got, expected, rtol=0, atol=1e-4)
+
+
+def test_response_mask_stops_after_first_eos():
+    ids = torch.tensor([[5, 6, 2, 0, 0], [5, 2, 7, 2, 0], [5, 6, 7, 8, 9]])
+    assert response_mask_for(ids, [2]).tolist() == [[1, 1, 1, 0, 0], [1, 1, 0, 0, 0], [1, 1, 1, 1, 1]]
+
+
+def test_generate_layout_and_texts(toy):
+    model, tok = toy
+    seqs = _sample(model, tok, ["1+1=", "sum of 40 and 41?"], n=3, seed=5)
+    assert len(seqs) == 6 and len(seqs.texts) == 6
+    assert seqs.prompt_mask[:3, 0].sum() == 0  # the short prompt is left-padded
+    for row, text in zip(range(6), seqs.texts):
+        kept = seqs.response_ids[row][seqs.response_mask[row].bool()]
+        assert tok.decode(kept, skip_special_tokens=True) == text
+
+
+def test_kl_estimators():
+    logp = torch.tensor([-1.0, -2.0, -0.5])
+    ref = torch.tensor([-1.5, -2.0, -40.0])
+    torch.testing.assert_close(kl_penalty(logp, ref, "k1"), logp - ref)
+    torch.testing.assert_close(kl_penalty(logp, ref, "k2"), 0.5 * (logp - ref) ** 2)
+    k3 = kl_penalty(logp, ref, "k3")
+    assert k3[1] == 0 and k3[0] == pytest.approx(torch.exp(torch.tensor(-0.5)).item() + 0.5 - 1)
+    assert k3[2] == 10.0  # clamped like verl's low_var_kl
+
+
+def test_ppo_clip_ratio_one_gives_policy_gradient():
+    logp = torch.tensor([[-1.0, -2.0]], requires_grad=True)
+    adv = torch.tensor([2.0])
+    loss = ppo_clip(logp, logp.detach(), adv, 0.2).sum()
+    loss.backward()
+    torch.testing.assert_close(logp.grad, torch.tensor([[-2.0, -2.0]]))
+    # off-policy: positive advantage and ratio beyond 1 + eps is clipped (no gradient)
+    logp2 = torch.tensor([[0.0]], requires_grad=True)
+    ppo_clip(logp2, torch.tensor([[-1.0]]), torch.tensor([1.0]), 0.2).sum().backward()
+    assert logp2.grad.item() == 0.0
+
+
+def test_aggregate_modes():
+    values = torch.tensor([[1.0, 3.0, 0.0], [2.0, 0.0, 0.0]])
+    mask = torch.tensor([[1, 1, 0], [1, 0, 0]])
+    assert aggregate(values, mask, "token-mean", ViewNorm(3, 2)).item() == pytest.approx(2.0)
+    assert aggregate(values, mask, "seq-mean-token-mean", ViewNorm(3, 2)).item() == pytest.approx(2.0)
+    values2 = torch.tensor([[1.0, 3.0, 5.0], [2.0, 0.0, 0.0]])
+    assert aggregate(values2, torch.tensor([[1, 1, 1], [1, 0, 0]]), "seq-mean-token-mean", ViewNorm(4, 2)).item() == pytest.approx(2.5)
+
+
+def test_lr_schedule_shapes():
+    assert lr_multiplier(0, 100, 10, "cosine", 0.0) == pytest.approx(0.1)
+    assert lr_multiplier(9, 100, 10, "cosine", 0.0) == pytest.approx(1.0)
+    assert lr_multiplier(10, 100, 10, "cosine", 0.0) == pytest.approx(1.0)
+    assert lr_multiplier(100, 100, 10, "cosine", 0.1) == pytest.approx(0.1)
+    assert lr_multiplier(55, 100, 10, "linear", 0.0) == pytest.approx(0.5)
+    assert lr_multiplier(80, 100, 10, "constant", 0.0) == 1.0
+
+
+def test_micro_batching_does_not_change_the_update(toy):
+    model, tok = toy
+    seqs = _sample(model, tok, ["1+1=", "sum of 40 and 41?", "33+44="], n=4, seed=7)
+    adv = torch.randn(len(seqs), generator=torch.Generator().manual_seed(0))
+    ref = torch.randn(seqs.response_ids.shape, generator=torch.Generator().manual_seed(1)) * 0.1 - 3
+
+    def step(micro: int):
+        m = copy.deepcopy(model)
+        opt = torch.optim.SGD(m.parameters(), lr=1.0)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
+        s = UpdateSettings(temperature=0.7, clip_ratio=0.2, kl_coef=0.1, kl_estimator="k3", loss_agg="token-mean",
+                           view_loss="sum", micro_batch_size=micro, grad_clip=0.0)
+        metrics = policy_update(m, opt, sched, [ViewBatch("original", seqs, adv, ref)], s)
+        return m, metrics
+
+    whole, m_whole = step(64)
+    parts, m_parts = step(5)
+    assert m_whole["grad_norm"] > 0
+    assert m_whole["grad_norm"] == pytest.approx(m_parts["grad_norm"], rel=1e-4)
+    for (name, a), (_, b) in zip(whole.named_parameters(), parts.named_parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6, msg=name)
