@@ -1,0 +1,321 @@
+"""Evaluation benchmarks: load them by name or path, and each one's answer convention.
+
+A benchmark name resolves to a file under the data folder (`--data-dir`, env
+`COREWARD_DATA_DIR`), laid out like the published files (math500.json, gsm8k.jsonl, ...),
+or, when online, to its public hub dataset through `datasets`. Any other json, jsonl or
+parquet file is a custom benchmark read with `question_key` / `answer_key`.
+
+Each benchmark writes its reference answers its own way (GSM8K `#### 1,234`, AIME "070",
+AMC "142.0", OlympiadBench `["$x$"]`, Minerva a `\\boxed{}` inside a worked solution).
+A `Convention` turns the stored reference into the answer a grader compares against, and
+puts a model's extracted answer into the same form, so "070" and "70" are one answer.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from coreward_cli.errors import UserError
+
+DATA_DIR_ENV = "COREWARD_DATA_DIR"
+ARITHMETIC = "arithmetic"  # the built-in tiny model's task (toy eval split)
+
+_THOUSANDS = re.compile(r"^[+-]?\d{1,3}(,\d{3})+(\.\d+)?$")
+_DECIMAL_ZERO = re.compile(r"^([+-]?\d+)\.0*$")
+_INTEGER = re.compile(r"^([+-]?)0*(\d+)$")
+
+
+def canonical_number(answer: str) -> str:
+    """A plain number in one spelling: "1,234" -> "1234", "142.0" -> "142", "070" -> "70".
+
+    Anything that is not a plain number comes back stripped but otherwise unchanged.
+    """
+    text = answer.strip().strip("$").strip()
+    if text.startswith("\\$"):  # a dollar sign as currency, e.g. GSM8K answers written "\$18"
+        text = text[2:].strip()
+    if _THOUSANDS.match(text):
+        text = text.replace(",", "")
+    match = _DECIMAL_ZERO.match(text)
+    if match:
+        text = match.group(1)
+    match = _INTEGER.match(text)
+    if match:
+        text = ("-" if match.group(1) == "-" else "") + match.group(2)
+    return text
+
+
+def strip_dollars(answer: str) -> str:
+    """OlympiadBench wraps answers in math mode: "$\\frac{1}{2}$" -> "\\frac{1}{2}"."""
+    return answer.replace("$", "").strip()
+
+
+@dataclass(frozen=True)
+class Convention:
+    """How one benchmark states answers.
+
+    `numeric`: answers are plain numbers, compared after `canonical_number` on both sides.
+    `fallbacks`: answer extraction after the last `\\boxed{}` (names understood by
+    `coreward_plugins.answers.extract_answer`: gsm8k, answer_is, last_number).
+    """
+
+    name: str
+    numeric: bool = False
+    fallbacks: tuple[str, ...] = ()
+
+    def canonical(self, answer: str | None) -> str | None:
+        if answer is None:
+            return None
+        answer = answer.strip()
+        if not answer:
+            return None
+        return canonical_number(answer) if self.numeric else answer
+
+
+CONVENTIONS: dict[str, Convention] = {
+    "math500": Convention("math500"),
+    "minerva_math": Convention("minerva_math"),
+    "olympiadbench": Convention("olympiadbench"),
+    "gsm8k": Convention("gsm8k", numeric=True, fallbacks=("gsm8k",)),
+    "aime24": Convention("aime24", numeric=True),
+    "aime25": Convention("aime25", numeric=True),
+    "amc": Convention("amc", numeric=True),
+    "amc23": Convention("amc23", numeric=True),
+    ARITHMETIC: Convention(ARITHMETIC, numeric=True, fallbacks=("last_number",)),
+}
+LATEX = Convention("latex")  # custom files: answers compared as written
+
+
+@dataclass(frozen=True)
+class BenchItem:
+    index: int
+    question: str
+    reference: str  # already in the convention's canonical form
+    solution: str | None = None  # a worked solution where the file carries one (tests, diagnostics)
+
+
+@dataclass
+class Benchmark:
+    name: str
+    source: str  # the file or hub id it was read from
+    convention: Convention
+    items: list[BenchItem]
+
+
+@dataclass(frozen=True)
+class _Layout:
+    filename: str
+    question_key: str
+    reference: Callable[[dict[str, Any]], str | None]
+    solution: Callable[[dict[str, Any]], str | None] = lambda row: None
+    hub: tuple[str, str | None, str] | None = None  # (dataset id, config, split) for online use
+
+
+def _last_boxed(text: str) -> str | None:
+    from coreward_plugins.answers import extract_answer
+
+    return extract_answer(text)
+
+
+def _gsm8k_reference(row: dict[str, Any]) -> str | None:
+    answer = str(row.get("answer", ""))
+    return answer.rsplit("####", 1)[1].strip() if "####" in answer else None
+
+
+def _olympiad_reference(row: dict[str, Any]) -> str | None:
+    final = row.get("final_answer")
+    if isinstance(final, str):
+        final = [final]
+    if not final:
+        return None
+    return ", ".join(strip_dollars(str(a)) for a in final)
+
+
+def _olympiad_solution(row: dict[str, Any]) -> str | None:
+    solution = row.get("solution")
+    if isinstance(solution, list):
+        return solution[0] if solution else None
+    return solution
+
+
+def _plain(key: str) -> Callable[[dict[str, Any]], str | None]:
+    return lambda row: None if row.get(key) is None else str(row[key])
+
+
+LAYOUTS: dict[str, _Layout] = {
+    "math500": _Layout("math500.json", "prompt", _plain("answer"), hub=("HuggingFaceH4/MATH-500", None, "test")),
+    "gsm8k": _Layout(
+        "gsm8k.jsonl", "question", _gsm8k_reference, _plain("answer"), hub=("openai/gsm8k", "main", "test")
+    ),
+    "amc": _Layout("amc.json", "prompt", _plain("answer"), hub=("AI-MO/aimo-validation-amc", None, "train")),
+    "aime24": _Layout("aime24.json", "prompt", _plain("answer"), hub=("HuggingFaceH4/aime_2024", None, "train")),
+    "aime25": _Layout("aime25.json", "prompt", _plain("answer"), hub=("math-ai/aime25", None, "test")),
+    "amc23": _Layout("amc23.jsonl", "question", _plain("answer"), hub=("math-ai/amc23", None, "test")),
+    "minerva_math": _Layout(
+        "minerva_math.jsonl",
+        "problem",
+        lambda row: _last_boxed(str(row.get("solution", ""))),
+        _plain("solution"),
+        hub=("math-ai/minervamath", None, "test"),
+    ),
+    "olympiadbench": _Layout(
+        "olympiadbench.jsonl", "question", _olympiad_reference, _olympiad_solution
+    ),
+}
+KNOWN_BENCHMARKS = [*LAYOUTS, ARITHMETIC]
+# Hub copies name their columns differently from the published files.
+_HUB_QUESTION_KEYS = ("problem", "question", "prompt")
+
+
+def default_data_dir() -> Path | None:
+    value = os.environ.get(DATA_DIR_ENV)
+    return Path(value) if value else None
+
+
+def read_rows(path: Path) -> list[dict[str, Any]]:
+    """Rows of a json array, a jsonl file or a parquet file."""
+    if not path.is_file():
+        raise UserError(f"benchmark file {path} does not exist; pass an existing json, jsonl or parquet file")
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".parquet":
+            import pyarrow.parquet as pq
+
+            return pq.read_table(path).to_pylist()
+        text = path.read_text(encoding="utf-8")
+        if suffix == ".jsonl":
+            return [json.loads(line) for line in text.splitlines() if line.strip()]
+        data = json.loads(text)
+    except (ValueError, OSError) as exc:  # json and arrow errors are ValueErrors
+        raise UserError(f"benchmark file {path} could not be read ({exc.__class__.__name__}: {exc}); fix or replace it") from exc
+    if isinstance(data, dict):  # {"data": [...]} or {"test": [...]} style wrappers
+        lists = [v for v in data.values() if isinstance(v, list)]
+        data = lists[0] if len(lists) == 1 else None
+    if not isinstance(data, list):
+        raise UserError(f"benchmark file {path} is not a list of records; use a json array, jsonl or parquet file")
+    return data
+
+
+def get_field(row: dict[str, Any], key: str) -> Any:
+    """`a.b` reads nested fields; a chat-message list yields its (last) user turn."""
+    value: Any = row
+    for part in key.split("."):
+        if not isinstance(value, dict) or part not in value:
+            return None
+        value = value[part]
+    if isinstance(value, list) and value and all(isinstance(m, dict) and "content" in m for m in value):
+        users = [m["content"] for m in value if m.get("role") == "user"]
+        value = users[-1] if users else value[-1]["content"]
+    return value
+
+
+def _items(
+    rows: list[dict[str, Any]],
+    source: str,
+    question_key: str,
+    reference: Callable[[dict[str, Any]], str | None],
+    solution: Callable[[dict[str, Any]], str | None],
+    convention: Convention,
+    answer_key_name: str,
+) -> list[BenchItem]:
+    if rows and get_field(rows[0], question_key) is None:
+        raise UserError(
+            f"{source}: no field '{question_key}' in its records (fields: {', '.join(sorted(rows[0]))}); pass --question-key"
+        )
+    items = []
+    for i, row in enumerate(rows):
+        ref = convention.canonical(reference(row))
+        if ref is None:
+            raise UserError(f"{source}: record {i} has no reference answer in '{answer_key_name}'; pass --answer-key")
+        items.append(BenchItem(i, str(get_field(row, question_key)), ref, solution(row)))
+    return items
+
+
+def load_benchmark(
+    spec: str,
+    data_dir: str | Path | None = None,
+    question_key: str | None = None,
+    answer_key: str | None = None,
+) -> Benchmark:
+    """A benchmark by name (file under data_dir, else the hub) or by path."""
+    path = Path(spec)
+    if path.suffix.lower() in {".json", ".jsonl", ".parquet"} or path.is_file():
+        return _load_custom(path, question_key or "question", answer_key or "answer")
+    if spec == ARITHMETIC:
+        return _load_arithmetic()
+    if spec not in LAYOUTS:
+        raise UserError(
+            f"unknown benchmark '{spec}'; use one of {', '.join(KNOWN_BENCHMARKS)} or a json/jsonl/parquet path"
+        )
+    layout, convention = LAYOUTS[spec], CONVENTIONS[spec]
+    folder = Path(data_dir) if data_dir else default_data_dir()
+    if folder is not None:
+        file = folder / layout.filename
+        if not file.is_file():
+            raise UserError(f"benchmark {spec}: {file} does not exist; point --data-dir at a folder holding {layout.filename}")
+        rows = read_rows(file)
+        reference = _plain(answer_key) if answer_key else layout.reference
+        return Benchmark(
+            spec,
+            str(file),
+            convention,
+            _items(rows, str(file), question_key or layout.question_key, reference, layout.solution, convention, answer_key or "answer"),
+        )
+    return _load_from_hub(spec, layout, convention, question_key, answer_key)
+
+
+def _load_custom(path: Path, question_key: str, answer_key: str) -> Benchmark:
+    rows = read_rows(path)
+    stem = path.stem
+    convention = CONVENTIONS.get(stem, LATEX)
+    if rows and get_field(rows[0], answer_key) is None:
+        raise UserError(f"{path}: no field '{answer_key}' in its records (fields: {', '.join(sorted(rows[0]))}); pass --answer-key")
+    reference = _gsm8k_reference if stem == "gsm8k" and answer_key == "answer" else _plain(answer_key)
+    return Benchmark(stem, str(path), convention, _items(rows, str(path), question_key, reference, lambda r: None, convention, answer_key))
+
+
+def _load_from_hub(
+    name: str, layout: _Layout, convention: Convention, question_key: str | None, answer_key: str | None
+) -> Benchmark:
+    hint = f"pass --data-dir DIR (or set {DATA_DIR_ENV}) with a folder holding {layout.filename}"
+    if layout.hub is None:
+        raise UserError(f"benchmark {name} has no hub copy coreward knows; {hint}")
+    offline = any(os.environ.get(v, "0") not in {"", "0", "false"} for v in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"))
+    if offline:
+        raise UserError(f"benchmark {name}: no --data-dir given and the hub is offline; {hint}")
+    try:
+        import datasets
+    except ImportError as exc:
+        raise UserError(f"benchmark {name}: loading from the hub needs `pip install datasets`; or {hint}") from exc
+    hub_id, config, split = layout.hub
+    try:
+        rows = datasets.load_dataset(hub_id, config, split=split).to_list()
+    except Exception as exc:  # network, auth and missing-dataset errors all end the same way for a user
+        raise UserError(f"benchmark {name}: could not load {hub_id} from the hub ({exc.__class__.__name__}); {hint}") from exc
+    qkey = question_key or next((k for k in _HUB_QUESTION_KEYS if rows and k in rows[0]), layout.question_key)
+    first = rows[0] if rows else {}
+    if answer_key:
+        reference = _plain(answer_key)
+    elif name == "gsm8k":
+        reference = _gsm8k_reference
+    elif "final_answer" in first:
+        reference = _olympiad_reference
+    elif "answer" not in first and "solution" in first:
+        reference = lambda row: _last_boxed(str(row.get("solution", "")))  # noqa: E731
+    else:
+        reference = _plain("answer")
+    return Benchmark(name, hub_id, convention, _items(rows, hub_id, qkey, reference, layout.solution, convention, answer_key or "answer"))
+
+
+def _load_arithmetic() -> Benchmark:
+    from coreward_cli import toy
+
+    convention = CONVENTIONS[ARITHMETIC]
+    items = []
+    for i, problem in enumerate(toy.problems("eval")):
+        items.append(BenchItem(i, problem.question, convention.canonical(str(problem.answer)) or "", None))
+    return Benchmark(ARITHMETIC, toy.BUILTIN, convention, items)

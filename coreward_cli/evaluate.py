@@ -1,0 +1,377 @@
+"""`coreward eval`: sample n responses per benchmark question, grade them, and report.
+
+Metrics per benchmark and over all questions: avg@n (mean accuracy of the n samples),
+pass@k for k = 1, 2, 4, ... <= n (the unbiased estimator of Chen et al. 2021), maj@n
+(majority vote over the answers, clustered with the same matcher that grades), the share of
+responses with no answer, and the mean response length in tokens.
+
+The output folder holds `config.json` (what was asked), `samples.jsonl` (one line per
+question: every response, its extracted answer and whether it is right), `results.json`
+and `results.md`. Lines are appended after every batch, so a killed run loses at most the
+batch in flight, and a rerun with the same config skips the questions already done.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import zlib
+from dataclasses import asdict, dataclass, field
+from math import comb
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+from coreward_cli.benchdata import LATEX, Benchmark, BenchItem, Convention, CONVENTIONS
+from coreward_cli.errors import UserError
+
+SAMPLES_FILE = "samples.jsonl"
+CONFIG_FILE = "config.json"
+RESULTS_FILE = "results.json"
+REPORT_FILE = "results.md"
+
+
+# ---------------------------------------------------------------- metrics
+
+
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """Unbiased pass@k from n samples of which c are right: 1 - C(n-c, k) / C(n, k)."""
+    if not 0 <= c <= n or not 1 <= k <= n:
+        raise ValueError(f"pass@k needs 0 <= c <= n and 1 <= k <= n (n={n}, c={c}, k={k})")
+    if n - c < k:
+        return 1.0
+    return 1.0 - comb(n - c, k) / comb(n, k)
+
+
+def ks_for(n: int) -> list[int]:
+    """Powers of two up to n: the k of the reported pass@k."""
+    ks, k = [], 1
+    while k <= n:
+        ks.append(k)
+        k *= 2
+    return ks
+
+
+@dataclass
+class Grader:
+    """Extracts answers in a benchmark's convention and compares them with the matcher."""
+
+    match: str = "math_verify"
+    timeout_s: float = 5.0
+    matcher: Any = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        from coreward_plugins.answers import AnswerMatcher
+
+        self.matcher = AnswerMatcher(self.match, timeout_s=self.timeout_s)
+
+    def extract(self, response: str, convention: Convention) -> str | None:
+        from coreward_plugins.answers import extract_answer
+
+        return convention.canonical(extract_answer(response, fallbacks=convention.fallbacks))
+
+    def grade(self, responses: Sequence[str], reference: str, convention: Convention) -> tuple[list[str | None], list[bool]]:
+        answers = [self.extract(r, convention) for r in responses]
+        verdicts: dict[str, bool] = {}  # the n answers repeat a lot: compare each distinct one once
+        for a in answers:
+            if a is not None and a not in verdicts:
+                verdicts[a] = bool(self.matcher.equal(a, reference))
+        return answers, [a is not None and verdicts[a] for a in answers]
+
+    def majority_correct(self, answers: Sequence[str | None], reference: str) -> bool:
+        from coreward_plugins.voting import majority_vote
+
+        vote = majority_vote(list(answers), self.matcher)
+        return vote.label is not None and bool(self.matcher.equal(vote.label, reference))
+
+
+@dataclass
+class Record:
+    """One question with its n graded responses: a line of samples.jsonl."""
+
+    benchmark: str
+    index: int
+    question: str
+    reference: str
+    responses: list[str]
+    answers: list[str | None]
+    correct: list[bool]
+    n_tokens: list[int | None]
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), ensure_ascii=False)
+
+
+def summarize(records: Sequence[Record], grader: Grader) -> dict[str, Any]:
+    """The metrics of a set of questions (all with the same n)."""
+    if not records:
+        return {"questions": 0}
+    n = min(len(r.responses) for r in records)
+    counts = [sum(r.correct[:n]) for r in records]
+    out: dict[str, Any] = {"questions": len(records), "n": n, f"avg@{n}": sum(counts) / (n * len(records))}
+    for k in ks_for(n):
+        out[f"pass@{k}"] = sum(pass_at_k(n, c, k) for c in counts) / len(records)
+    out[f"maj@{n}"] = sum(grader.majority_correct(r.answers[:n], r.reference) for r in records) / len(records)
+    all_answers = [a for r in records for a in r.answers[:n]]
+    out["no_answer"] = sum(a is None for a in all_answers) / len(all_answers)
+    lengths = [t for r in records for t in r.n_tokens[:n] if t is not None]
+    out["mean_tokens"] = sum(lengths) / len(lengths) if lengths else None
+    return out
+
+
+def results_of(records_by_bench: dict[str, list[Record]], grader: Grader, meta: dict[str, Any]) -> dict[str, Any]:
+    """results.json: per benchmark, and `overall` pooled over every question (micro average)."""
+    benches = {name: summarize(recs, grader) for name, recs in records_by_bench.items()}
+    pooled = [r for recs in records_by_bench.values() for r in recs]
+    return {**meta, "match": grader.match, "benchmarks": benches, "overall": summarize(pooled, grader)}
+
+
+# ---------------------------------------------------------------- files
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write beside and rename, so a reader never sees half a file."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def read_records(path: Path) -> list[Record]:
+    """The complete lines of a samples file; a torn last line (a kill mid-write) is cut off."""
+    if not path.is_file():
+        return []
+    raw = path.read_bytes()
+    if raw and not raw.endswith(b"\n"):
+        raw = raw[: raw.rfind(b"\n") + 1]
+        with open(path, "r+b") as f:
+            f.truncate(len(raw))
+    records = []
+    for i, line in enumerate(raw.decode("utf-8").splitlines(), 1):
+        if line.strip():
+            try:
+                records.append(Record(**json.loads(line)))
+            except (ValueError, TypeError) as exc:
+                raise UserError(f"{path}:{i}: not a coreward samples line ({exc}); use another --out or remove the file") from exc
+    return records
+
+
+class SampleLog:
+    """samples.jsonl, appended one question per line and flushed after every batch."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.records = read_records(path)
+        self.done = {(r.benchmark, r.index): r for r in self.records}
+        self._file = open(path, "a", encoding="utf-8")
+
+    def append(self, records: Iterable[Record]) -> None:
+        for record in records:
+            self._file.write(record.to_json() + "\n")
+            self.done[(record.benchmark, record.index)] = record
+        self._file.flush()
+        os.fsync(self._file.fileno())
+
+    def close(self) -> None:
+        self._file.close()
+
+
+def check_config(out_dir: Path, config: dict[str, Any], write: bool = True) -> None:
+    """Refuse to mix results of different settings in one folder; record them on first use."""
+    path = out_dir / CONFIG_FILE
+    if path.is_file():
+        try:
+            old = json.loads(path.read_text(encoding="utf-8"))
+        except ValueError:
+            old = None
+        if old != config:
+            changed = sorted(k for k in set(config) | set(old or {}) if (old or {}).get(k) != config.get(k))
+            shown = ", ".join(f"{k}: {(old or {}).get(k)!r} -> {config.get(k)!r}" for k in changed[:3])
+            raise UserError(f"{out_dir} holds results of another config ({shown}); pass another --out or delete that folder")
+        return
+    if write:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        write_atomic(path, json.dumps(config, indent=2) + "\n")
+
+
+def write_reports(out_dir: Path, results: dict[str, Any]) -> None:
+    write_atomic(out_dir / RESULTS_FILE, json.dumps(results, indent=2, ensure_ascii=False) + "\n")
+    write_atomic(out_dir / REPORT_FILE, markdown_table(results))
+
+
+def metric_columns(results: dict[str, Any]) -> list[str]:
+    n = results["overall"].get("n", 1)
+    return [f"avg@{n}", *(f"pass@{k}" for k in ks_for(n) if k > 1), f"maj@{n}", "no_answer"]
+
+
+def table_rows(results: dict[str, Any]) -> list[list[str]]:
+    cols = metric_columns(results)
+    rows = []
+    for name, m in [*results["benchmarks"].items(), ("overall", results["overall"])]:
+        cells = [name, str(m.get("questions", 0))]
+        cells += [f"{100 * m[c]:.1f}" if m.get(c) is not None else "-" for c in cols]
+        cells.append(f"{m['mean_tokens']:.0f}" if m.get("mean_tokens") is not None else "-")
+        rows.append(cells)
+    return rows
+
+
+def markdown_table(results: dict[str, Any]) -> str:
+    header = ["benchmark", "questions", *metric_columns(results), "mean tokens"]
+    lines = [
+        f"# {results.get('model', 'responses')}",
+        "",
+        f"match: `{results['match']}`; metrics in %; pass@k unbiased; maj@n votes with the same matcher.",
+        "",
+        "| " + " | ".join(header) + " |",
+        "|" + "|".join(" --- " for _ in header) + "|",
+    ]
+    lines += ["| " + " | ".join(row) + " |" for row in table_rows(results)]
+    return "\n".join(lines) + "\n"
+
+
+def rich_table(results: dict[str, Any]) -> Any:
+    from rich.table import Table
+
+    table = Table(title=f"{results.get('model', 'responses')}  (match: {results['match']}, %)")
+    for col in ["benchmark", "questions", *metric_columns(results), "mean tokens"]:
+        table.add_column(col, justify="left" if col == "benchmark" else "right")
+    rows = table_rows(results)
+    for i, row in enumerate(rows):
+        table.add_row(*row, end_section=i == len(rows) - 2)
+    return table
+
+
+# ---------------------------------------------------------------- prompts
+
+
+@dataclass(frozen=True)
+class PromptStyle:
+    system_prompt: str | None
+    chat_template: bool = True
+
+    def render(self, tokenizer: Any, question: str) -> tuple[str, bool]:
+        """The prompt text, and whether it still needs the tokenizer's special tokens."""
+        if self.chat_template and getattr(tokenizer, "chat_template", None):
+            messages = [{"role": "system", "content": self.system_prompt}] if self.system_prompt else []
+            messages.append({"role": "user", "content": question})
+            return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True), False
+        return (f"{self.system_prompt}\n\n{question}" if self.system_prompt else question), True
+
+
+# ---------------------------------------------------------------- the run
+
+
+@dataclass
+class EvalRequest:
+    benchmarks: list[Benchmark]
+    out_dir: Path
+    config: dict[str, Any]  # everything that shapes the samples; a rerun must match it to resume
+    sampling: Any  # generation.SamplingConfig
+    prompt: PromptStyle
+    match: str = "math_verify"
+    limit: int | None = None
+    batch_size: int | None = None
+
+
+def selected(benchmark: Benchmark, limit: int | None) -> list[BenchItem]:
+    return benchmark.items if limit is None else benchmark.items[:limit]
+
+
+def batch_seed(seed: int, benchmark: str, index: int) -> int:
+    """A batch's sampling seed from its first question, so a resumed run draws the same way."""
+    return (seed * 1_000_003 + zlib.crc32(f"{benchmark}:{index}".encode())) % 2**31
+
+
+def run_eval(request: EvalRequest, backend: Any, console: Any, meta: dict[str, Any]) -> dict[str, Any]:
+    """Generate what is missing, grade, and write every output; returns results.json's content."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    check_config(request.out_dir, request.config)
+    log = SampleLog(request.out_dir / SAMPLES_FILE)
+    grader = Grader(request.match)
+    batch_size = request.batch_size or max(1, (256 if backend.name == "vllm" else 64) // max(1, request.sampling.n))
+    pending = [(b, item) for b in request.benchmarks for item in selected(b, request.limit) if (b.name, item.index) not in log.done]
+    total = sum(len(selected(b, request.limit)) for b in request.benchmarks)
+    meta = {**meta, "generated_now": len(pending)}
+    started = time.perf_counter()
+    try:
+        with Progress(
+            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+            TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=False,
+        ) as progress:
+            task = progress.add_task("eval", total=total, completed=total - len(pending))
+            for start in range(0, len(pending), batch_size):
+                chunk = pending[start:start + batch_size]
+                progress.update(task, description=f"eval {chunk[0][0].name}")
+                log.append(_generate_chunk(chunk, backend, request, grader))
+                progress.advance(task, len(chunk))
+    finally:
+        log.close()
+    meta["generation_s"] = round(time.perf_counter() - started, 2)
+    by_bench = {b.name: [log.done[(b.name, it.index)] for it in selected(b, request.limit)] for b in request.benchmarks}
+    results = results_of(by_bench, grader, meta)
+    write_reports(request.out_dir, results)
+    return results
+
+
+def _generate_chunk(chunk: list[tuple[Benchmark, BenchItem]], backend: Any, request: EvalRequest, grader: Grader) -> list[Record]:
+    rendered = [request.prompt.render(backend.tokenizer, item.question) for _, item in chunk]
+    add_special = rendered[0][1]
+    first_bench, first_item = chunk[0]
+    seed = batch_seed(request.sampling.seed, first_bench.name, first_item.index)
+    completions = backend.generate([text for text, _ in rendered], request.sampling, seed, add_special_tokens=add_special)
+    records = []
+    for (bench, item), group in zip(chunk, completions):
+        texts = [c.text for c in group]
+        answers, correct = grader.grade(texts, item.reference, bench.convention)
+        records.append(
+            Record(bench.name, item.index, item.question, item.reference, texts, answers, correct, [c.n_tokens for c in group])
+        )
+    return records
+
+
+# ---------------------------------------------------------------- grade-only
+
+
+@dataclass(frozen=True)
+class ResponseKeys:
+    question: str = "question"
+    reference: str = "reference"
+    response: str = "responses"  # a list, or a single string under this key or "response"
+    benchmark: str = "benchmark"
+
+
+def grade_file(path: Path, keys: ResponseKeys, match: str, default_bench: str | None, out_dir: Path) -> dict[str, Any]:
+    """Grade responses made elsewhere: one question per line, no model involved."""
+    from coreward_cli.benchdata import get_field, read_rows
+
+    if path.suffix.lower() not in {".jsonl", ".json", ".parquet"}:
+        raise UserError(f"--responses {path}: expected a .jsonl, .json or .parquet file")
+    rows = read_rows(path)
+    grader = Grader(match)
+    by_bench: dict[str, list[Record]] = {}
+    for i, row in enumerate(rows):
+        responses = get_field(row, keys.response)
+        if responses is None and keys.response == "responses":
+            responses = get_field(row, "response")
+        reference = get_field(row, keys.reference)
+        if responses is None or reference is None:
+            missing = keys.response if responses is None else keys.reference
+            raise UserError(f"{path}:{i + 1}: no field '{missing}' (fields: {', '.join(sorted(row))}); pass --response-key/--answer-key")
+        responses = [responses] if isinstance(responses, str) else [str(r) for r in responses]
+        bench = str(get_field(row, keys.benchmark) or default_bench or path.stem)
+        convention = CONVENTIONS.get(bench, CONVENTIONS.get(default_bench or "", LATEX))
+        ref = convention.canonical(str(reference)) or ""
+        answers, correct = grader.grade(responses, ref, convention)
+        index = get_field(row, "index")
+        by_bench.setdefault(bench, []).append(
+            Record(bench, int(index) if isinstance(index, int) else i, str(get_field(row, keys.question) or ""), ref,
+                   responses, answers, correct, [None] * len(responses))
+        )
+    if not by_bench:
+        raise UserError(f"--responses {path} holds no lines to grade")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    lines = "".join(r.to_json() + "\n" for recs in by_bench.values() for r in recs)
+    write_atomic(out_dir / SAMPLES_FILE, lines)
+    results = results_of(by_bench, grader, {"model": None, "responses_file": str(path)})
+    write_reports(out_dir, results)
+    return results

@@ -1,0 +1,155 @@
+"""Sampling n responses per prompt: vLLM where it is installed (GPU), transformers otherwise.
+
+Both backends take already-templated prompt strings and return, per prompt, n
+`Completion`s (decoded text without special tokens, and the number of generated tokens),
+so results do not depend on which backend made them. Temperature 0 means greedy.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from coreward_cli.models import ModelSource, load_causal_lm, load_tokenizer, pick_device
+from coreward_cli.errors import UserError
+
+
+@dataclass(frozen=True)
+class Completion:
+    text: str
+    n_tokens: int
+
+
+@dataclass(frozen=True)
+class SamplingConfig:
+    n: int = 1
+    temperature: float = 0.8
+    top_p: float = 0.95
+    max_new_tokens: int = 3072
+    seed: int = 0
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature <= 0.0
+
+
+class Backend(Protocol):
+    name: str
+    tokenizer: Any
+
+    def generate(
+        self, prompts: list[str], sampling: SamplingConfig, seed: int, add_special_tokens: bool = False
+    ) -> list[list[Completion]]:
+        """n completions per prompt. `add_special_tokens`: True for plain prompts (the tokenizer's
+        BOS etc.), False for chat-templated ones, which carry their special tokens already."""
+        ...
+
+
+def vllm_available() -> bool:
+    return importlib.util.find_spec("vllm") is not None
+
+
+def open_backend(source: ModelSource, kind: str = "auto", device: str = "auto", dtype: str = "auto") -> Backend:
+    """vLLM when asked for or (auto) when importable with a GPU; transformers otherwise."""
+    if kind == "auto":
+        kind = "vllm" if vllm_available() and pick_device(device).startswith("cuda") and not source.gguf_file else "hf"
+    if kind == "vllm":
+        if not vllm_available():
+            raise UserError("--backend vllm needs vLLM installed (pip install vllm on a GPU machine); or use --backend hf")
+        return VllmBackend(source, dtype)
+    if kind == "hf":
+        return HfBackend(source, device, dtype)
+    raise UserError(f"backend '{kind}' is not one of auto, vllm, hf")
+
+
+class HfBackend:
+    """transformers `generate`: batched prompts with left padding, seeded sampling, CPU or GPU."""
+
+    name = "hf"
+
+    def __init__(self, source: ModelSource, device: str = "auto", dtype: str = "auto") -> None:
+        self.device = pick_device(device)
+        self.tokenizer = load_tokenizer(source)
+        self.model = load_causal_lm(source, self.device, dtype)
+        self._stop_ids = self._stop_token_ids()
+
+    def _stop_token_ids(self) -> set[int]:
+        ids = self.model.generation_config.eos_token_id
+        if ids is None:
+            ids = self.tokenizer.eos_token_id
+        ids = [ids] if isinstance(ids, int) else list(ids or [])
+        if self.tokenizer.eos_token_id is not None:
+            ids.append(self.tokenizer.eos_token_id)
+        return set(ids)
+
+    def generate(
+        self, prompts: list[str], sampling: SamplingConfig, seed: int, add_special_tokens: bool = False
+    ) -> list[list[Completion]]:
+        import torch
+
+        n = 1 if sampling.greedy else sampling.n  # greedy: the n samples are the same response
+        encoded = self.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=add_special_tokens).to(self.device)
+        kwargs: dict[str, Any] = {"do_sample": False} if sampling.greedy else {
+            "do_sample": True, "temperature": sampling.temperature, "top_p": sampling.top_p, "top_k": 0,
+        }
+        torch.manual_seed(seed)
+        with torch.no_grad():
+            output = self.model.generate(
+                **encoded,
+                max_new_tokens=sampling.max_new_tokens,
+                num_return_sequences=n,
+                pad_token_id=self.tokenizer.pad_token_id,
+                eos_token_id=sorted(self._stop_ids) or None,
+                **kwargs,
+            )
+        new_tokens = output[:, encoded["input_ids"].shape[1]:].tolist()
+        results: list[list[Completion]] = []
+        for p in range(len(prompts)):
+            group = []
+            for tokens in new_tokens[p * n:(p + 1) * n]:
+                length = next((i + 1 for i, t in enumerate(tokens) if t in self._stop_ids), len(tokens))
+                text = self.tokenizer.decode(tokens[:length], skip_special_tokens=True)
+                group.append(Completion(text, length))
+            results.append(group * sampling.n if n == 1 else group)
+        return results
+
+
+class VllmBackend:
+    """vLLM offline inference; one `LLM` for the whole evaluation."""
+
+    name = "vllm"
+
+    def __init__(self, source: ModelSource, dtype: str = "auto") -> None:
+        from vllm import LLM
+
+        self.tokenizer = load_tokenizer(source)
+        vllm_dtype = {"auto": "auto", "bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}.get(dtype, dtype)
+        try:
+            self.llm = LLM(model=source.path, dtype=vllm_dtype, trust_remote_code=False)
+        except Exception as exc:
+            first = (str(exc).strip().splitlines() or [""])[0][:200]
+            raise UserError(f"vLLM could not load {source.path} ({exc.__class__.__name__}: {first}); try --backend hf") from exc
+
+    def generate(
+        self, prompts: list[str], sampling: SamplingConfig, seed: int, add_special_tokens: bool = False
+    ) -> list[list[Completion]]:
+        from vllm import SamplingParams
+
+        params = SamplingParams(
+            n=1 if sampling.greedy else sampling.n,
+            temperature=max(sampling.temperature, 0.0),
+            top_p=1.0 if sampling.greedy else sampling.top_p,
+            max_tokens=sampling.max_new_tokens,
+            seed=seed,
+        )
+        # Tokenized here so both backends see the same ids (vLLM would add special tokens itself).
+        token_prompts = [
+            {"prompt_token_ids": self.tokenizer(p, add_special_tokens=add_special_tokens).input_ids} for p in prompts
+        ]
+        outputs = self.llm.generate(token_prompts, params, use_tqdm=False)
+        results = []
+        for out in outputs:
+            group = [Completion(o.text, len(o.token_ids)) for o in out.outputs]
+            results.append(group * sampling.n if sampling.greedy else group)
+        return results
