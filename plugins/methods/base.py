@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 from coreward_plugins.batch import MethodResult, RolloutBatch, View
 
@@ -36,3 +36,10 @@ class Method(ABC):
     @abstractmethod
     def score(self, batch: RolloutBatch) -> MethodResult:
         """Rewards for every policy group of the batch (teacher groups get [])."""
+
+    def state_dict(self) -> dict[str, Any]:
+        """State that must survive a resume (the engine checkpoints it); most methods have none."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what `state_dict` gave."""
