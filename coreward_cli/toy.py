@@ -1,0 +1,379 @@
+"""The built-in tiny model and arithmetic task behind `model.path: builtin:tiny-arith`.
+
+A 1 M-parameter Qwen2 over a byte-level tokenizer (built in code, nothing downloaded) and
+two-digit addition asked in three wordings. `warm_start()` gives the model a short supervised
+warm start, the stand-in for a pretrained base: it already solves about two thirds of the
+held-out problems, which leaves label-free RL room to improve and enough right majorities to
+learn from. The result is cached in the user's cache folder under a hash of everything that
+defines it, so only the first run pays for it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import shutil
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Literal, Sequence
+
+import torch
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+from coreward_cli.data import Problem
+
+BUILTIN = "builtin:tiny-arith"
+VERSION = 1  # bump when anything that shapes the warm start changes outside the constants below
+
+# ---------------------------------------------------------------- task
+
+ORIGINAL_TEMPLATE = "{a}+{b}="
+# Other words and the other operand order: the same problem, seen differently (Co-rewarding-I).
+REPHRASED_TEMPLATES: tuple[str, ...] = ("add {b} and {a}:", "sum of {a} and {b}?")
+TEMPLATES: tuple[str, ...] = (ORIGINAL_TEMPLATE, *REPHRASED_TEMPLATES)
+
+SPLIT_SEED = 20250801  # fixed: the eval split never changes with the caller's seed
+EVAL_SIZE = 500
+DEV_SIZE = 256  # held out too; the warm start stops on its accuracy, never on eval's
+
+Split = Literal["train", "dev", "eval"]
+ViewName = Literal["original", "rephrased"]
+
+
+def format_answer(total: int) -> str:
+    """The response the model is taught: the final answer in the \\boxed{} the methods extract."""
+    return f"\\boxed{{{total}}}"
+
+
+def _split_pairs() -> dict[str, list[tuple[int, int]]]:
+    pairs = [(a, b) for a in range(100) for b in range(100)]
+    random.Random(SPLIT_SEED).shuffle(pairs)
+    return {
+        "eval": sorted(pairs[:EVAL_SIZE]),
+        "dev": sorted(pairs[EVAL_SIZE : EVAL_SIZE + DEV_SIZE]),
+        "train": sorted(pairs[EVAL_SIZE + DEV_SIZE :]),
+    }
+
+
+def _problem(a: int, b: int) -> Problem:
+    # Rotate through the rephrasings by a mix of both operands so every template covers all sums.
+    template = REPHRASED_TEMPLATES[(a * 7 + b) % len(REPHRASED_TEMPLATES)]
+    return Problem(
+        id=f"{a}+{b}",
+        question=ORIGINAL_TEMPLATE.format(a=a, b=b),
+        rephrased=template.format(a=a, b=b),
+        answer=str(a + b),
+    )
+
+
+def problems(split: Split = "train", seed: int | None = None) -> list[Problem]:
+    """The task's problems of one split; `seed` shuffles their order (None keeps (a, b) order).
+
+    The split itself is fixed, so `eval` stays held out from the warm start whatever the seed.
+    """
+    if split not in ("train", "dev", "eval"):
+        raise ValueError(f"split must be train, dev or eval, not {split!r}")
+    items = [_problem(a, b) for a, b in _split_pairs()[split]]
+    if seed is not None:
+        random.Random(seed).shuffle(items)
+    return items
+
+
+def prompt_of(problem: Problem, view: ViewName) -> str:
+    if view == "original":
+        return problem.question
+    if problem.rephrased is None:
+        raise ValueError(f"problem {problem.id} has no rephrased view")
+    return problem.rephrased
+
+
+# ---------------------------------------------------------------- tokenizer and model
+
+SPECIAL_TOKENS = ("<pad>", "<s>", "</s>", "<unk>")
+MODEL_CONFIG: dict[str, int | float | bool] = dict(
+    vocab_size=260,
+    hidden_size=128,
+    num_hidden_layers=4,
+    num_attention_heads=4,
+    num_key_value_heads=4,
+    intermediate_size=512,
+    max_position_embeddings=64,
+    tie_word_embeddings=True,
+    rope_theta=10000.0,
+    pad_token_id=0,
+    bos_token_id=1,
+    eos_token_id=2,
+)
+
+
+def build_tokenizer():
+    """Byte-level BPE without merges: one token per byte, 4 specials + 256 bytes = 260 ids.
+
+    Unlike a char-level WordLevel vocabulary, it survives `AutoTokenizer.from_pretrained`
+    (reloaded as Qwen2Tokenizer) with identical ids, spaces and newlines included.
+    """
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {token: i for i, token in enumerate(SPECIAL_TOKENS)}
+    for ch in sorted(pre_tokenizers.ByteLevel.alphabet()):
+        vocab.setdefault(ch, len(vocab))
+    backend = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    backend.decoder = decoders.ByteLevel()
+    return PreTrainedTokenizerFast(
+        tokenizer_object=backend,
+        pad_token="<pad>",
+        bos_token="<s>",
+        eos_token="</s>",
+        unk_token="<unk>",
+        padding_side="left",
+        model_max_length=int(MODEL_CONFIG["max_position_embeddings"]),
+    )
+
+
+def build_model(seed: int = 0):
+    """A freshly initialised Qwen2ForCausalLM (~1.06 M params), the same weights for the same seed."""
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    config = Qwen2Config(**MODEL_CONFIG)
+    # Initialise from a private generator state so the caller's global RNG is left untouched.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = Qwen2ForCausalLM(config)
+    model.generation_config.pad_token_id = config.pad_token_id
+    model.generation_config.bos_token_id = config.bos_token_id
+    model.generation_config.eos_token_id = config.eos_token_id
+    return model
+
+
+# ---------------------------------------------------------------- greedy accuracy
+
+
+def _extract(text: str) -> str | None:
+    try:
+        from coreward_plugins.answers import extract_answer
+    except ImportError:  # TEMPORARY until the grading helper lands plugins/answers.py
+        import re
+
+        found = re.findall(r"\\boxed\{([^{}]*)\}", text)
+        return found[-1] if found else None
+    return extract_answer(text)
+
+
+@torch.no_grad()
+def generate_greedy(model, tokenizer, prompts: Sequence[str], max_new_tokens: int = 12, batch_size: int = 256) -> list[str]:
+    """Batched greedy decoding with left padding (position ids follow the attention mask)."""
+    was_training = model.training
+    model.eval()
+    tokenizer.padding_side = "left"
+    device = next(model.parameters()).device
+    out: list[str] = []
+    for start in range(0, len(prompts), batch_size):
+        enc = tokenizer(list(prompts[start : start + batch_size]), return_tensors="pt", padding=True).to(device)
+        generated = model.generate(
+            **enc,
+            do_sample=False,
+            max_new_tokens=max_new_tokens,
+            pad_token_id=tokenizer.pad_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+        )
+        out.extend(tokenizer.batch_decode(generated[:, enc["input_ids"].shape[1] :], skip_special_tokens=True))
+    model.train(was_training)
+    return out
+
+
+def greedy_accuracy(model, tokenizer, items: Sequence[Problem], view: ViewName = "original", batch_size: int = 256) -> float:
+    """Share of problems whose greedy response's last \\boxed{} answer equals the reference."""
+    if not items:
+        return 0.0
+    responses = generate_greedy(model, tokenizer, [prompt_of(p, view) for p in items], batch_size=batch_size)
+    right = sum(_extract(r) == p.answer for r, p in zip(responses, items))
+    return right / len(items)
+
+
+# ---------------------------------------------------------------- warm start
+
+
+@dataclass(frozen=True)
+class WarmStartConfig:
+    """The supervised warm start: stop at the first check where dev accuracy reaches `target`.
+
+    Stopping on a target rather than a step count keeps the starting accuracy in the window
+    label-free RL needs even where another CPU's arithmetic moves the (sharp) learning curve.
+    """
+
+    seed: int = 0
+    lr: float = 2e-3
+    betas: tuple[float, float] = (0.9, 0.98)
+    weight_decay: float = 0.0
+    warmup_steps: int = 100
+    grad_clip: float = 1.0
+    batch_size: int = 128
+    original_share: float = 0.5  # the rest is spread evenly over the rephrasings
+    target_accuracy: float = 0.68
+    first_check: int = 150
+    check_every: int = 5
+    max_steps: int = 600
+    threads: int = 2  # fixed, so the same seed gives the same bytes on any machine size
+
+
+def _examples(tokenizer, items: Sequence[Problem]) -> list[list[tuple[list[int], list[int]]]]:
+    """Per problem, (prompt ids, response ids) for each template, original first."""
+    eos = tokenizer.eos_token_id
+    table = []
+    for p in items:
+        a, b = (int(x) for x in p.id.split("+"))
+        response = tokenizer(format_answer(a + b), add_special_tokens=False).input_ids + [eos]
+        table.append([(tokenizer(t.format(a=a, b=b)).input_ids, response) for t in TEMPLATES])
+    return table
+
+
+def _batch(examples, rng: random.Random, cfg: WarmStartConfig, pad_id: int):
+    """A right-padded batch; the loss covers the response tokens only."""
+    seqs, labels = [], []
+    n_rephrased = len(REPHRASED_TEMPLATES)
+    for _ in range(cfg.batch_size):
+        views = rng.choice(examples)
+        view = 0 if rng.random() < cfg.original_share else 1 + rng.randrange(n_rephrased)
+        prompt, response = views[view]
+        seqs.append(prompt + response)
+        labels.append([-100] * len(prompt) + response)
+    width = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    lab = torch.full((len(seqs), width), -100, dtype=torch.long)
+    for i, (s, l) in enumerate(zip(seqs, labels)):
+        ids[i, : len(s)] = torch.tensor(s)
+        mask[i, : len(s)] = 1
+        lab[i, : len(l)] = torch.tensor(l)
+    return ids, mask, lab
+
+
+def train_warm_start(cfg: WarmStartConfig, progress: Progress | None = None) -> tuple[object, object, dict]:
+    """Supervised training from scratch; returns (model, tokenizer, stats). Deterministic on CPU."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(cfg.threads)
+    try:
+        tokenizer = build_tokenizer()
+        model = build_model(cfg.seed)
+        model.train()
+        examples = _examples(tokenizer, problems("train"))
+        dev = problems("dev")
+        rng = random.Random(cfg.seed)
+        opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / cfg.warmup_steps))
+        task = progress.add_task("warm start", total=cfg.max_steps) if progress else None
+        dev_acc, step = 0.0, 0
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(cfg.seed)
+            for step in range(1, cfg.max_steps + 1):
+                ids, mask, lab = _batch(examples, rng, cfg, tokenizer.pad_token_id)
+                loss = model(input_ids=ids, attention_mask=mask, labels=lab).loss
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                opt.step()
+                sched.step()
+                if progress is not None:
+                    progress.update(task, advance=1, description=f"warm start  loss {loss.item():.3f}  dev {dev_acc:.0%}")
+                if step >= cfg.first_check and step % cfg.check_every == 0:
+                    dev_acc = greedy_accuracy(model, tokenizer, dev)
+                    model.train()
+                    if dev_acc >= cfg.target_accuracy:
+                        break
+        if progress is not None:
+            progress.update(task, completed=cfg.max_steps)
+        model.eval()
+        return model, tokenizer, {"steps": step, "dev_accuracy": dev_acc, "final_loss": float(loss.item())}
+    finally:
+        torch.set_num_threads(threads)
+
+
+def cache_root() -> Path:
+    """$COREWARD_CACHE, else $XDG_CACHE_HOME/coreward, else ~/.cache/coreward."""
+    if os.environ.get("COREWARD_CACHE"):
+        return Path(os.environ["COREWARD_CACHE"]).expanduser()
+    if os.environ.get("XDG_CACHE_HOME"):
+        return Path(os.environ["XDG_CACHE_HOME"]).expanduser() / "coreward"
+    return Path.home() / ".cache" / "coreward"
+
+
+def fingerprint(cfg: WarmStartConfig) -> str:
+    """A short hash of everything that defines the warm start."""
+    import transformers
+
+    spec = {
+        "version": VERSION,
+        "templates": TEMPLATES,
+        "split": [SPLIT_SEED, EVAL_SIZE, DEV_SIZE],
+        "answer": format_answer(0),
+        "tokenizer": SPECIAL_TOKENS,
+        "model": MODEL_CONFIG,
+        "train": asdict(cfg),
+        "transformers_major": transformers.__version__.split(".")[0],
+    }
+    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:12]
+
+
+MARKER = "coreward-warm-start.json"
+
+
+def _complete(folder: Path) -> bool:
+    return (folder / MARKER).is_file() and (folder / "model.safetensors").is_file()
+
+
+def warm_start(console: Console | None = None, cfg: WarmStartConfig = WarmStartConfig()) -> Path:
+    """The cached HF folder of the warm-started tiny model; built (~30-40 s on 2 cores) when missing."""
+    console = console or Console(stderr=True)
+    root = cache_root()
+    final = root / f"tiny-arith-{fingerprint(cfg)}"
+    if _complete(final):
+        return final
+    root.mkdir(parents=True, exist_ok=True)
+    with _lock(root / f"{final.name}.lock"):
+        if _complete(final):  # another process built it while we waited
+            return final
+        console.print(f"Building the {BUILTIN} warm start (supervised, once; cached in {final})")
+        started = time.perf_counter()
+        with Progress(TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(), console=console, transient=True) as progress:
+            model, tokenizer, stats = train_warm_start(cfg, progress)
+        tmp = root / f".{final.name}.tmp-{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        elapsed = time.perf_counter() - started
+        meta = {"builtin": BUILTIN, "fingerprint": final.name, "seconds": round(elapsed, 1), **stats, "config": asdict(cfg)}
+        (tmp / MARKER).write_text(json.dumps(meta, indent=2) + "\n")
+        if final.exists():  # incomplete leftover of an interrupted build
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+        console.print(
+            f"Warm start ready in {elapsed:.1f} s: {stats['steps']} supervised steps, "
+            f"greedy accuracy {stats['dev_accuracy']:.1%} on held-out problems -> {final}"
+        )
+    return final
+
+
+class _lock:
+    """An exclusive file lock (fcntl), so racing processes build the warm start once."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __enter__(self) -> "_lock":
+        self.handle = open(self.path, "a+")
+        try:
+            import fcntl
+
+            fcntl.flock(self.handle, fcntl.LOCK_EX)
+        except ImportError:  # no fcntl (Windows): the atomic rename still keeps the folder whole
+            pass
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.handle.close()
