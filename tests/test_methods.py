@@ -57,6 +57,20 @@ def test_co_rewarding_i_pairs_by_problem_not_by_position() -> None:
     assert result.rewards == [[1.0, 1.0], [0.0, 1.0], [0.0, 0.0], [1.0, 0.0]]
 
 
+def test_a_problem_twice_in_a_batch_pairs_occurrence_by_occurrence() -> None:
+    result = score(
+        "co_rewarding_i",
+        [
+            group("a", "original", "policy", ["1", "1"]),
+            group("a", "rephrased", "policy", ["2", "2"]),
+            group("a", "original", "policy", ["3", "1"]),
+            group("a", "rephrased", "policy", ["3", "3"]),
+        ],
+    )
+    assert result.pseudo_labels == ["2", "1", "3", "3"]
+    assert result.rewards == [[0.0, 0.0], [0.0, 0.0], [1.0, 0.0], [1.0, 1.0]]
+
+
 def test_co_rewarding_i_missing_view_is_an_error() -> None:
     with pytest.raises(ValueError, match="no policy group in the rephrased view"):
         score("co_rewarding_i", [group("p1", "original", "policy", ["1"])])

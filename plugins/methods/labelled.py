@@ -61,7 +61,7 @@ class VotedMethod(LabelledMethod):
     def _source_index(self, ctx: ScoringContext, index: int) -> int | None:
         group = ctx.groups[index]
         view, source = self.label_source(group)
-        return ctx.index_of(group.problem_id, view, source)
+        return ctx.partner(index, view, source)
 
     def pseudo_label(self, ctx: ScoringContext, index: int) -> str | None:
         source = self._source_index(ctx, index)

@@ -39,9 +39,15 @@ class ScoringContext:
     matcher: AnswerMatcher
     answers: list[list[str | None]] = field(init=False)
     _votes: dict[int, Vote] = field(default_factory=dict, init=False)
+    _positions: dict[tuple[str, str, str], list[int]] = field(default_factory=dict, init=False)
+    _ranks: list[int] = field(default_factory=list, init=False)
 
     def __post_init__(self) -> None:
         self.answers = [[extract(r, self.options) for r in g.responses] for g in self.batch.groups]
+        for i, g in enumerate(self.batch.groups):
+            same = self._positions.setdefault((g.problem_id, g.view, g.source), [])
+            self._ranks.append(len(same))
+            same.append(i)
 
     @property
     def groups(self) -> list[Group]:
@@ -50,11 +56,16 @@ class ScoringContext:
     def policy_indices(self) -> list[int]:
         return [i for i, g in enumerate(self.groups) if g.source == "policy"]
 
-    def index_of(self, problem_id: str, view: str, source: str) -> int | None:
-        for i, g in enumerate(self.groups):
-            if g.problem_id == problem_id and g.view == view and g.source == source:
-                return i
-        return None
+    def partner(self, index: int, view: str, source: str) -> int | None:
+        """The group of the same problem in `view` sampled by `source`.
+
+        Should a problem occur twice in one batch, the k-th (problem, view, source) group pairs with
+        the k-th group of the other key, so each occurrence keeps its own partner.
+        """
+        key = (self.groups[index].problem_id, view, source)
+        candidates = self._positions.get(key, [])
+        rank = self._ranks[index]
+        return candidates[rank] if rank < len(candidates) else None
 
     def vote(self, index: int) -> Vote:
         if index not in self._votes:
