@@ -1,0 +1,271 @@
+"""`coreward export`: write a trained model as a self-checked Hugging Face folder.
+
+The flow: load the source in fp32 (an HF folder, or DeepSpeed ZeRO partitions merged by DeepSpeed's
+own zero_to_fp32 into a model built from the base config), take its logits on a few fixed prompts,
+cast to the export dtype, `save_pretrained` (safetensors, sharded) with tokenizer and generation
+config into a hidden folder beside DIR, reload that folder with plain transformers, compare logits
+and tokenizer, write the model card, and only then rename it to DIR. A failed check leaves nothing.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import re
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Literal
+
+import click
+import torch
+
+from coreward_cli.errors import UserError
+from coreward_cli.export_card import render_card
+from coreward_cli.export_sources import ExportSource
+
+Dtype = Literal["auto", "bf16", "fp16", "fp32"]
+TORCH_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+# Allowed max |logit difference| = ABS + REL * max |reference logit|. Logits are compared in fp32, so an
+# fp32 export must match almost exactly; bf16/fp16 only carry their weight rounding.
+TOLERANCE = {"fp32": (1e-5, 1e-6), "fp16": (1e-3, 1e-2), "bf16": (1e-2, 5e-2)}
+PROBE_TEXTS = ("1+2=", "Question: What is 12 times 7?\nAnswer:", "Let's think step by step. 17+25=")
+PROBE_CHAT = "What is 3+4? Put the final answer within \\boxed{}."
+PROBE_MAX_TOKENS = 48
+
+
+class SelfCheckFailed(click.ClickException):
+    """The written folder does not reproduce the source: exit 1, nothing left behind."""
+
+    exit_code = 1
+
+    def show(self, file=None) -> None:
+        click.echo(f"error: {self.format_message()}", err=True, file=file)
+
+
+@dataclass
+class CheckResult:
+    dtype: str
+    max_abs_diff: float
+    tolerance: float
+    prompts: int
+    tokens: int
+
+
+@dataclass
+class ExportResult:
+    out: Path
+    source: str
+    dtype: str
+    params: int
+    files: list[str]
+    bytes: int
+    check: CheckResult
+
+
+def parse_shard_size(text: str) -> int:
+    """'2GB', '500MB', '1GiB', or bytes -> bytes (decimal units as in transformers)."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B|B)?\s*", text, re.IGNORECASE)
+    if not match:
+        raise UserError(f"--max-shard-size {text!r}: give a size like 2GB, 500MB or 1GiB")
+    units = {"B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
+             "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}
+    size = int(float(match.group(1)) * units[(match.group(2) or "B").upper()])
+    if size < 1:
+        raise UserError(f"--max-shard-size {text!r}: must be positive")
+    return size
+
+
+def check_destination(out: Path, source: ExportSource, force: bool) -> None:
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out}: is a file; pick a folder")
+    if out.is_dir() and any(out.iterdir()) and not force:
+        raise UserError(f"--out {out}: folder is not empty; pick another or pass --force to replace it")
+    protected = [source.weights] + ([Path(source.config_from)] if source.config_from and Path(source.config_from).exists() else [])
+    target = out.resolve()
+    for path in protected:
+        if target == path.resolve() or target in path.resolve().parents:
+            raise UserError(f"--out {out}: would replace the source {path}; pick another folder")
+
+
+def export_model(source: ExportSource, out: Path, dtype: Dtype = "auto", force: bool = False,
+                 max_shard_size: int = 2 * 10**9, status: Callable[[str], Any] | None = None) -> ExportResult:
+    """Export, self-check, and rename into `out`. Raises UserError (bad input) or SelfCheckFailed."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    step = status or (lambda message: None)
+    check_destination(out, source, force)
+    step(f"loading {source.label}")
+    model, tokenizer, source_dtype = load_source(source)
+    export_dtype = source_dtype if dtype == "auto" else dtype
+    probes = probe_inputs(tokenizer, model.config)
+    reference = probe_logits(model, probes)
+    params = sum(p.numel() for p in model.parameters())
+
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"--out {out}: cannot create its parent folder ({e.strerror})") from e
+    partial = out.parent / f".{out.name}.partial-{os.getpid()}"
+    shutil.rmtree(partial, ignore_errors=True)
+    try:
+        step(f"writing {export_dtype} safetensors")
+        model.to(TORCH_DTYPES[export_dtype])
+        _write_model(model, partial, max_shard_size)
+        tokenizer.save_pretrained(partial)
+        del model
+        gc.collect()
+        step("reloading the export with transformers to check it")
+        check = verify_export(partial, reference, probes, tokenizer, export_dtype)
+        (partial / "README.md").write_text(render_card(source, check, export_dtype, params, out.name), encoding="utf-8")
+        files = sorted(p.name for p in partial.iterdir())
+        size = sum(p.stat().st_size for p in partial.iterdir() if p.is_file())
+        _move_into_place(partial, out)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    return ExportResult(out, source.label, export_dtype, params, files, size, check)
+
+
+def load_source(source: ExportSource):
+    """(model in fp32, tokenizer, dtype name of the source weights for --dtype auto)."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, GenerationConfig
+
+    where = str(source.config_from if source.is_deepspeed else source.weights)
+    config = _loading(where, "config", lambda: AutoConfig.from_pretrained(where))
+    source_dtype = _dtype_name(getattr(config, "dtype", None) or getattr(config, "torch_dtype", None))
+    tokenizer = _loading(where, "tokenizer", lambda: AutoTokenizer.from_pretrained(where))
+    if not source.is_deepspeed:
+        model = _loading(where, "model", lambda: AutoModelForCausalLM.from_pretrained(where, dtype=torch.float32))
+    else:
+        model = _loading(where, "model", lambda: AutoModelForCausalLM.from_config(config, dtype=torch.float32))
+        load_merged_state(model, merge_deepspeed(source.weights, source.deepspeed_tag), source)
+        try:
+            model.generation_config = GenerationConfig.from_pretrained(where)
+        except OSError:
+            pass  # no generation_config.json beside the base config: keep the one derived from config
+    model.eval()
+    return model, tokenizer, source_dtype
+
+
+def merge_deepspeed(root: Path, tag: str | None) -> dict[str, torch.Tensor]:
+    """The fp32 master weights of a ZeRO-1/2/3 checkpoint, merged by DeepSpeed's own converter."""
+    try:
+        from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
+    except ImportError as e:
+        raise UserError("exporting a DeepSpeed checkpoint needs deepspeed: "
+                        "pip install deepspeed==0.19.6 (or pip install -e '.[cluster]')") from e
+    try:
+        return get_fp32_state_dict_from_zero_checkpoint(str(root), tag=tag)
+    except (OSError, ValueError, KeyError, RuntimeError, AssertionError, EOFError) as e:
+        raise UserError(f"{root / (tag or '')}: DeepSpeed could not merge this checkpoint ({_one_line(e)})") from e
+
+
+def load_merged_state(model: torch.nn.Module, state: dict[str, torch.Tensor], source: ExportSource) -> None:
+    """Load merged weights, accepting a wrapper prefix (module./model.) and tied weights left out."""
+    expected = set(model.state_dict())
+    prefix = max(("", "module.", "model."),
+                 key=lambda p: len(expected & {k[len(p):] for k in state if k.startswith(p)}))
+    state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError as e:
+        raise UserError(f"{source.weights / source.deepspeed_tag}: weights do not fit the config from "
+                        f"{source.config_from} ({_one_line(e)}); pass the right --base") from e
+    current = model.state_dict()
+    loaded = {current[k].data_ptr() for k in state if k in current}
+    untied = [k for k in missing if current[k].data_ptr() not in loaded]
+    if untied or unexpected:
+        raise UserError(f"{source.weights / source.deepspeed_tag}: weights do not fit the config from "
+                        f"{source.config_from} (missing {untied[:3]}, unexpected {sorted(unexpected)[:3]}); "
+                        "pass the right --base")
+
+
+def probe_inputs(tokenizer, config) -> list[tuple[str, list[int]]]:
+    """The fixed check prompts (plus one through the chat template, if any) with their token ids."""
+    texts = list(PROBE_TEXTS)
+    if getattr(tokenizer, "chat_template", None):
+        try:
+            texts.append(tokenizer.apply_chat_template([{"role": "user", "content": PROBE_CHAT}],
+                                                       tokenize=False, add_generation_prompt=True))
+        except Exception:  # noqa: BLE001 - a template that needs other inputs just isn't probed
+            pass
+    limit = min(PROBE_MAX_TOKENS, getattr(config, "max_position_embeddings", None) or PROBE_MAX_TOKENS)
+    probes = [(text, tokenizer(text)["input_ids"][:limit]) for text in texts]
+    probes = [(text, ids) for text, ids in probes if ids]
+    if not probes:
+        raise UserError("the tokenizer turns the check prompts into no tokens; is it the model's tokenizer?")
+    return probes
+
+
+@torch.no_grad()
+def probe_logits(model: torch.nn.Module, probes: list[tuple[str, list[int]]]) -> list[torch.Tensor]:
+    return [model(input_ids=torch.tensor([ids])).logits[0].float() for _, ids in probes]
+
+
+def verify_export(folder: Path, reference: list[torch.Tensor], probes: list[tuple[str, list[int]]], tokenizer,
+                  dtype: str) -> CheckResult:
+    """Reload `folder` with plain transformers (fp32 compute) and compare with the source."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    problems: list[str] = []
+    try:
+        model, info = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32, output_loading_info=True)
+        reloaded_tokenizer = AutoTokenizer.from_pretrained(folder)
+    except (OSError, ValueError, RuntimeError) as e:
+        raise SelfCheckFailed(f"self-check failed: the written folder does not load ({_one_line(e)})") from e
+    for kind in ("missing_keys", "unexpected_keys", "mismatched_keys"):
+        if info.get(kind):
+            problems.append(f"{kind.replace('_', ' ')} on reload: {sorted(map(str, info[kind]))[:3]}")
+    model.eval()
+    got = probe_logits(model, probes)
+    diffs = [(r - g).abs().max().item() if r.shape == g.shape else float("inf") for r, g in zip(reference, got)]
+    max_diff = max(diffs)
+    absolute, relative = TOLERANCE[dtype]
+    tolerance = absolute + relative * max(r.abs().max().item() for r in reference)
+    if not max_diff <= tolerance:  # also catches nan
+        worst = diffs.index(max_diff)
+        problems.append(f"logits differ from the source by {max_diff:.3g} (> {tolerance:.3g} allowed for "
+                        f"{dtype}) on check prompt {worst + 1}: a weight was not written faithfully")
+    texts = [text for text, _ in probes]
+    if [reloaded_tokenizer(t)["input_ids"] for t in texts] != [tokenizer(t)["input_ids"] for t in texts]:
+        problems.append("the reloaded tokenizer encodes the check prompts differently")
+    if getattr(reloaded_tokenizer, "chat_template", None) != getattr(tokenizer, "chat_template", None):
+        problems.append("the reloaded tokenizer lost or changed the chat template")
+    if problems:
+        raise SelfCheckFailed("self-check failed: " + "; ".join(problems))
+    return CheckResult(dtype, max_diff, tolerance, len(probes), sum(len(ids) for _, ids in probes))
+
+
+def _write_model(model: torch.nn.Module, folder: Path, max_shard_size: int) -> None:
+    """save_pretrained: safetensors (sharded past max_shard_size), config, generation config."""
+    model.save_pretrained(folder, max_shard_size=max_shard_size)
+
+
+def _move_into_place(partial: Path, out: Path) -> None:
+    if out.is_dir():
+        old = out.parent / f".{out.name}.replaced-{os.getpid()}"
+        out.rename(old)
+        partial.rename(out)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        partial.rename(out)
+
+
+def _loading(where: str, what: str, load: Callable[[], Any]) -> Any:
+    try:
+        return load()
+    except UserError:
+        raise
+    except (OSError, ValueError, KeyError, TypeError, RuntimeError, ImportError) as e:
+        raise UserError(f"{where}: the {what} does not load with transformers ({_one_line(e)})") from e
+
+
+def _dtype_name(value: Any) -> str:
+    text = str(value or "float32").replace("torch.", "")
+    return {"bfloat16": "bf16", "float16": "fp16"}.get(text, "fp32")
+
+
+def _one_line(error: BaseException) -> str:
+    return " ".join(str(error).split())[:300]

@@ -1,0 +1,166 @@
+"""The README.md model card written by `coreward export`: what was trained, how, on what, how it scored.
+
+Facts come from the run directory (recipe.yaml, summary.json/metrics.jsonl, eval/results.md|json) when
+the source was one; a bare model folder gets a shorter card. Hub metadata sits in the YAML front matter.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from importlib import metadata
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import yaml
+
+if TYPE_CHECKING:
+    from coreward_cli.export import CheckResult
+    from coreward_cli.export_sources import ExportSource
+
+CITATION = """@article{zhang2025co,
+  title={Co-rewarding: Stable Self-supervised RL for Eliciting Reasoning in Large Language Models},
+  author={Zhang, Zizhuo and Zhu, Jianing and Ge, Xinmu and Zhao, Zihua and Zhou, Zhanke and Li, Xuan and Feng, Xiao and Yao, Jiangchao and Han, Bo},
+  journal={arXiv preprint arXiv:2508.00410},
+  year={2025}
+}"""
+
+METHODS = {
+    "gt": "the reference answer as reward (the supervised upper bound)",
+    "majority_vote": "reward for agreeing with the majority answer of the same group (TTRL/SRT-style)",
+    "co_rewarding_i": "Co-rewarding-I: each question view is rewarded by the majority answer of the other view "
+                      "(original <-> rephrased question)",
+    "co_rewarding_ii": "Co-rewarding-II: rewarded by the majority answer of a slowly updated EMA teacher",
+    "co_rewarding_iii": "Co-rewarding-III: rewarded by the EMA teacher's majority answer on the other question view",
+    "self_certainty": "reward = mean token self-certainty (Intuitor-style)",
+    "entropy": "reward = minus the mean token entropy (RENT-style)",
+    "random": "coin-flip reward (a control)",
+}
+
+
+def render_card(source: ExportSource, check: CheckResult, dtype: str, params: int, name: str = "") -> str:
+    recipe = source.recipe or {}
+    base = str(_get(recipe, "model.path") or "")
+    method = str(_get(recipe, "method.name") or "")
+    title = name or (source.run_dir.name if source.run_dir else source.weights.name)
+    rows = [
+        ("Base model", f"`{base}`" if base else "unknown (not a coreward run directory)"),
+        ("Method", f"`{method}`: {METHODS.get(method, 'a custom reward method')}" if method else "unknown"),
+        ("Training data", _data_line(recipe) or "unknown"),
+        ("Steps", str(source.step) if source.step is not None else "unknown"),
+        ("Exported", f"{source.label}; {dtype} safetensors; {_params(params)} parameters"),
+        ("Self-check", f"reloaded with transformers: max |logit difference| {check.max_abs_diff:.3g} vs the source "
+                       f"on {check.prompts} prompts (tolerance {check.tolerance:.3g})"),
+        ("Exported by", f"coreward {_version()}"),
+    ]
+    parts = [
+        _front_matter(base, method),
+        f"# {title}\n",
+        "A reasoning model trained with label-free reinforcement learning by "
+        "[coreward](https://arxiv.org/abs/2508.00410) (Co-rewarding and its baselines).\n",
+        "| | |\n| --- | --- |\n" + "\n".join(f"| {k} | {_cell(v)} |" for k, v in rows) + "\n",
+        "## Use\n\n```python\nfrom transformers import AutoModelForCausalLM, AutoTokenizer\n\n"
+        f'tokenizer = AutoTokenizer.from_pretrained("{title}")\n'
+        f'model = AutoModelForCausalLM.from_pretrained("{title}")\n'
+        'messages = [{"role": "user", "content": "What is 17 + 25? Put the final answer within \\\\boxed{}."}]\n'
+        "inputs = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors=\"pt\", "
+        "return_dict=True)\nprint(tokenizer.decode(model.generate(**inputs, max_new_tokens=256)[0]))\n```\n",
+    ]
+    evaluation = eval_section(source.run_dir)
+    if evaluation:
+        parts.append("## Evaluation\n\n" + evaluation)
+    if source.recipe_text:
+        parts.append("## Recipe\n\nThe resolved recipe of the run (`coreward run` reads it back as is):\n\n"
+                     "```yaml\n" + source.recipe_text.rstrip() + "\n```\n")
+    parts.append("## Citation\n\n```bibtex\n" + CITATION + "\n```\n")
+    return "\n".join(parts)
+
+
+def eval_section(run_dir: Path | None) -> str | None:
+    """`coreward eval` results of the run: results.md verbatim, else a table made from results.json."""
+    if run_dir is None:
+        return None
+    md = run_dir / "eval" / "results.md"
+    if md.is_file():
+        return _demote_headings(md.read_text(encoding="utf-8")).rstrip() + "\n"
+    js = run_dir / "eval" / "results.json"
+    if not js.is_file():
+        return None
+    try:
+        data = json.loads(js.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return markdown_table(data)
+
+
+def markdown_table(data: Any) -> str | None:
+    """Rows from a list of flat records, a {name: record} mapping, or a {"results": ...} wrapper."""
+    if isinstance(data, dict) and isinstance(data.get("results"), (list, dict)):
+        data = data["results"]
+    if isinstance(data, dict) and data and all(isinstance(v, dict) for v in data.values()):
+        data = [{"benchmark": k, **v} for k, v in data.items()]
+    elif isinstance(data, dict) and data:
+        data = [{"metric": k, "value": v} for k, v in data.items()]
+    if not isinstance(data, list) or not data or not all(isinstance(r, dict) for r in data):
+        return None
+    columns: list[str] = []
+    for record in data:
+        columns += [k for k, v in record.items() if k not in columns and not isinstance(v, (dict, list))]
+    lines = ["| " + " | ".join(columns) + " |", "|" + " --- |" * len(columns)]
+    lines += ["| " + " | ".join(_cell(_fmt(r.get(c, ""))) for c in columns) + " |" for r in data]
+    return "\n".join(lines) + "\n"
+
+
+def _front_matter(base: str, method: str) -> str:
+    meta: dict[str, Any] = {"library_name": "transformers", "pipeline_tag": "text-generation"}
+    if re.fullmatch(r"[\w.-]+/[\w.-]+", base) and not Path(base).exists():
+        meta["base_model"] = base  # only hub ids: a local path or builtin is no valid hub reference
+    meta["tags"] = ["coreward", "reinforcement-learning", "label-free-rl", "reasoning"] + (
+        [method.replace("_", "-")] if method else [])
+    return "---\n" + yaml.safe_dump(meta, sort_keys=False) + "---\n"
+
+
+def _data_line(recipe: dict) -> str:
+    sources = _get(recipe, "data.train") or []
+    parts = []
+    for entry in sources if isinstance(sources, list) else []:
+        if isinstance(entry, dict) and entry.get("original"):
+            part = f"`{entry['original']}`"
+            if entry.get("rephrased"):
+                part += f" (rephrased: `{entry['rephrased']}`)"
+            parts.append(part)
+    limit = _get(recipe, "data.max_problems")
+    return ", ".join(parts) + (f", at most {limit} problems" if parts and limit else "")
+
+
+def _get(mapping: dict, dotted: str) -> Any:
+    value: Any = mapping
+    for key in dotted.split("."):
+        if not isinstance(value, dict):
+            return None
+        value = value.get(key)
+    return value
+
+
+def _demote_headings(text: str) -> str:
+    """Keep the card's outline: an eval report's headings go under '## Evaluation'."""
+    return re.sub(r"(?m)^(#{1,4}) ", lambda m: "#" * min(len(m.group(1)) + 2, 6) + " ", text)
+
+
+def _cell(value: Any) -> str:
+    return str(value).replace("|", "\\|").replace("\n", " ")
+
+
+def _fmt(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def _params(n: int) -> str:
+    return f"{n / 1e9:.2f} B" if n >= 1e9 else f"{n / 1e6:.2f} M" if n >= 1e6 else f"{n:,}"
+
+
+def _version() -> str:
+    try:
+        return metadata.version("coreward")
+    except metadata.PackageNotFoundError:
+        return "(development)"
