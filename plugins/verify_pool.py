@@ -1,0 +1,204 @@
+"""A small pool of persistent math-verify worker processes, with a hard deadline on every verdict.
+
+Why processes: math-verify's own timeout is `signal.alarm`, which only works on the main thread, and a
+sympy call stuck in C or in a long loop cannot be stopped from another thread. A worker process can be
+killed. Each call hands one (gold, pred) pair to an idle worker and waits for its verdict until the
+deadline; a late worker is killed (SIGKILL) and a fresh one is started at once in the background, so
+the next call rarely waits for a start-up. Works from any thread, from daemonic processes (plain
+`subprocess`, not `multiprocessing`), and after `fork` (a child process builds its own pool).
+
+Time bound of one `verify` call: waiting for a free worker (at most `timeout_s`), its start-up when
+it was just (re)started (at most `startup_timeout_s`), then the comparison itself (at most `timeout_s`).
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import os
+import select
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+WORKER_SCRIPT = Path(__file__).with_name("verify_worker.py")
+
+
+class _Worker:
+    def __init__(self) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, str(WORKER_SCRIPT)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            bufsize=0,
+            close_fds=True,
+        )
+        self.ready = False
+        self._buffer = b""
+        self._next_id = 0
+
+    def _read_line(self, deadline: float) -> bytes | None:
+        """One line from the worker by the deadline; None when late or the worker died."""
+        assert self.proc.stdout is not None
+        fd = self.proc.stdout.fileno()
+        while b"\n" not in self._buffer:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return None
+            readable, _, _ = select.select([fd], [], [], remaining)
+            if not readable:
+                return None
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                return None
+            self._buffer += chunk
+        line, self._buffer = self._buffer.split(b"\n", 1)
+        return line
+
+    def wait_ready(self, deadline: float) -> bool:
+        if not self.ready:
+            line = self._read_line(deadline)
+            self.ready = line is not None and line.strip() == b'{"ready": true}'
+        return self.ready
+
+    def ask(self, gold: str, pred: str, deadline: float) -> bool | None:
+        """The worker's verdict, or None when it is late or broken (the caller then kills it)."""
+        assert self.proc.stdin is not None
+        self._next_id += 1
+        request = json.dumps({"id": self._next_id, "gold": gold, "pred": pred}).encode("ascii") + b"\n"
+        try:
+            self.proc.stdin.write(request)
+        except (BrokenPipeError, OSError):
+            return None
+        line = self._read_line(deadline)
+        try:
+            reply = json.loads(line) if line is not None else {}
+        except ValueError:
+            return None
+        return bool(reply["equal"]) if reply.get("id") == self._next_id else None
+
+    def kill(self) -> None:
+        try:
+            self.proc.kill()
+            self.proc.wait(timeout=5)
+        except (OSError, subprocess.TimeoutExpired):
+            pass
+        for stream in (self.proc.stdin, self.proc.stdout):
+            try:
+                if stream is not None:
+                    stream.close()
+            except OSError:
+                pass
+
+
+@dataclass
+class PoolStats:
+    calls: int = 0
+    timeouts: int = 0  # calls that got no verdict in time (counted as "not equal")
+    restarts: int = 0  # workers killed and replaced
+
+
+class VerifyPool:
+    """Thread-safe pool of up to `max_workers` math-verify processes."""
+
+    def __init__(self, max_workers: int = 2, startup_timeout_s: float = 30.0) -> None:
+        self.max_workers = max(1, max_workers)
+        self.startup_timeout_s = startup_timeout_s
+        self.stats = PoolStats()
+        self._idle: list[_Worker] = []
+        self._started = 0
+        self._cond = threading.Condition()
+        self._closed = False
+        self._owner_pid = os.getpid()
+
+    def max_call_s(self, timeout_s: float) -> float:
+        """The longest one `verify` call can take (plus a few ms to kill a late worker)."""
+        return 2 * timeout_s + self.startup_timeout_s
+
+    def warm(self) -> None:
+        """Start one worker in the background (returns at once)."""
+        with self._cond:
+            if self._started == 0 and not self._closed:
+                self._idle.append(_Worker())
+                self._started = 1
+
+    def _acquire(self, deadline: float) -> _Worker | None:
+        with self._cond:
+            while True:
+                if self._closed:
+                    return None
+                if self._idle:
+                    return self._idle.pop()
+                if self._started < self.max_workers:
+                    self._started += 1
+                    return _Worker()
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return None
+                self._cond.wait(remaining)
+
+    def _release(self, worker: _Worker, healthy: bool) -> None:
+        if not healthy:
+            worker.kill()
+            with self._cond:
+                self.stats.restarts += 1
+        with self._cond:
+            if self._closed:
+                worker.kill()
+                return
+            self._idle.append(worker if healthy else _Worker())  # the replacement starts now
+            self._cond.notify()
+
+    def verify(self, gold: str, pred: str, timeout_s: float) -> bool | None:
+        """math-verify's verdict on (gold, pred), or None when none came in time."""
+        with self._cond:
+            self.stats.calls += 1
+        worker = self._acquire(time.monotonic() + timeout_s)
+        verdict = None
+        if worker is not None:
+            healthy = worker.wait_ready(time.monotonic() + self.startup_timeout_s)
+            if healthy:
+                verdict = worker.ask(gold, pred, time.monotonic() + timeout_s)
+                healthy = verdict is not None
+            self._release(worker, healthy)
+        if verdict is None:
+            with self._cond:
+                self.stats.timeouts += 1
+        return verdict
+
+    def close(self) -> None:
+        if os.getpid() != self._owner_pid:  # inherited by a forked child: the workers are the parent's
+            return
+        with self._cond:
+            self._closed = True
+            workers, self._idle = self._idle, []
+        for worker in workers:
+            worker.kill()
+
+
+_pool: VerifyPool | None = None
+_pool_pid = -1
+_pool_lock = threading.Lock()
+
+
+def shared_pool() -> VerifyPool:
+    """The process-wide pool (a forked child gets its own; the parent's workers are left alone)."""
+    global _pool, _pool_pid
+    with _pool_lock:
+        if _pool is None or _pool_pid != os.getpid():
+            workers = int(os.environ.get("COREWARD_VERIFY_WORKERS", "0")) or min(4, max(1, (os.cpu_count() or 2) // 2))
+            _pool, _pool_pid = VerifyPool(max_workers=workers), os.getpid()
+            atexit.register(_pool.close)
+        return _pool
+
+
+def _forget_after_fork() -> None:
+    global _pool, _pool_lock
+    _pool, _pool_lock = None, threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_after_fork)

@@ -1,0 +1,66 @@
+"""A math-verify worker process: reads JSON requests on stdin, writes verdicts on stdout.
+
+Started by `coreward_plugins.verify_pool` as `python verify_worker.py`. Each request line is
+`{"id": n, "gold": "...", "pred": "..."}`; each answer line is `{"id": n, "equal": bool}`. The parent
+kills this process when a verdict is late (sympy cannot be interrupted inside a thread), so the worker
+itself needs no timeout: math-verify runs with its signal timeouts off. It only uses the LaTeX
+extraction (latex2sympy); math-verify's plain-expression extraction (sympy `parse_expr`, which evaluates
+Python) is never enabled. Memory is capped, and the worker dies with its parent.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+
+MEMORY_CAP_BYTES = 3 * 1024**3
+
+
+def _confine() -> None:
+    try:
+        import resource
+
+        resource.setrlimit(resource.RLIMIT_AS, (MEMORY_CAP_BYTES, MEMORY_CAP_BYTES))
+    except (ImportError, ValueError, OSError):
+        pass
+    if sys.platform.startswith("linux"):  # die with the parent, even when it is killed
+        try:
+            import ctypes
+            import signal
+
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+            if os.getppid() == 1:
+                sys.exit(0)
+        except OSError:
+            pass
+
+
+def main() -> None:
+    _confine()
+    logging.disable(logging.CRITICAL)  # math-verify warns about its disabled timeouts on every start
+    from math_verify import LatexExtractionConfig, parse, verify
+
+    latex_only = [LatexExtractionConfig()]
+    out = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)  # stray prints from sympy or math-verify must not garble the protocol
+
+    def answer(payload: dict) -> None:
+        out.write(json.dumps(payload).encode("ascii") + b"\n")
+        out.flush()
+
+    answer({"ready": True})
+    for line in sys.stdin.buffer:
+        request = json.loads(line)
+        try:
+            gold = parse("\\boxed{" + request["gold"] + "}", extraction_config=latex_only, parsing_timeout=None)
+            pred = parse("\\boxed{" + request["pred"] + "}", extraction_config=latex_only, parsing_timeout=None)
+            equal = bool(gold) and bool(pred) and bool(verify(gold, pred, timeout_seconds=None))
+        except Exception:  # RecursionError, MemoryError, sympy internals: not provably equal
+            equal = False
+        answer({"id": request["id"], "equal": equal})
+
+
+if __name__ == "__main__":
+    main()
