@@ -227,6 +227,25 @@ def test_matcher_mode_changes_the_clusters() -> None:
     assert normalized.metrics["pseudo_label_accuracy"] == 1.0
 
 
+def test_math_verify_mode_clusters_equivalent_expressions() -> None:
+    groups = [group("p", "original", "policy", ["x^2+2x+1", "(x+1)^2", "(x+1)^2", "x+1"], reference="(x+1)^2")]
+    normalized = score("majority_vote", groups, match="normalized")
+    assert normalized.pseudo_labels == ["(x+1)^2"]
+    assert normalized.rewards == [[0.0, 1.0, 1.0, 0.0]]
+    assert normalized.metrics["clusters_per_group"] == 3.0
+    verified = score("majority_vote", groups, match="math_verify")
+    assert verified.pseudo_labels == ["x^2+2x+1"]  # one cluster of 3, named by its first-seen member
+    assert verified.rewards == [[1.0, 1.0, 1.0, 0.0]]
+    assert verified.metrics["clusters_per_group"] == 2.0
+    assert verified.metrics["pseudo_label_accuracy"] == 1.0
+
+
+def test_extraction_fallbacks_are_honoured() -> None:
+    plain = Group("p", "original", "policy", "q", ["so #### 42", "so #### 42", "\\boxed{41}"])
+    assert score("majority_vote", [plain]).rewards == [[0.0, 0.0, 1.0]]
+    assert score("majority_vote", [plain], extract_fallbacks=("gsm8k",)).rewards == [[1.0, 1.0, 0.0]]
+
+
 # ---------------------------------------------------------------- metrics, hand-computed
 
 

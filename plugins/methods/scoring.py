@@ -2,7 +2,7 @@
 and the metrics common to all methods.
 
 Answers are extracted once per batch (the last \\boxed{} plus the recipe's fallbacks); a blank answer
-counts as no answer, as in the official `majority_vote`, which drops None and '' alike. A group's vote
+is no answer (None), as in the official `majority_vote`, which drops None and '' alike. A group's vote
 is computed at most once per batch, however many groups it labels.
 """
 
@@ -19,11 +19,6 @@ from coreward_plugins.voting import Vote, majority_vote
 
 def make_matcher(options: MethodOptions) -> AnswerMatcher:
     return AnswerMatcher(options.match, timeout_s=options.match_timeout_s)
-
-
-def extract(text: str, options: MethodOptions) -> str | None:
-    answer = extract_answer(text, options.extract_fallbacks)
-    return answer if answer is not None and answer.strip() else None
 
 
 def mean(values: list[float]) -> float:
@@ -43,7 +38,8 @@ class ScoringContext:
     _ranks: list[int] = field(default_factory=list, init=False)
 
     def __post_init__(self) -> None:
-        self.answers = [[extract(r, self.options) for r in g.responses] for g in self.batch.groups]
+        fallbacks = self.options.extract_fallbacks
+        self.answers = [[extract_answer(r, fallbacks) for r in g.responses] for g in self.batch.groups]
         for i, g in enumerate(self.batch.groups):
             same = self._positions.setdefault((g.problem_id, g.view, g.source), [])
             self._ranks.append(len(same))
