@@ -10,7 +10,8 @@ from __future__ import annotations
 import random
 from typing import Any
 
-from coreward_plugins.batch import RolloutBatch, MethodResult
+from coreward_plugins.batch import MethodResult, RolloutBatch
+from coreward_plugins.methods.base import MethodOptions
 from coreward_plugins.methods.scoring import GroupScoredMethod, ScoringContext
 
 
@@ -18,7 +19,7 @@ class RandomReward(GroupScoredMethod):
     name = "random"
     policy_views = ("original",)
 
-    def __init__(self, options=None) -> None:
+    def __init__(self, options: MethodOptions | None = None) -> None:
         super().__init__(options)
         self.calls = 0  # batches scored so far
         self._rng = random.Random()
