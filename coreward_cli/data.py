@@ -1,8 +1,30 @@
-"""Training problems from the published dataset layouts, with their rephrasings paired."""
+"""Training problems from the published dataset layouts, with their rephrasings paired.
+
+A training source is one of:
+- `builtin:tiny-arith`, the toy task (it carries its own rephrasings);
+- a file (parquet, jsonl, json array), read with the recipe's column keys; its rephrasings come
+  from a row-aligned second file (`rephrased:`) or from a second column (`data.rephrased_key`);
+- a hub dataset id. The published Co-rewarding sets below carry their own layout; with
+  `data.data_dir` they resolve to local files laid out like shared/data/train, otherwise they
+  are read from the hub with the `datasets` library (imported only then). Other hub ids are
+  read from the hub with the recipe's column keys.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NoReturn
+
+from coreward_cli.errors import UserError
+
+if TYPE_CHECKING:
+    from coreward_cli.recipe import DataConfig, Recipe, TrainSource
+
+BUILTIN = "builtin:tiny-arith"
+FILE_TYPES = (".parquet", ".jsonl", ".json")
 
 
 @dataclass(frozen=True)
@@ -13,3 +35,399 @@ class Problem:
     question: str
     rephrased: str | None = None
     answer: str | None = None  # never read by label-free rewards; metrics (pseudo-label accuracy) only
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where a table keeps each part of a problem (dotted keys reach into nested columns)."""
+
+    question_key: str
+    rephrased_key: str | None = None
+    answer_key: str | None = None
+    id_key: str | None = None
+    answer_in_solution: bool = False  # the answer is the last \boxed{} of a worked solution
+
+
+VERL = Layout("prompt", None, "reward_model.ground_truth", "extra_info.index")
+
+
+@dataclass(frozen=True)
+class Published:
+    """A public dataset: its files under `data.data_dir` (per split) and its columns on the hub."""
+
+    files: dict[str, tuple[str, str | None]]  # split -> (original file, row-aligned rephrased file)
+    hub: Layout
+    config: str | None = None
+    aliases: tuple[str, ...] = ()
+    local: Layout = VERL
+
+    @property
+    def rephrased(self) -> bool:
+        return self.hub.rephrased_key is not None
+
+
+_PAIRED_HUB = Layout("original_question", "rephrased_question", "solution", "idx")  # TMLR-Group-HF releases
+PUBLISHED: dict[str, Published] = {
+    "TMLR-Group-HF/Co-rewarding-RephrasedMATH": Published(
+        {"train": ("math/train_original.parquet", "math/train_rephrased.parquet")},
+        _PAIRED_HUB,
+        aliases=("TMLR-Group-HF/CoReward-RephrasedMATH",),
+    ),
+    "TMLR-Group-HF/Co-rewarding-RephrasedDAPO-14k": Published(
+        {"train": ("dapo/train_original.parquet", "dapo/train_rephrased.parquet")}, _PAIRED_HUB
+    ),
+    "TMLR-Group-HF/Co-rewarding-RephrasedOpenRS": Published(
+        {"train": ("openrs/train_original.parquet", "openrs/train_rephrased.parquet")}, _PAIRED_HUB
+    ),
+    "DigitalLearningGmbH/MATH-lighteval": Published(
+        {"train": ("math/train_original.parquet", None), "test": ("math/test.parquet", None)},
+        Layout("problem", None, "solution", None, answer_in_solution=True),
+    ),
+    # Locally: the 14,109 problems that have a rephrasing (the hub copy has 14,116).
+    "open-r1/DAPO-Math-17k-Processed": Published(
+        {"train": ("dapo/train_original.parquet", None)}, Layout("prompt", None, "solution"), config="en"
+    ),
+    "knoveleng/open-rs": Published({"train": ("openrs/train_original.parquet", None)}, Layout("problem", None, "answer")),
+}
+_BY_NAME = {alias.lower(): entry for name, entry in PUBLISHED.items() for alias in (name, *entry.aliases)}
+
+
+def published(name: str) -> Published | None:
+    return _BY_NAME.get(name.lower())
+
+
+def is_path_like(spec: str) -> bool:
+    """A file path rather than a hub id (`org/name` has one slash and no file suffix)."""
+    return spec.startswith(("/", "./", "../", "~")) or Path(spec).suffix.lower() in FILE_TYPES or Path(spec).exists()
+
+
+class SourceError(Exception):
+    """A source that cannot be resolved; the message says why and what to do."""
+
+
+@dataclass(frozen=True)
+class Resolved:
+    label: str  # what messages call it
+    path: Path | None = None
+    paired: Path | None = None  # row-aligned rephrased file that comes with a published dataset
+    hub: tuple[str, str | None, str] | None = None  # (id, config, split)
+    layout: Layout | None = None  # None: the recipe's column keys
+    carries_rephrased: bool = False
+
+
+def _local(data_dir: str, relative: str) -> Path | None:
+    root = Path(data_dir).expanduser()
+    for candidate in (root / relative, root / "train" / relative):  # data_dir may be shared/data or shared/data/train
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def resolve(spec: str, data_dir: str | None, split: str) -> Resolved:
+    if spec.startswith("builtin:"):
+        raise SourceError(f"unknown builtin '{spec}'; the only one is {BUILTIN}")
+    if is_path_like(spec):
+        path = Path(spec).expanduser()
+        if path.suffix.lower() not in FILE_TYPES:
+            raise SourceError(f"{spec}: unsupported file type; use parquet, jsonl or a json array")
+        if not path.is_file():
+            raise SourceError(f"file {spec} does not exist (relative paths are read from {Path.cwd()}); fix the path")
+        return Resolved(str(path), path=path)
+    entry = published(spec)
+    if entry is None:
+        return Resolved(spec, hub=(spec, None, split))
+    if data_dir is None:
+        return Resolved(spec, hub=(spec, entry.config, split), layout=entry.hub, carries_rephrased=entry.rephrased)
+    if split not in entry.files:
+        raise SourceError(f"{spec} has no split '{split}' in data_dir; use one of {', '.join(entry.files)}")
+    original, rephrased = entry.files[split]
+    found = [(name, _local(data_dir, name)) for name in (original, rephrased) if name]
+    missing = [name for name, path in found if path is None]
+    if missing:
+        raise SourceError(
+            f"{spec}: data_dir {data_dir} has no {missing[0]}; point data.data_dir at a folder laid out like shared/data/train"
+        )
+    paths = [path for _, path in found]
+    return Resolved(spec, path=paths[0], paired=paths[1] if len(paths) > 1 else None, layout=entry.local, carries_rephrased=entry.rephrased)
+
+
+# ---------------------------------------------------------------- checks used by the recipe
+
+
+def source_problem(spec: str, data_dir: str | None, split: str = "train", rephrased: bool = False) -> str | None:
+    """Why a source cannot be used (missing file, unknown builtin, ...), or None. Hub ids are not checked."""
+    if spec == BUILTIN:
+        return f"{BUILTIN} carries its own rephrasings; remove this field" if rephrased else None
+    try:
+        resolve(spec, data_dir, split)
+    except SourceError as exc:
+        return str(exc)
+    return None
+
+
+def carries_rephrasings(source: TrainSource, cfg: DataConfig) -> bool:
+    if source.original == BUILTIN or source.rephrased is not None:
+        return True
+    entry = None if is_path_like(source.original) else published(source.original)
+    return entry.rephrased if entry is not None else cfg.rephrased_key is not None
+
+
+def eval_set_problem(name: str, data_dir: str | None) -> str | None:
+    """Why a held-out set cannot be evaluated, or None (benchmark names belong to coreward_cli.benchdata)."""
+    if is_path_like(name):
+        if Path(name).suffix.lower() not in FILE_TYPES:
+            return f"{name}: unsupported file type; use parquet, jsonl or a json array"
+        return None if Path(name).expanduser().is_file() else f"file {name} does not exist (relative to {Path.cwd()}); fix the path"
+    from coreward_cli.benchdata import KNOWN_BENCHMARKS
+
+    if name in KNOWN_BENCHMARKS:
+        return None
+    return f"unknown eval set '{name}'; use one of {', '.join(KNOWN_BENCHMARKS)} or a json/jsonl/parquet file"
+
+
+# ---------------------------------------------------------------- loading
+
+
+def load_train_problems(recipe: Recipe) -> list[Problem]:
+    """Every training problem of the recipe, in source order, at most `data.max_problems`."""
+    cfg = recipe.data
+    if not cfg.train:
+        raise UserError("data.train: no training data; add a source (a file, a hub dataset id or builtin:tiny-arith)")
+    limit = cfg.max_problems
+    problems: list[Problem] = []
+    for i, source in enumerate(cfg.train):
+        items = _load_source(source, cfg, f"data.train[{i}]")
+        if len(cfg.train) > 1:  # ids restart in every source; a pair's id must stay unique in a step
+            items = [Problem(f"{i}:{p.id}", p.question, p.rephrased, p.answer) for p in items]
+        problems.extend(items)
+        if limit is not None and len(problems) >= limit:
+            break
+    return problems if limit is None else problems[:limit]
+
+
+def _load_source(source: TrainSource, cfg: DataConfig, field: str) -> list[Problem]:
+    if source.original == BUILTIN:
+        from coreward_cli import toy
+
+        return toy.problems("train")
+    try:
+        main = resolve(source.original, cfg.data_dir, source.split)
+        extra = resolve(source.rephrased, cfg.data_dir, source.split) if source.rephrased else None
+    except SourceError as exc:
+        raise UserError(f"{field}: {exc}") from exc
+    layout = main.layout or Layout(cfg.question_key, cfg.rephrased_key, cfg.answer_key, cfg.id_key)
+    table = _Table.read(main, layout, f"{field}.original")
+    rephrased: list[str] | None = None
+    partner = extra or (Resolved(str(main.paired), path=main.paired) if main.paired else None)
+    if partner is not None:
+        other = _Table.read(partner, Layout(layout.question_key, None, None, layout.id_key), f"{field}.rephrased")
+        if len(other.rows) != len(table.rows):
+            raise UserError(
+                f"{field}: {table.label} has {len(table.rows)} rows but {other.label} has {len(other.rows)}; "
+                "the rephrased file must be row-aligned with the original (row i = the same problem)"
+            )
+        if layout.id_key is not None:
+            for n, (a, b) in enumerate(zip(table.ids(), other.ids())):
+                if a != b:
+                    raise UserError(
+                        f"{field}: row {n} is problem {a} in {table.label} but {b} in {other.label}; the files are not row-aligned"
+                    )
+        rephrased = other.questions(layout.question_key)
+    elif layout.rephrased_key is not None:
+        rephrased = table.questions(layout.rephrased_key)
+    questions, answers, ids = table.questions(layout.question_key), table.answers(), table.ids()
+    seen: dict[str, int] = {}
+    for n, problem_id in enumerate(ids):
+        if problem_id in seen:
+            raise UserError(
+                f"{field}: {table.label} has problem id {problem_id} twice (rows {seen[problem_id]} and {n}) in "
+                f"'{layout.id_key}'; set data.id_key: null to number the rows"
+            )
+        seen[problem_id] = n
+    return [
+        Problem(ids[n], questions[n], rephrased[n] if rephrased else None, answers[n]) for n in range(len(questions))
+    ]
+
+
+_MISSING = object()
+
+
+@dataclass
+class _Table:
+    label: str
+    rows: list[dict[str, Any]]
+    columns: list[str]  # dotted names, for messages
+    layout: Layout
+    recipe_field: str
+    _cache: dict[str, list[Any]] = field(default_factory=dict)
+
+    @classmethod
+    def read(cls, source: Resolved, layout: Layout, recipe_field: str) -> _Table:
+        keys = [k for k in (layout.question_key, layout.rephrased_key, layout.answer_key, layout.id_key) if k]
+        if source.hub is not None:
+            rows = _hub_rows(*source.hub, recipe_field)
+            label = f"{source.hub[0]} ({source.hub[2]})"
+            columns = _flatten(rows[0]) if rows else []
+        else:
+            assert source.path is not None
+            label = str(source.path)
+            rows, columns = _file_rows(source.path, keys, recipe_field)
+        table = cls(label, rows, columns, layout, recipe_field)
+        if not rows:
+            raise UserError(f"{recipe_field}: {label} has no rows; use a file with problems in it")
+        for key, name in ((layout.question_key, "question_key"), (layout.rephrased_key, "rephrased_key"),
+                          (layout.answer_key, "answer_key"), (layout.id_key, "id_key")):
+            if key is not None and _get(rows[0], key) is _MISSING:
+                table.missing(key, name, 0)
+        return table
+
+    def missing(self, key: str, name: str, row: int) -> NoReturn:
+        fix = f"set data.{name} to one of them" + (", or null" if name in ("id_key", "answer_key", "rephrased_key") else "")
+        where = f"row {row} of " if row else ""
+        raise UserError(f"{self.recipe_field}: {where}{self.label} has no column '{key}' (columns: {', '.join(self.columns)}); {fix}")
+
+    def column(self, key: str, name: str) -> list[Any]:
+        if key not in self._cache:
+            values = []
+            for n, row in enumerate(self.rows):
+                value = _get(row, key)
+                if value is _MISSING:
+                    self.missing(key, name, n)
+                values.append(value)
+            self._cache[key] = values
+        return self._cache[key]
+
+    def questions(self, key: str) -> list[str]:
+        out = []
+        for n, value in enumerate(self.column(key, "question_key")):
+            text = _question_text(value)
+            if not text:
+                raise UserError(f"{self.recipe_field}: row {n} of {self.label}: column '{key}' holds no question text ({str(value)[:60]!r}); fix the row or the key")
+            out.append(text)
+        return out
+
+    def answers(self) -> list[str | None]:
+        if self.layout.answer_key is None:
+            return [None] * len(self.rows)
+        values = [_answer_text(v) for v in self.column(self.layout.answer_key, "answer_key")]
+        if self.layout.answer_in_solution:
+            from coreward_plugins.answers import extract_answer
+
+            values = [extract_answer(v) if v else None for v in values]
+        return values
+
+    def ids(self) -> list[str]:
+        if self.layout.id_key is None:
+            return [str(n) for n in range(len(self.rows))]
+        return [str(v) for v in self.column(self.layout.id_key, "id_key")]
+
+
+def _get(row: dict[str, Any], key: str) -> Any:
+    if key in row:  # a flat column whose name contains dots
+        return row[key]
+    value: Any = row
+    for part in key.split("."):
+        if not isinstance(value, dict) or part not in value:
+            return _MISSING
+        value = value[part]
+    return value
+
+
+def _flatten(row: dict[str, Any], prefix: str = "") -> list[str]:
+    names = []
+    for key, value in row.items():
+        names.append(f"{prefix}{key}")
+        if isinstance(value, dict):
+            names.extend(_flatten(value, f"{prefix}{key}."))
+    return names
+
+
+def _question_text(value: Any) -> str | None:
+    """A question is text, or a chat message list whose (last) user turn is the question."""
+    if isinstance(value, str):
+        return value if value.strip() else None
+    if isinstance(value, list) and value and all(isinstance(m, dict) for m in value):
+        users = [m.get("content") for m in value if m.get("role") == "user"]
+        text = users[-1] if users else None
+        return text if isinstance(text, str) and text.strip() else None
+    return None
+
+
+def _answer_text(value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, list):  # e.g. OlympiadBench's final_answer: ["$x$"]
+        return _answer_text(value[0]) if value else None
+    return str(value)
+
+
+def _file_rows(path: Path, keys: list[str], recipe_field: str) -> tuple[list[dict[str, Any]], list[str]]:
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".parquet":
+            import pyarrow.parquet as pq
+
+            schema = pq.read_schema(path)
+            columns = _schema_columns(schema)
+            wanted = sorted({k if k in schema.names else k.split(".")[0] for k in keys} & set(schema.names))
+            return pq.read_table(path, columns=wanted).to_pylist(), columns
+        text = path.read_text(encoding="utf-8")
+    except (OSError, ValueError) as exc:  # arrow and decode errors are ValueErrors
+        raise UserError(f"{recipe_field}: cannot read {path} ({exc.__class__.__name__}: {exc}); fix or replace the file") from exc
+    if suffix == ".jsonl":
+        rows = []
+        for n, line in enumerate(text.splitlines(), start=1):
+            if line.strip():
+                try:
+                    rows.append(json.loads(line))
+                except ValueError as exc:
+                    raise UserError(f"{path}:{n}: not valid JSON ({exc}); fix the line ({recipe_field})") from exc
+    else:
+        try:
+            data = json.loads(text)
+        except ValueError as exc:
+            raise UserError(f"{path}: not valid JSON ({exc}); fix the file ({recipe_field})") from exc
+        if isinstance(data, dict):  # {"data": [...]}-style wrappers around one list
+            lists = [v for v in data.values() if isinstance(v, list)]
+            data = lists[0] if len(lists) == 1 else data
+        if not isinstance(data, list):
+            raise UserError(f"{recipe_field}: {path} is not a list of records; use a json array, jsonl or parquet")
+        rows = data
+    bad = next((n for n, row in enumerate(rows) if not isinstance(row, dict)), None)
+    if bad is not None:
+        raise UserError(f"{recipe_field}: record {bad} of {path} is not an object with columns; fix the file")
+    return rows, _flatten(rows[0]) if rows else []
+
+
+def _schema_columns(schema: Any) -> list[str]:
+    import pyarrow as pa
+
+    def walk(fields: Any, prefix: str) -> list[str]:
+        names = []
+        for f in fields:
+            names.append(prefix + f.name)
+            if pa.types.is_struct(f.type):
+                names.extend(walk(list(f.type), f"{prefix}{f.name}."))
+        return names
+
+    return walk(list(schema), "")
+
+
+def _hub_offline() -> bool:
+    return any(os.environ.get(v, "").lower() in {"1", "true", "yes", "on"} for v in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"))
+
+
+def _hub_rows(hub_id: str, config: str | None, split: str, recipe_field: str) -> list[dict[str, Any]]:
+    hint = "set data.data_dir to a local copy laid out like shared/data/train, or use a file path"
+    if _hub_offline():
+        raise UserError(f"{recipe_field}: '{hub_id}' is a hub dataset and the hub is offline (HF_HUB_OFFLINE); {hint}")
+    try:
+        import datasets
+    except ImportError as exc:
+        raise UserError(f"{recipe_field}: reading hub dataset '{hub_id}' needs `pip install datasets`; or {hint}") from exc
+    try:
+        rows = datasets.load_dataset(hub_id, config, split=split)
+    except Exception as exc:  # network, auth, unknown id: all end the same way for a user
+        reason = str(exc).splitlines()[0][:200] if str(exc) else ""
+        raise UserError(f"{recipe_field}: cannot load '{hub_id}' (split {split}) from the hub ({exc.__class__.__name__}: {reason}); {hint}") from exc
+    return [dict(row) for row in rows]

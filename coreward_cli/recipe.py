@@ -7,8 +7,12 @@ paper has one.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
-from typing import Literal
+from pathlib import Path
+from typing import Callable, Literal, Sequence
+
+from coreward_cli.errors import UserError
 
 PAPER_SYSTEM_PROMPT = "Let's think step by step and output the final answer within \\boxed{}."
 
@@ -34,7 +38,7 @@ class ModelConfig:
 
 @dataclass
 class TrainSource:
-    original: str = doc("", "Original questions: a file (parquet, jsonl, json), a hub dataset id, or builtin:tiny-arith.")
+    original: str = doc("", "Original questions: a file (parquet, jsonl, json; relative to the current directory), a hub dataset id, or builtin:tiny-arith.")
     rephrased: str | None = doc(None, "Row-aligned rephrased questions (file or hub id); null when `original` holds both columns or none is needed.")
     split: str = doc("train", "Split to read when the source is a hub dataset.")
 
@@ -42,14 +46,14 @@ class TrainSource:
 @dataclass
 class DataConfig:
     train: list[TrainSource] = doc_factory(list, "Training sources, concatenated in order.")
-    question_key: str = doc("prompt", "Column with the question: a string, or a chat message list whose user turn is the question.")
+    question_key: str = doc("prompt", "Column with the question: a string, or a chat message list whose user turn is the question (published datasets bring their own columns).")
     rephrased_key: str | None = doc(None, "Column with the rephrased question when one file holds both views (e.g. rephrased_question).")
-    answer_key: str = doc("reward_model.ground_truth", "Column with the reference answer (dotted for nested); read only for metrics by label-free methods.")
+    answer_key: str | None = doc("reward_model.ground_truth", "Column with the reference answer (dotted for nested); read only for metrics by label-free methods; null for none (not with gt).")
     id_key: str | None = doc("extra_info.index", "Column with a stable problem id; null to use the row number.")
-    data_dir: str | None = doc(None, "Local folder that replaces hub downloads: names resolve to files under it (layout of shared/data).")
-    eval: list[str] = doc(list, "Held-out sets evaluated greedily during training (benchmark names or files).")
-    eval_limit: int | None = doc(None, "Evaluate on at most this many problems of each eval set; null for all.")
-    max_problems: int | None = doc(None, "Train on at most this many problems; null for all.")
+    data_dir: str | None = doc(None, "Local folder laid out like shared/data (or its train/): published dataset names resolve to files under it instead of the hub.")
+    eval: list[str] = doc([], "Held-out sets evaluated greedily during training (benchmark names or files).")
+    eval_limit: int | None = doc(None, "Evaluate on at most this many problems of each eval set; null for all.", min=1)
+    max_problems: int | None = doc(None, "Train on at most this many problems; null for all.", min=1)
     shuffle_seed: int = doc(1, "Seed of the training sampler (verl's data.seed; 1 in Co-rewarding-I).")
 
 
@@ -57,7 +61,7 @@ class DataConfig:
 class MethodConfig:
     name: str = doc("co_rewarding_i", "Reward method: gt, majority_vote, co_rewarding_i, co_rewarding_ii, co_rewarding_iii, self_certainty, entropy, random, or module:Class.")
     match: Literal["exact", "normalized", "math_verify"] = doc("exact", "How answers are compared: exact strings (the paper), a normalized key, or math-verify equivalence.")
-    extract_fallbacks: list[str] = doc(list, "Answer extraction after the last \\boxed{}: any of gsm8k (#### x), answer_is, last_number.")
+    extract_fallbacks: list[Literal["gsm8k", "answer_is", "last_number"]] = doc([], "Answer extraction after the last \\boxed{}: any of gsm8k (#### x), answer_is, last_number.")
     tie: Literal["first", "none"] = doc("first", "Vote ties: first = the answer counted first wins (the paper); none = no label, zero rewards.")
     min_votes: int = doc(1, "A pseudo-label needs at least this many agreeing answers, else the group gets zero rewards (paper: 1).", min=1)
     match_timeout_s: float = doc(5.0, "Time limit for one answer comparison, in seconds.", min=0.01)
@@ -65,7 +69,7 @@ class MethodConfig:
 
 @dataclass
 class RolloutConfig:
-    n: int = doc(8, "Responses sampled per prompt and view.", min=1)
+    n: int = doc(8, "Responses sampled per prompt and view (a group of one has no advantage: at least 2).", min=2)
     temperature: float = doc(1.0, "Sampling temperature for training rollouts.", min=0.0)
     top_p: float = doc(1.0, "Nucleus sampling for training rollouts.", min=0.0, max=1.0)
     max_prompt_tokens: int = doc(512, "Problems whose (templated) prompt is longer, in either view, are dropped.", min=1)
@@ -151,3 +155,68 @@ class Recipe:
     output: OutputConfig = doc_factory(OutputConfig, "Run directory and intervals.")
     logging: LoggingConfig = doc_factory(LoggingConfig, "Experiment tracking.")
     seed: int = doc(1, "Seed for sampling, initialisation and the random method.")
+
+
+# ---------------------------------------------------------------- loading and writing
+
+
+def load_recipe(path: str | Path, overrides: Sequence[str] = (), warn: Callable[[str], None] | None = None) -> Recipe:
+    """Read, override (`a.b=value`, YAML rules) and check a recipe.
+
+    Every problem raises UserError with one line: `FILE:LINE: field: what is wrong and the fix`
+    (`--set field: ...` for an override). `warn` receives one-line warnings (default: stderr).
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError as exc:
+        raise UserError(f"{path}: no such recipe file; see the shipped ones with `coreward recipe list`") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(f"{path}: cannot read the recipe ({exc.__class__.__name__}: {exc})") from exc
+    return load_recipe_text(text, str(path), overrides, warn)
+
+
+def load_recipe_text(text: str, name: str, overrides: Sequence[str] = (), warn: Callable[[str], None] | None = None) -> Recipe:
+    """`load_recipe` on text already in memory; `name` is what error lines call the file."""
+    from coreward_cli import typed_yaml
+    from coreward_cli.recipe_checks import Where, check_recipe
+
+    root = typed_yaml.compose(text, name)
+    if root is None:
+        raise UserError(f"{name}:1: the recipe is empty; write one with `coreward recipe new`")
+    if not isinstance(root, typed_yaml.MappingNode):
+        raise typed_yaml.fail(root, "", "a recipe is a mapping of sections (model:, data:, method:, ...)")
+    for item in overrides:
+        typed_yaml.apply_override(root, *typed_yaml.parse_override(item))
+    converter = typed_yaml.Converter()
+    recipe = converter.build(Recipe, root)
+    check_recipe(recipe, Where(converter, root), warn or _warn_stderr)
+    return recipe
+
+
+def _warn_stderr(message: str) -> None:
+    import click
+
+    click.echo(f"warning: {message}", err=True)
+
+
+def recipe_to_dict(recipe: Recipe) -> dict:
+    """Plain data in schema order (what `dump_recipe` writes and a run's recipe.yaml holds)."""
+    return dataclasses.asdict(recipe)
+
+
+def dump_recipe(recipe: Recipe, explain: bool = False) -> str:
+    """The resolved recipe as YAML in schema order; `explain` puts each field's description above it."""
+    from coreward_cli.typed_yaml import emit
+
+    return emit(recipe, explain=explain)
+
+
+def run_dir_for(recipe: Recipe, recipe_path: str | Path) -> Path:
+    """The run directory: `output.dir` with `{recipe}` replaced by the recipe file's stem."""
+    return Path(recipe.output.dir.replace("{recipe}", Path(recipe_path).stem)).expanduser()
+
+
+def field_help(cls: type) -> dict[str, str]:
+    """Field name -> its one-line description, for tables and `--explain`."""
+    return {f.name: f.metadata.get("help", "") for f in dataclasses.fields(cls)}

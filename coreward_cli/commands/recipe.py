@@ -1,0 +1,180 @@
+"""`coreward recipe new|show|validate|list`: write, show, check and find recipes."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import click
+
+from coreward_cli.errors import UserError
+
+SET_HELP = "Override a field, e.g. --set train.lr=1e-6 or --set data.eval=[math500,gsm8k] (YAML values; repeatable)."
+
+
+def _warn(message: str) -> None:
+    click.echo(f"warning: {message}", err=True)
+
+
+def summary(recipe) -> str:  # noqa: ANN001 - a Recipe; imported lazily to keep the CLI fast
+    """One line: method, model, data, batch shape and engine."""
+    sources = ", ".join(s.original + (f" + {s.rephrased}" if s.rephrased else "") for s in recipe.data.train)
+    engine = recipe.engine.kind
+    if engine == "openrlhf":
+        engine += f" ({recipe.engine.cluster.nodes}x{recipe.engine.cluster.gpus_per_node} GPUs)"
+    steps = f"max {recipe.train.max_steps} steps" if recipe.train.max_steps else f"{recipe.train.epochs} epochs"
+    return (
+        f"{recipe.method.name} on {recipe.model.path}, data {sources}, "
+        f"{recipe.train.problems_per_step} problems/step x n={recipe.rollout.n}, {steps}, engine {engine}"
+    )
+
+
+@click.group()
+def recipe() -> None:
+    """Write, show, validate and list recipes."""
+
+
+@recipe.command()
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help=SET_HELP)
+@click.option("--check-data", is_flag=True, help="Also read the training data (files, columns, pairing) and count the problems.")
+def validate(file: Path, overrides: tuple[str, ...], check_data: bool) -> None:
+    """Check FILE: types, ranges, choices, files and combinations. Prints OK and a summary."""
+    from coreward_cli.recipe import load_recipe
+
+    loaded = load_recipe(file, overrides, warn=_warn)
+    line = summary(loaded)
+    if check_data:
+        from coreward_cli.data import load_train_problems
+
+        problems = load_train_problems(loaded)
+        paired = sum(p.rephrased is not None for p in problems)
+        line += f"; {len(problems)} training problems ({paired} with a rephrasing)"
+    click.echo(f"OK {file}: {line}")
+
+
+@recipe.command()
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help=SET_HELP)
+@click.option("--explain", is_flag=True, help="Put each field's description above it, as a YAML comment.")
+@click.option("--json", "as_json", is_flag=True, help="Print the resolved recipe as JSON.")
+def show(file: Path, overrides: tuple[str, ...], explain: bool, as_json: bool) -> None:
+    """Print the resolved recipe (defaults filled, overrides applied) as YAML."""
+    from coreward_cli.recipe import dump_recipe, load_recipe, recipe_to_dict
+
+    loaded = load_recipe(file, overrides, warn=_warn)
+    if as_json:
+        click.echo(json.dumps(recipe_to_dict(loaded), indent=2))
+    else:
+        click.echo(dump_recipe(loaded, explain=explain), nl=False)
+
+
+@recipe.command()
+@click.option("--method", required=True, help="Reward method, e.g. co_rewarding_i, co_rewarding_ii, majority_vote, gt.")
+@click.option("--model", required=True, help="Policy: a Hugging Face folder or hub id, or builtin:tiny-arith.")
+@click.option("--data", "data_source", default=None, help="Training questions: a file or hub dataset id (builtin:tiny-arith for the toy model).")
+@click.option("--rephrased", default=None, help="Row-aligned rephrased questions (file or hub id), for co_rewarding_i/iii.")
+@click.option("--engine", type=click.Choice(["local", "openrlhf"]), default=None, help="Where it runs (default: local for builtin:tiny-arith, openrlhf otherwise).")
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Recipe file to write.")
+@click.option("--force", is_flag=True, help="Overwrite OUTPUT if it exists.")
+def new(method: str, model: str, data_source: str | None, rephrased: str | None, engine: str | None, output: Path, force: bool) -> None:
+    """Write a complete recipe with the paper's settings, each field explained."""
+    from coreward_cli import data
+    from coreward_cli.recipe import DataConfig, EngineConfig, MethodConfig, ModelConfig, Recipe, TeacherConfig, TrainSource
+    from coreward_cli.recipe import dump_recipe, load_recipe_text
+
+    if output.exists() and not force:
+        raise UserError(f"{output} exists; pass --force to overwrite it or choose another -o")
+    builtin = model == data.BUILTIN
+    if data_source is None:
+        if not builtin:
+            raise UserError("--data: name the training questions (a file or hub dataset id), e.g. --data TMLR-Group-HF/Co-rewarding-RephrasedMATH")
+        data_source = data.BUILTIN
+    made = Recipe(
+        model=ModelConfig(path=model),
+        data=DataConfig(train=[TrainSource(original=data_source, rephrased=rephrased)], eval=["arithmetic"] if builtin else ["math500"]),
+        method=MethodConfig(name=method),
+        engine=EngineConfig(kind=engine or ("local" if builtin else "openrlhf")),
+    )
+    if method in ("co_rewarding_ii", "co_rewarding_iii"):  # the official scripts: KL 0.001 against the EMA teacher
+        made.teacher = TeacherConfig()
+        made.train.kl_coef = 0.001
+        made.train.kl_target = "teacher"
+    command = " ".join(["coreward recipe new", "--method", method, "--model", model, "--data", data_source]
+                       + (["--rephrased", rephrased] if rephrased else []))
+    text = f"# Written by `{command}`.\n# Every field is explained above it; `coreward recipe validate {output}` checks it.\n"
+    text += dump_recipe(made, explain=True)
+    try:
+        load_recipe_text(text, str(output), warn=_warn)
+    except UserError as exc:
+        raise UserError(f"nothing written: {exc.format_message()}") from exc
+    output.parent.mkdir(parents=True, exist_ok=True)
+    handle, tmp = tempfile.mkstemp(dir=output.parent, prefix=f".{output.name}.", suffix=".tmp")
+    with os.fdopen(handle, "w", encoding="utf-8") as stream:
+        stream.write(text)
+    os.replace(tmp, output)
+    click.echo(f"wrote {output}: {summary(made)}")
+
+
+def recipe_dirs() -> list[Path]:
+    """The shipped recipes/ beside the package, then ./recipes (each once)."""
+    import coreward_cli
+
+    found: list[Path] = []
+    for folder in (Path(coreward_cli.__file__).resolve().parents[1] / "recipes", Path.cwd() / "recipes"):
+        if folder.is_dir() and folder.resolve() not in [f.resolve() for f in found]:
+            found.append(folder)
+    return found
+
+
+def _about(path: Path) -> str:
+    """The recipe's first header comment line."""
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.startswith("#"):
+            return line.lstrip("#").strip()
+        if line.strip():
+            break
+    return ""
+
+
+@recipe.command(name="list")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per recipe instead of a table.")
+def list_(as_json: bool) -> None:
+    """The recipes shipped in recipes/ (and ./recipes): method, model, data, engine."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from coreward_cli.recipe import load_recipe
+
+    rows = []
+    for folder in recipe_dirs():
+        for path in sorted(folder.glob("*.y*ml")):
+            shown = os.path.relpath(path) if not os.path.relpath(path).startswith("../..") else str(path)
+            row = {"recipe": shown, "about": _about(path)}
+            try:
+                loaded = load_recipe(path, warn=lambda message: None)
+            except UserError as exc:
+                row["error"] = exc.format_message()
+            else:
+                row.update(
+                    method=loaded.method.name,
+                    model=loaded.model.path,
+                    data=", ".join(s.original for s in loaded.data.train),
+                    engine=loaded.engine.kind,
+                )
+            rows.append(row)
+    if as_json:
+        for row in rows:
+            click.echo(json.dumps(row))
+        return
+    if not rows:
+        raise UserError("no recipes found in recipes/; write one with `coreward recipe new`")
+    table = Table("recipe", "method", "model", "data", "engine", "about")
+    for row in rows:
+        if "error" in row:
+            table.add_row(row["recipe"], "[red]invalid[/red]", "", "", "", row["error"])
+        else:
+            table.add_row(row["recipe"], row["method"], row["model"], row["data"], row["engine"], row["about"])
+    Console().print(table)

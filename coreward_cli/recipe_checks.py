@@ -1,0 +1,191 @@
+"""Checks across fields: combinations that are valid field by field but make no sense together.
+
+Each check names the line of the field that has to change. Where the paper has a default that
+the combination implies (the EMA teacher of Co-rewarding-II), the recipe gets it filled in
+instead of an error.
+"""
+
+from __future__ import annotations
+
+import string
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable
+
+from yaml.nodes import Node
+
+from coreward_cli import data as train_data
+from coreward_cli.errors import UserError
+from coreward_cli.typed_yaml import Converter, fail
+
+if TYPE_CHECKING:
+    from coreward_cli.recipe import Recipe
+
+Warn = Callable[[str], None]
+
+
+@dataclass
+class Where:
+    """Finds the node behind a field path (or its nearest written ancestor) for error lines."""
+
+    converter: Converter
+    root: Node
+
+    def node(self, path: str) -> Node:
+        while path:
+            if path in self.converter.nodes:
+                return self.converter.nodes[path]
+            cut = max(path.rfind("."), path.rfind("["))
+            path = path[:cut] if cut > 0 else ""
+        return self.root
+
+    def given(self, path: str) -> bool:
+        return path in self.converter.nodes
+
+    def error(self, path: str, message: str) -> UserError:
+        return fail(self.node(path), path, message)
+
+    def warning(self, path: str, message: str) -> str:
+        return str(fail(self.node(path), path, message).format_message())
+
+
+def check_recipe(recipe: Recipe, where: Where, warn: Warn) -> None:
+    _check_method(recipe, where, warn)
+    _check_data(recipe, where, warn)
+    _check_training(recipe, where)
+    _check_engine(recipe, where, warn)
+    _check_output(recipe, where)
+
+
+def method_class(recipe: Recipe, where: Where) -> type:
+    """The registered Method class of `method.name` (its views and teacher needs)."""
+    from coreward_plugins.methods import available_methods, get_method
+
+    name = recipe.method.name
+    try:
+        return get_method(name)
+    except Exception as exc:  # registry lookups and `module:Class` imports fail in many ways
+        known = available_methods()
+        if ":" in name:
+            raise where.error("method.name", f"cannot load method '{name}' ({exc.__class__.__name__}: {exc}); check module:Class") from exc
+        import difflib
+
+        near = difflib.get_close_matches(name, known, n=1)
+        hint = f"did you mean '{near[0]}'? " if near else ""
+        raise where.error("method.name", f"unknown method '{name}'; {hint}choose one of {', '.join(known)} or module:Class") from exc
+
+
+def _check_method(recipe: Recipe, where: Where, warn: Warn) -> None:
+    from coreward_cli.recipe import TeacherConfig
+
+    cls = method_class(recipe, where)
+    name = recipe.method.name
+    needs_teacher = bool(getattr(cls, "needs_teacher", False))
+    if needs_teacher and recipe.teacher is None:
+        recipe.teacher = TeacherConfig()  # the paper's EMA: 0.99 -> 0.99999, cosine, every step
+    if not needs_teacher and where.given("teacher") and recipe.teacher is not None:
+        raise where.error("teacher", f"method {name} has no teacher; remove the teacher section or use co_rewarding_ii/iii")
+    if recipe.train.kl_target == "teacher" and not needs_teacher:
+        raise where.error("train.kl_target", f"method {name} has no teacher to anchor the KL to; use kl_target: initial")
+    teacher = recipe.teacher
+    if teacher is not None and teacher.schedule == "cosine" and teacher.decay_start > teacher.decay_end:
+        raise where.error(
+            "teacher.decay_start",
+            f"decay_start {teacher.decay_start} > decay_end {teacher.decay_end}: the teacher would speed up over the run; "
+            "swap them (the paper: 0.99 -> 0.99999)",
+        )
+    if recipe.method.min_votes > recipe.rollout.n:
+        raise where.error(
+            "method.min_votes", f"{recipe.method.min_votes} agreeing answers can never come from rollout.n={recipe.rollout.n} samples; use <= {recipe.rollout.n}"
+        )
+    views = tuple(getattr(cls, "policy_views", ("original",)))
+    if len(views) < 2 and where.given("train.view_loss"):
+        warn(where.warning("train.view_loss", f"method {name} trains one view, so view_loss has no effect"))
+    if getattr(cls, "name", name) == "gt" and recipe.data.answer_key is None and not _all_builtin(recipe):
+        raise where.error("data.answer_key", "method gt rewards agreement with the reference answer; set the answer column")
+
+
+def uses_rephrased(cls: type) -> bool:
+    views = tuple(getattr(cls, "policy_views", ())) + tuple(getattr(cls, "teacher_views", ()))
+    return "rephrased" in views
+
+
+def _all_builtin(recipe: Recipe) -> bool:
+    return bool(recipe.data.train) and all(s.original == train_data.BUILTIN for s in recipe.data.train)
+
+
+def _check_data(recipe: Recipe, where: Where, warn: Warn) -> None:
+    cfg = recipe.data
+    if not cfg.train:
+        raise where.error("data.train", "no training data; add a source, e.g. train: [{original: TMLR-Group-HF/Co-rewarding-RephrasedMATH}]")
+    if cfg.data_dir is not None and not Path(cfg.data_dir).expanduser().is_dir():
+        raise where.error("data.data_dir", f"folder {cfg.data_dir} does not exist (relative to {Path.cwd()}); point it at a copy laid out like shared/data")
+    needs_rephrased = uses_rephrased(method_class(recipe, where))
+    for i, source in enumerate(cfg.train):
+        for field in ("original", "rephrased"):
+            spec = getattr(source, field)
+            if spec is None:
+                continue
+            path = f"data.train[{i}].{field}"
+            if not spec.strip():
+                raise where.error(path, "is empty; name a file, a hub dataset id or builtin:tiny-arith")
+            problem = train_data.source_problem(spec, cfg.data_dir, rephrased=field == "rephrased")
+            if problem:
+                raise where.error(path, problem)
+        has_rephrased = train_data.carries_rephrasings(source, cfg)
+        if needs_rephrased and not has_rephrased:
+            raise where.error(
+                f"data.train[{i}]",
+                f"method {recipe.method.name} needs rephrased questions but '{source.original}' has none; set "
+                f"data.train[{i}].rephrased to a row-aligned file, or data.rephrased_key to the column that holds them",
+            )
+        if not needs_rephrased and (source.rephrased is not None or (cfg.rephrased_key and source.original != train_data.BUILTIN)):
+            field = f"data.train[{i}].rephrased" if source.rephrased is not None else "data.rephrased_key"
+            warn(where.warning(field, f"method {recipe.method.name} trains on the original questions only; the rephrased ones are not used"))
+    for i, name in enumerate(cfg.eval):
+        problem = train_data.eval_set_problem(name, cfg.data_dir)
+        if problem:
+            raise where.error(f"data.eval[{i}]", problem)
+
+
+def _check_training(recipe: Recipe, where: Where) -> None:
+    betas = recipe.train.betas
+    if len(betas) != 2 or not all(0.0 <= b < 1.0 for b in betas):
+        raise where.error("train.betas", f"{betas} is not two numbers in [0, 1); the paper uses [0.9, 0.999]")
+    if recipe.rollout.temperature == 0.0:
+        raise where.error("rollout.temperature", "0 makes all n samples of a prompt identical, so groups carry no signal; use > 0 (paper: 1.0)")
+    if recipe.rollout.top_p == 0.0:
+        raise where.error("rollout.top_p", "0 keeps no tokens; use a value in (0, 1] (paper: 1.0)")
+
+
+def _check_engine(recipe: Recipe, where: Where, warn: Warn) -> None:
+    engine = recipe.engine
+    builtin = recipe.model.path == train_data.BUILTIN
+    if engine.kind == "openrlhf":
+        if builtin:
+            raise where.error("model.path", f"{train_data.BUILTIN} runs on the local engine only; set engine.kind: local or use a real model")
+        if any(s.original == train_data.BUILTIN for s in recipe.data.train):
+            raise where.error("data.train", f"{train_data.BUILTIN} data runs on the local engine only; set engine.kind: local")
+        cluster = engine.cluster
+        gpus = cluster.nodes * cluster.gpus_per_node
+        if cluster.colocate and cluster.vllm_engines * cluster.vllm_tensor_parallel != gpus:
+            raise where.error(
+                "engine.cluster.vllm_engines",
+                f"colocate needs vllm_engines x vllm_tensor_parallel = nodes x gpus_per_node = {gpus}, got "
+                f"{cluster.vllm_engines} x {cluster.vllm_tensor_parallel}; set vllm_engines: {gpus // cluster.vllm_tensor_parallel or 1}",
+            )
+        for field in ("device", "threads"):
+            if where.given(f"engine.{field}"):
+                warn(where.warning(f"engine.{field}", "is read by the local engine only; the openrlhf engine ignores it"))
+    elif where.given("engine.cluster"):
+        warn(where.warning("engine.cluster", "is read by the openrlhf engine only; engine.kind is local"))
+
+
+def _check_output(recipe: Recipe, where: Where) -> None:
+    try:
+        names = {name for _, name, _, _ in string.Formatter().parse(recipe.output.dir) if name is not None}
+    except ValueError as exc:
+        raise where.error("output.dir", f"unbalanced braces ({exc}); the only placeholder is {{recipe}}") from exc
+    unknown = names - {"recipe"}
+    if unknown:
+        raise where.error("output.dir", f"unknown placeholder {{{sorted(unknown)[0]}}}; the only placeholder is {{recipe}}")
