@@ -16,7 +16,7 @@ from yaml.nodes import Node
 
 from coreward_cli import data as train_data
 from coreward_cli.errors import UserError
-from coreward_cli.typed_yaml import Converter, fail
+from coreward_cli.typed_yaml import SET_PREFIX, Converter, fail
 
 if TYPE_CHECKING:
     from coreward_cli.recipe import Recipe
@@ -34,13 +34,20 @@ class Where:
     def node(self, path: str) -> Node:
         while path:
             if path in self.converter.nodes:
-                return self.converter.nodes[path]
+                value = self.converter.nodes[path]
+                key = self.converter.key_nodes.get(path)
+                from_file = not value.start_mark.name.startswith(SET_PREFIX)
+                return key if key is not None and from_file else value  # a section's error points at its key
             cut = max(path.rfind("."), path.rfind("["))
             path = path[:cut] if cut > 0 else ""
         return self.root
 
     def given(self, path: str) -> bool:
         return path in self.converter.nodes
+
+    def changed(self, path: str, value: object, default: object) -> bool:
+        """Written in the recipe with a value other than the default (resolved dumps repeat every default)."""
+        return self.given(path) and value != default
 
     def error(self, path: str, message: str) -> UserError:
         return fail(self.node(path), path, message)
@@ -99,7 +106,7 @@ def _check_method(recipe: Recipe, where: Where, warn: Warn) -> None:
             "method.min_votes", f"{recipe.method.min_votes} agreeing answers can never come from rollout.n={recipe.rollout.n} samples; use <= {recipe.rollout.n}"
         )
     views = tuple(getattr(cls, "policy_views", ("original",)))
-    if len(views) < 2 and where.given("train.view_loss"):
+    if len(views) < 2 and where.changed("train.view_loss", recipe.train.view_loss, "sum"):
         warn(where.warning("train.view_loss", f"method {name} trains one view, so view_loss has no effect"))
     if getattr(cls, "name", name) == "gt" and recipe.data.answer_key is None and not _all_builtin(recipe):
         raise where.error("data.answer_key", "method gt rewards agreement with the reference answer; set the answer column")
@@ -159,6 +166,8 @@ def _check_training(recipe: Recipe, where: Where) -> None:
 
 
 def _check_engine(recipe: Recipe, where: Where, warn: Warn) -> None:
+    from coreward_cli.recipe import ClusterConfig
+
     engine = recipe.engine
     builtin = recipe.model.path == train_data.BUILTIN
     if engine.kind == "openrlhf":
@@ -174,10 +183,10 @@ def _check_engine(recipe: Recipe, where: Where, warn: Warn) -> None:
                 f"colocate needs vllm_engines x vllm_tensor_parallel = nodes x gpus_per_node = {gpus}, got "
                 f"{cluster.vllm_engines} x {cluster.vllm_tensor_parallel}; set vllm_engines: {gpus // cluster.vllm_tensor_parallel or 1}",
             )
-        for field in ("device", "threads"):
-            if where.given(f"engine.{field}"):
+        for field, default in (("device", "auto"), ("threads", None)):
+            if where.changed(f"engine.{field}", getattr(engine, field), default):
                 warn(where.warning(f"engine.{field}", "is read by the local engine only; the openrlhf engine ignores it"))
-    elif where.given("engine.cluster"):
+    elif where.changed("engine.cluster", engine.cluster, ClusterConfig()):
         warn(where.warning("engine.cluster", "is read by the openrlhf engine only; engine.kind is local"))
 
 

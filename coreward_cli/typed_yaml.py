@@ -63,6 +63,8 @@ def compose(text: str, name: str) -> Node | None:
         return loader.get_single_node()
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
+        if exc.context_mark and "<stream end>" in (exc.problem or ""):  # an unclosed [ or {: where it opened
+            mark = exc.context_mark
         line = f":{mark.line + 1}" if mark and not name.startswith(SET_PREFIX) else ""
         problem = exc.problem or exc.context or "invalid YAML"
         raise UserError(f"{name}{line}: not valid YAML: {problem}; fix the syntax") from exc

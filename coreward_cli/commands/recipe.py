@@ -151,7 +151,8 @@ def list_(as_json: bool) -> None:
     rows = []
     for folder in recipe_dirs():
         for path in sorted(folder.glob("*.y*ml")):
-            shown = os.path.relpath(path) if not os.path.relpath(path).startswith("../..") else str(path)
+            relative = os.path.relpath(path)
+            shown = relative if not relative.startswith(".." + os.sep) else str(path)
             row = {"recipe": shown, "about": _about(path)}
             try:
                 loaded = load_recipe(path, warn=lambda message: None)
@@ -171,10 +172,19 @@ def list_(as_json: bool) -> None:
         return
     if not rows:
         raise UserError("no recipes found in recipes/; write one with `coreward recipe new`")
-    table = Table("recipe", "method", "model", "data", "engine", "about")
+    for row in rows:
+        row["name"] = Path(row["recipe"]).stem
+    folders = ", ".join(sorted({str(Path(row["recipe"]).parent) for row in rows}))
+    keys = ("name", "method", "model", "engine", "data")
+    table = Table(*keys, box=None, pad_edge=False, padding=(0, 1, 0, 0), title=f"recipes in {folders}", title_justify="left")
+    for column, key in zip(table.columns, keys):
+        column.no_wrap = True
+        column.overflow = "ellipsis"
+        # model and data ids get shortened on a narrow terminal; the rest is always whole
+        column.min_width = {"model": 10, "data": 16}.get(key) or max(len(str(row.get(key, ""))) for row in rows)
     for row in rows:
         if "error" in row:
-            table.add_row(row["recipe"], "[red]invalid[/red]", "", "", "", row["error"])
+            table.add_row(row["name"], "[red]invalid[/red]", "", "", row["error"])
         else:
-            table.add_row(row["recipe"], row["method"], row["model"], row["data"], row["engine"], row["about"])
+            table.add_row(*(row[key] for key in keys))
     Console().print(table)
