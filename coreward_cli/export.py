@@ -9,10 +9,12 @@ and tokenizer, write the model card, and only then rename it to DIR. A failed ch
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import os
 import re
 import shutil
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Literal
@@ -32,6 +34,7 @@ TOLERANCE = {"fp32": (1e-5, 1e-6), "fp16": (1e-3, 1e-2), "bf16": (1e-2, 5e-2)}
 PROBE_TEXTS = ("1+2=", "Question: What is 12 times 7?\nAnswer:", "Let's think step by step. 17+25=")
 PROBE_CHAT = "What is 3+4? Put the final answer within \\boxed{}."
 PROBE_MAX_TOKENS = 48
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
 
 
 class SelfCheckFailed(click.ClickException):
@@ -135,6 +138,10 @@ def load_source(source: ExportSource):
     where = str(source.config_from if source.is_deepspeed else source.weights)
     config = _loading(where, "config", lambda: AutoConfig.from_pretrained(where))
     source_dtype = _dtype_name(getattr(config, "dtype", None) or getattr(config, "torch_dtype", None))
+    if Path(where).is_dir() and not any((Path(where) / name).is_file() for name in TOKENIZER_FILES):
+        # transformers would quietly build an empty tokenizer from config.json alone
+        raise UserError(f"{where}: has no tokenizer files (tokenizer.json / tokenizer_config.json); "
+                        "pass --base with the folder the model was trained from")
     tokenizer = _loading(where, "tokenizer", lambda: AutoTokenizer.from_pretrained(where))
     if not source.is_deepspeed:
         model = _loading(where, "model", lambda: AutoModelForCausalLM.from_pretrained(where, dtype=torch.float32))
@@ -157,7 +164,8 @@ def merge_deepspeed(root: Path, tag: str | None) -> dict[str, torch.Tensor]:
         raise UserError("exporting a DeepSpeed checkpoint needs deepspeed: "
                         "pip install deepspeed==0.19.6 (or pip install -e '.[cluster]')") from e
     try:
-        return get_fp32_state_dict_from_zero_checkpoint(str(root), tag=tag)
+        with contextlib.redirect_stdout(sys.stderr):  # its progress prints must not pollute --json on stdout
+            return get_fp32_state_dict_from_zero_checkpoint(str(root), tag=tag)
     except (OSError, ValueError, KeyError, RuntimeError, AssertionError, EOFError) as e:
         raise UserError(f"{root / (tag or '')}: DeepSpeed could not merge this checkpoint ({_one_line(e)})") from e
 

@@ -66,7 +66,7 @@ def render_card(source: ExportSource, check: CheckResult, dtype: str, params: in
         "inputs = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors=\"pt\", "
         "return_dict=True)\nprint(tokenizer.decode(model.generate(**inputs, max_new_tokens=256)[0]))\n```\n",
     ]
-    evaluation = eval_section(source.run_dir)
+    evaluation = eval_section(source.run_dir, source.weights)
     if evaluation:
         parts.append("## Evaluation\n\n" + evaluation)
     if source.recipe_text:
@@ -76,39 +76,32 @@ def render_card(source: ExportSource, check: CheckResult, dtype: str, params: in
     return "\n".join(parts)
 
 
-def eval_section(run_dir: Path | None) -> str | None:
-    """`coreward eval` results of the run: results.md verbatim, else a table made from results.json."""
+def eval_section(run_dir: Path | None, weights: Path | None = None) -> str | None:
+    """`coreward eval` results of the run (RUN/eval/): results.md, else the table rebuilt from results.json."""
     if run_dir is None:
         return None
-    md = run_dir / "eval" / "results.md"
-    if md.is_file():
-        return _demote_headings(md.read_text(encoding="utf-8")).rstrip() + "\n"
-    js = run_dir / "eval" / "results.json"
-    if not js.is_file():
-        return None
+    folder = run_dir / "eval"
+    results: dict[str, Any] = {}
     try:
-        data = json.loads(js.read_text(encoding="utf-8"))
+        results = json.loads((folder / "results.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        return None
-    return markdown_table(data)
+        pass
+    if (folder / "results.md").is_file():
+        table = (folder / "results.md").read_text(encoding="utf-8")
+    elif results:
+        from coreward_cli.evaluate import markdown_table
 
-
-def markdown_table(data: Any) -> str | None:
-    """Rows from a list of flat records, a {name: record} mapping, or a {"results": ...} wrapper."""
-    if isinstance(data, dict) and isinstance(data.get("results"), (list, dict)):
-        data = data["results"]
-    if isinstance(data, dict) and data and all(isinstance(v, dict) for v in data.values()):
-        data = [{"benchmark": k, **v} for k, v in data.items()]
-    elif isinstance(data, dict) and data:
-        data = [{"metric": k, "value": v} for k, v in data.items()]
-    if not isinstance(data, list) or not data or not all(isinstance(r, dict) for r in data):
+        try:
+            table = markdown_table(results)
+        except (KeyError, TypeError, AttributeError):
+            return None
+    else:
         return None
-    columns: list[str] = []
-    for record in data:
-        columns += [k for k, v in record.items() if k not in columns and not isinstance(v, (dict, list))]
-    lines = ["| " + " | ".join(columns) + " |", "|" + " --- |" * len(columns)]
-    lines += ["| " + " | ".join(_cell(_fmt(r.get(c, ""))) for c in columns) + " |" for r in data]
-    return "\n".join(lines) + "\n"
+    measured = results.get("resolved_model") if isinstance(results, dict) else None
+    note = ""
+    if measured and weights is not None and not _same_folder(Path(measured), weights):
+        note = f"Measured by `coreward eval` on `{measured}`, not on the exported weights.\n\n"
+    return note + _demote_headings(table).rstrip() + "\n"
 
 
 def _front_matter(base: str, method: str) -> str:
@@ -142,6 +135,11 @@ def _get(mapping: dict, dotted: str) -> Any:
     return value
 
 
+def _same_folder(measured: Path, weights: Path) -> bool:
+    """eval may have recorded a path relative to another working directory: the tail decides then."""
+    return measured.resolve() == weights.resolve() or measured.parts[-2:] == weights.resolve().parts[-2:]
+
+
 def _demote_headings(text: str) -> str:
     """Keep the card's outline: an eval report's headings go under '## Evaluation'."""
     return re.sub(r"(?m)^(#{1,4}) ", lambda m: "#" * min(len(m.group(1)) + 2, 6) + " ", text)
@@ -149,10 +147,6 @@ def _demote_headings(text: str) -> str:
 
 def _cell(value: Any) -> str:
     return str(value).replace("|", "\\|").replace("\n", " ")
-
-
-def _fmt(value: Any) -> str:
-    return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
 def _params(n: int) -> str:

@@ -14,6 +14,7 @@ Layouts (BRIEF, docs/openrlhf-0.11.2.md §7):
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -99,26 +100,17 @@ def _from_run(run: Path, step: int | None, teacher: bool, base: str | None) -> E
         return _from_openrlhf_run(run, recipe, text, step, teacher, base)
     if engine != "local":
         raise UserError(f"{recipe_path}: engine.kind {engine!r} is unknown; export reads local and openrlhf runs")
+    if not any((run / sub).exists() for sub in ("final", "final_teacher", "checkpoints")):
+        raise UserError(f"{run}: no model saved yet (no final/ and no checkpoints/); wait for the first checkpoint")
+    from coreward_cli.models import resolve_model  # the one definition of the local run layout (eval uses it too)
+
+    folder = Path(resolve_model(str(run), step, teacher))
     who = "teacher" if teacher else "policy"
-    if step is None:
-        folder = run / ("final_teacher" if teacher else "final")
-        if not folder.is_dir():
-            if teacher and not _has_teacher(run):
-                raise UserError(f"--teacher: run {run} has no teacher (method "
-                                f"{(recipe.get('method') or {}).get('name', '?')} trains none)")
-            raise UserError(f"{run}: no final model yet ({folder.name}/ is missing: unfinished run?); "
-                            f"export a checkpoint with --step N (saved steps: {_list(_local_steps(run))})")
+    if folder.name in ("final", "final_teacher"):
         step = _final_step(run)
         label = f"final {who} of run {run}"
     else:
-        checkpoint = run / "checkpoints" / f"step-{step:06d}"
-        if not checkpoint.is_dir():
-            raise UserError(f"--step {step}: run {run} has no checkpoint for that step "
-                            f"(saved steps: {_list(_local_steps(run))})")
-        folder = checkpoint / who
-        if not folder.is_dir():
-            raise UserError(f"--teacher: checkpoint {checkpoint} has no teacher/ (the method trains none)"
-                            if teacher else f"{checkpoint}: policy/ is missing (an incomplete checkpoint?)")
+        step = _step_of(folder.parent.name)
         label = f"{who} at step {step} of run {run}"
     _require_hf(folder)
     return ExportSource(folder, None, None, run, recipe, text, step, teacher, label)
@@ -198,18 +190,8 @@ def _sibling_hf_save(ckpt: Path) -> str | None:
     return str(saves[-1]) if saves else None
 
 
-def _local_steps(run: Path) -> list[int]:
-    return sorted(int(p.name[5:]) for p in (run / "checkpoints").glob("step-*") if p.name[5:].isdigit())
-
-
-def _has_teacher(run: Path) -> bool:
-    return (run / "final_teacher").is_dir() or any((run / "checkpoints").glob("step-*/teacher"))
-
-
 def _final_step(run: Path) -> int | None:
     """The last training step: summary.json if it says, else the last metrics.jsonl record with a step."""
-    import json
-
     try:
         summary = json.loads((run / "summary.json").read_text(encoding="utf-8"))
         for key in ("steps", "step", "global_step", "final_step"):
