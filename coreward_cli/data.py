@@ -358,7 +358,8 @@ def _answer_text(value: Any) -> str | None:
         return None
     if isinstance(value, list):  # e.g. OlympiadBench's final_answer: ["$x$"]
         return _answer_text(value[0]) if value else None
-    return str(value)
+    text = str(value).strip()
+    return text or None  # an empty reference is no reference (two MATH rows have one)
 
 
 def _file_rows(path: Path, keys: list[str], recipe_field: str) -> tuple[list[dict[str, Any]], list[str]]:

@@ -185,7 +185,8 @@ class Converter:
         """An instance of dataclass `cls` from a mapping node; absent fields take their defaults."""
         if not isinstance(node, MappingNode):
             raise fail(node, path, f"expected a section with fields ({', '.join(_field_names(cls))}), got {_describe(node)}")
-        _constructor.flatten_mapping(node)  # `<<: *anchor` merge keys
+        written = {id(k) for k, _ in node.value}
+        _constructor.flatten_mapping(node)  # `<<: *anchor` merge keys first, then the keys written here
         hints = typing.get_type_hints(cls)
         fields = {f.name: f for f in dataclasses.fields(cls)}
         kwargs: dict[str, Any] = {}
@@ -194,7 +195,7 @@ class Converter:
             child = f"{path}.{key}" if path else str(key)
             if key not in fields:
                 raise fail(key_node, child, self._unknown(key, cls, path))
-            if key in kwargs:
+            if key in kwargs and id(key_node) in written and id(self.key_nodes[child]) in written:
                 raise fail(key_node, child, f"'{key}' appears twice in {path or 'the recipe'}; keep one")
             self.nodes[child] = value_node
             self.key_nodes[child] = key_node
