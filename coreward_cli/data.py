@@ -98,7 +98,7 @@ def published(name: str) -> Published | None:
 
 def is_path_like(spec: str) -> bool:
     """A file path rather than a hub id (`org/name` has one slash and no file suffix)."""
-    return spec.startswith(("/", "./", "../", "~")) or Path(spec).suffix.lower() in FILE_TYPES or Path(spec).exists()
+    return spec.startswith(("/", "./", "../", "~")) or Path(spec).suffix.lower() in FILE_TYPES or Path(spec).is_file()
 
 
 class SourceError(Exception):
@@ -227,7 +227,7 @@ def _load_source(source: TrainSource, cfg: DataConfig, field: str) -> list[Probl
                 "the rephrased file must be row-aligned with the original (row i = the same problem)"
             )
         if layout.id_key is not None:
-            for n, (a, b) in enumerate(zip(table.ids(), other.ids())):
+            for n, (a, b) in enumerate(zip(table.ids(), other.ids(), strict=True)):
                 if a != b:
                     raise UserError(
                         f"{field}: row {n} is problem {a} in {table.label} but {b} in {other.label}; the files are not row-aligned"

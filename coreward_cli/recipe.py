@@ -10,7 +10,8 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Literal, Sequence
+from collections.abc import Callable, Sequence
+from typing import Literal
 
 from coreward_cli.errors import UserError
 
@@ -50,7 +51,7 @@ class DataConfig:
     rephrased_key: str | None = doc(None, "Column with the rephrased question when one file holds both views (e.g. rephrased_question).")
     answer_key: str | None = doc("reward_model.ground_truth", "Column with the reference answer (dotted for nested); read only for metrics by label-free methods; null for none (not with gt).")
     id_key: str | None = doc("extra_info.index", "Column with a stable problem id; null to use the row number.")
-    data_dir: str | None = doc(None, "Local folder laid out like shared/data (or its train/): published dataset names resolve to files under it instead of the hub.")
+    data_dir: str | None = doc(None, "Local copy of the data laid out like shared/data (train/, bench/; its train/ also works): published names resolve to files under it instead of the hub. Relative to the current directory.")
     eval: list[str] = doc([], "Held-out sets evaluated greedily during training (benchmark names or files).")
     eval_limit: int | None = doc(None, "Evaluate on at most this many problems of each eval set; null for all.", min=1)
     max_problems: int | None = doc(None, "Train on at most this many problems; null for all.", min=1)

@@ -7,10 +7,12 @@ instead of an error.
 
 from __future__ import annotations
 
+import difflib
 import string
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from yaml.nodes import Node
 
@@ -73,10 +75,9 @@ def method_class(recipe: Recipe, where: Where) -> type:
         return get_method(name)
     except Exception as exc:  # registry lookups and `module:Class` imports fail in many ways
         known = available_methods()
-        if ":" in name:
-            raise where.error("method.name", f"cannot load method '{name}' ({exc.__class__.__name__}: {exc}); check module:Class") from exc
-        import difflib
-
+        reason = f"{exc.__class__.__name__}: {exc}".splitlines()[0]
+        if ":" in name or name in known:
+            raise where.error("method.name", f"cannot load method '{name}' ({reason}); check that it imports") from exc
         near = difflib.get_close_matches(name, known, n=1)
         hint = f"did you mean '{near[0]}'? " if near else ""
         raise where.error("method.name", f"unknown method '{name}'; {hint}choose one of {', '.join(known)} or module:Class") from exc

@@ -52,6 +52,9 @@ def validate(file: Path, overrides: tuple[str, ...], check_data: bool) -> None:
         problems = load_train_problems(loaded)
         paired = sum(p.rephrased is not None for p in problems)
         line += f"; {len(problems)} training problems ({paired} with a rephrasing)"
+        if len(problems) < loaded.train.problems_per_step:
+            _warn(f"{file}: train.problems_per_step {loaded.train.problems_per_step} is more than the "
+                  f"{len(problems)} training problems; no step can be full")
     click.echo(f"OK {file}: {line}")
 
 
@@ -177,7 +180,7 @@ def list_(as_json: bool) -> None:
     folders = ", ".join(sorted({str(Path(row["recipe"]).parent) for row in rows}))
     keys = ("name", "method", "model", "engine", "data")
     table = Table(*keys, box=None, pad_edge=False, padding=(0, 1, 0, 0), title=f"recipes in {folders}", title_justify="left")
-    for column, key in zip(table.columns, keys):
+    for column, key in zip(table.columns, keys, strict=True):
         column.no_wrap = True
         column.overflow = "ellipsis"
         # model and data ids get shortened on a narrow terminal; the rest is always whole
