@@ -41,7 +41,10 @@ def recipe() -> None:
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help=SET_HELP)
 @click.option("--check-data", is_flag=True, help="Also read the training data (files, columns, pairing) and count the problems.")
 def validate(file: Path, overrides: tuple[str, ...], check_data: bool) -> None:
-    """Check FILE: types, ranges, choices, files and combinations. Prints OK and a summary."""
+    """Check a recipe; print OK and a one-line summary.
+
+    Checks types, ranges, choices, data files and combinations of FILE with its --set overrides.
+    """
     from coreward_cli.recipe import load_recipe
 
     loaded = load_recipe(file, overrides, warn=_warn)
@@ -64,7 +67,10 @@ def validate(file: Path, overrides: tuple[str, ...], check_data: bool) -> None:
 @click.option("--explain", is_flag=True, help="Put each field's description above it, as a YAML comment.")
 @click.option("--json", "as_json", is_flag=True, help="Print the resolved recipe as JSON.")
 def show(file: Path, overrides: tuple[str, ...], explain: bool, as_json: bool) -> None:
-    """Print the resolved recipe (defaults filled, overrides applied) as YAML."""
+    """Print the resolved recipe as YAML.
+
+    Defaults are filled in and --set overrides applied; --explain documents every field.
+    """
     from coreward_cli.recipe import dump_recipe, load_recipe, recipe_to_dict
 
     loaded = load_recipe(file, overrides, warn=_warn)
@@ -83,7 +89,10 @@ def show(file: Path, overrides: tuple[str, ...], explain: bool, as_json: bool) -
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Recipe file to write.")
 @click.option("--force", is_flag=True, help="Overwrite OUTPUT if it exists.")
 def new(method: str, model: str, data_source: str | None, rephrased: str | None, engine: str | None, output: Path, force: bool) -> None:
-    """Write a complete recipe with the paper's settings, each field explained."""
+    """Write a new recipe with the paper's settings.
+
+    Every field is written, with its description above it, and checked before the file is written.
+    """
     from coreward_cli import data
     from coreward_cli.recipe import DataConfig, EngineConfig, MethodConfig, ModelConfig, Recipe, TeacherConfig, TrainSource
     from coreward_cli.recipe import dump_recipe, load_recipe_text
@@ -145,7 +154,10 @@ def _about(path: Path) -> str:
 @recipe.command(name="list")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per recipe instead of a table.")
 def list_(as_json: bool) -> None:
-    """The recipes shipped in recipes/ (and ./recipes): method, model, data, engine."""
+    """List the shipped recipes: method, model, data.
+
+    Looks in the recipes/ folder beside the package and in ./recipes.
+    """
     from rich.console import Console
     from rich.table import Table
 
