@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import click
 from rich.console import Console
 from rich.table import Table
 
@@ -304,6 +305,10 @@ def build_plan(recipe: Recipe, run_dir: Path, *, problems: int | None = None, re
             "NCCL_DEBUG": "WARN",
             "RAY_ENABLE_ZERO_COPY_TORCH_TENSORS": "1",
             "PYTHONUNBUFFERED": "1",
+            # how the per-sample reward file compares answers (the recipe's method section)
+            "COREWARD_MATCH": recipe.method.match,
+            "COREWARD_MATCH_TIMEOUT_S": str(recipe.method.match_timeout_s),
+            "COREWARD_EXTRACT_FALLBACKS": ",".join(recipe.method.extract_fallbacks),
         },
     }
     return LaunchPlan(
@@ -379,7 +384,7 @@ def dry_run(recipe: Recipe, run_dir: Path, as_json: bool, console: Console) -> N
         from coreward_cli.recipe import recipe_to_dict
 
         payload = {"engine": "openrlhf", "recipe": recipe_to_dict(recipe), "plan": plan.to_dict()}
-        console.print_json(json.dumps(payload)) if console.is_terminal else print(json.dumps(payload, indent=2))
+        click.echo(json.dumps(payload, indent=2))  # stdout, whatever the console prints to
         return
     print_plan(plan, console)
 
