@@ -23,8 +23,8 @@ MAX_SYMPY_CHARS = 400  # longer answers never reach sympy (real final answers ar
 MAX_SYMPY_DEPTH = 12  # bracket nesting allowed before sympy
 
 # Spacing and sizing commands that never change a value.
-_NOISE = re.compile(
-    r"\\(?:displaystyle|textstyle|!|,|;|:|quad|qquad| )|\\(?:left|right|bigl|bigr|Bigl|Bigr|big|Big)(?![a-zA-Z])"
+_NOISE = re.compile(  # a row break (two backslashes) is matched first, to be kept whole
+    r"\\\\|\\(?:displaystyle|textstyle|!|,|;|:|quad|qquad| )|\\(?:left|right|bigl|bigr|Bigl|Bigr|big|Big)(?![a-zA-Z])"
 )
 _DEGREES = re.compile(r"\^\s*\{\s*\\circ\s*\}|\^\s*\\circ(?![a-zA-Z])|\\degree(?![a-zA-Z])|°")
 _FRAC_ALIASES = re.compile(r"\\[dt]frac(?![a-zA-Z])")
@@ -72,15 +72,17 @@ def _read_group(s: str, i: int) -> int:
     return -1
 
 
-def _read_argument(s: str, i: int) -> tuple[str, int] | None:
+def _read_argument(s: str, i: int, depth: int) -> tuple[str, int] | None:
     """One TeX macro argument at s[i]: a balanced group, a \\command, or one character (TeX's rule)."""
     if i >= len(s):
         return None
     if s[i] == "{":
         end = _read_group(s, i)
-        return (s[i:end], end) if end > 0 else None
+        if end < 0:
+            return None
+        return "{" + _brace_arguments(s[i + 1 : end - 1], depth + 1) + "}", end
     if s[i] == "\\":
-        m = re.match(r"\\[a-zA-Z]+|\\.", s[i:])
+        m = re.match(r"\\[a-zA-Z]+|\\.", s[i : i + 40])
         if m is None:
             return None
         return "{" + m.group(0) + "}", i + m.end()
@@ -89,12 +91,14 @@ def _read_argument(s: str, i: int) -> tuple[str, int] | None:
     return "{" + s[i] + "}", i + 1
 
 
-def _brace_arguments(s: str) -> str:
+def _brace_arguments(s: str, depth: int = 0) -> str:
     """`\\frac12` -> `\\frac{1}{2}`, `\\sqrt2` -> `\\sqrt{2}`: every argument of these macros in braces."""
+    if depth > 20:
+        return s
     out: list[str] = []
     i = 0
     for m in re.finditer(r"\\(frac|binom|sqrt)(?![a-zA-Z])", s):
-        if m.start() < i:
+        if m.start() < i:  # inside an argument, already handled recursively
             continue
         out.append(s[i : m.end()])
         i = m.end()
@@ -105,7 +109,7 @@ def _brace_arguments(s: str) -> str:
             out.append(s[i : close + 1])
             i = close + 1
         for _ in range(1 if m.group(1) == "sqrt" else 2):
-            arg = _read_argument(s, i)
+            arg = _read_argument(s, i, depth)
             if arg is None:
                 break
             out.append(arg[0])
@@ -199,7 +203,7 @@ def normalize_answer(answer: str) -> str:
 @lru_cache(maxsize=65536)
 def _normalize(s: str) -> str:
     s = s.replace("\u2212", "-").replace("\u00a0", " ").replace("\n", " ")
-    s = _NOISE.sub("", s)
+    s = _NOISE.sub(lambda m: m.group(0) if m.group(0) == "\\\\" else "", s)
     s = _FRAC_ALIASES.sub(r"\\frac", s)
     s = _BINOM_ALIASES.sub(r"\\binom", s)
     s = _DEGREES.sub("", s)
@@ -212,11 +216,7 @@ def _normalize(s: str) -> str:
         s = m.group(1)
     s = re.sub(r"\s+", "", s)
     s = s.replace("{,}", ",")
-    for _ in range(3):  # nested: \frac{\sqrt3}2
-        braced = _brace_arguments(s)
-        if braced == s:
-            break
-        s = braced
+    s = _brace_arguments(s)
     s = _SINGLE_CHAR_GROUP.sub(r"\1\2", s)
     if _VARIABLE_PREFIX.match(s) and s.count("=") == 1:
         s = _VARIABLE_PREFIX.sub("", s, count=1)

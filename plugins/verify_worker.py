@@ -5,7 +5,7 @@ Started by `coreward_plugins.verify_pool` as `python verify_worker.py`. Each req
 kills this process when a verdict is late (sympy cannot be interrupted inside a thread), so the worker
 itself needs no timeout: math-verify runs with its signal timeouts off. It only uses the LaTeX
 extraction (latex2sympy); math-verify's plain-expression extraction (sympy `parse_expr`, which evaluates
-Python) is never enabled. Memory is capped, and the worker dies with its parent.
+Python) is never enabled. Memory is capped, and the worker exits when its parent is gone.
 """
 
 from __future__ import annotations
@@ -14,6 +14,8 @@ import json
 import logging
 import os
 import sys
+import threading
+import time
 
 MEMORY_CAP_BYTES = 3 * 1024**3
 
@@ -25,16 +27,14 @@ def _confine() -> None:
         resource.setrlimit(resource.RLIMIT_AS, (MEMORY_CAP_BYTES, MEMORY_CAP_BYTES))
     except (ImportError, ValueError, OSError):
         pass
-    if sys.platform.startswith("linux"):  # die with the parent, even when it is killed
-        try:
-            import ctypes
-            import signal
+    parent = os.getppid()
 
-            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-            if os.getppid() == 1:
-                sys.exit(0)
-        except OSError:
-            pass
+    def watch_parent() -> None:  # exit when orphaned, even in the middle of a long sympy call
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(0)
+
+    threading.Thread(target=watch_parent, daemon=True).start()
 
 
 def main() -> None:

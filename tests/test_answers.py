@@ -1,0 +1,188 @@
+"""Answer extraction (the official last-boxed rule and fallbacks) and the three comparison modes."""
+
+from __future__ import annotations
+
+import multiprocessing
+import pickle
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from coreward_plugins.answers import AnswerMatcher, extract_answer, normalize_answer
+from coreward_plugins.verify_pool import VerifyPool
+
+HALF_FORMS = [r"\frac12", r"\frac{1}{2}", r"\dfrac{1}{2}", "0.5"]
+# A pair that passes the input guard but keeps sympy busy for seconds: only the deadline stops it.
+SLOW_PAIR = (r"\sin^{100}(x)^{57} + \cos(x)^{123}", r"\sin(x)^{99}")
+
+
+# --- extraction -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "answer"),
+    [
+        (r"so \boxed{3} then \boxed{\frac{1}{2}}.", r"\frac{1}{2}"),  # the last box wins
+        (r"\boxed{\left\{1, \{2\}\right\}}", r"\left\{1, \{2\}\right\}"),  # balanced braces
+        (r"$\boxed{x^{2}}$ done", "x^{2}"),
+        (r"The answer is $\boxed 5$. Yes", "5"),  # verl's "\boxed " form: up to the next $
+        (r"\boxed 42", "42"),
+        (r"\fbox{7}", "7"),
+        (r"\boxed{ 7 }", " 7 "),  # raw content: exact mode compares it as written
+        (r"\boxed{\text{(B)}}", r"\text{(B)}"),
+    ],
+)
+def test_extract_last_boxed(text: str, answer: str) -> None:
+    assert extract_answer(text) == answer
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["no box here 42", r"\boxed{1 + ", r"\boxed{}", r"\boxed{   }", r"\boxed$", "", r"\boxed" + "\n{5}"],
+)
+def test_extract_nothing(text: str) -> None:
+    assert extract_answer(text) is None
+
+
+def test_extract_none_and_bytes() -> None:
+    assert extract_answer(None) is None
+    assert extract_answer(rb"\boxed{4}\xff") == "4"  # type: ignore[arg-type]
+
+
+def test_fallbacks_in_order_and_only_without_a_box() -> None:
+    text = "we get 12 apples. The answer is $3.5$.\n#### 1,000"
+    assert extract_answer(text) is None
+    assert extract_answer(text, ["gsm8k"]) == "1,000"
+    assert extract_answer(text, ["answer_is", "gsm8k"]) == "3.5"
+    assert extract_answer("x = 3, y = 1,234.", ["last_number"]) == "1234"
+    assert extract_answer("points 3,4", ["last_number"]) == "4"
+    assert extract_answer(r"The final answer is: **\frac{1}{2}**", ["answer_is"]) == r"\frac{1}{2}"
+    assert extract_answer(r"\boxed{9} and the answer is 8", ["answer_is"]) == "9"
+    assert extract_answer("no numbers", ["gsm8k", "answer_is", "last_number"]) is None
+    with pytest.raises(ValueError, match="unknown answer fallback"):
+        extract_answer("x", ["regex"])
+
+
+# --- keys ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("answer", "key"),
+    [
+        (r"\frac12", "1/2"),
+        ("0.50", "1/2"),
+        ("142.0", "142"),
+        ("070", "70"),
+        ("1,000", "1000"),
+        ("(1,2)", "(1,2)"),
+        ("1,2", "1,2"),
+        (r"\left( 0.5, 2.0 \right)", "(1/2,2)"),
+        (r"5\text{ cm}^2", "5"),
+        (r"\text{Evelyn}", "Evelyn"),
+        (r"90^\circ", "90"),
+        (r"x = \dfrac{3}{4}", "3/4"),
+        (r"\$1{,}250.", "1250"),
+        (r"\sqrt2 + \frac{\sqrt3}2", r"\sqrt{2}+\frac{\sqrt{3}}{2}"),
+        (r"\begin{pmatrix} 1 \\ 2 \end{pmatrix}", r"\begin{pmatrix}1\\2\end{pmatrix}"),
+        (r"f \circ g", r"f\circg"),
+        ("-0", "0"),
+    ],
+)
+def test_normalize_answer(answer: str, key: str) -> None:
+    assert normalize_answer(answer) == key
+
+
+def test_keys_of_long_answers_are_raw() -> None:
+    long = "1," * 5000
+    assert normalize_answer(long) == long.strip()
+
+
+# --- matcher ------------------------------------------------------------------------------------
+
+
+def test_half_forms_cluster_under_normalized_and_math_verify_not_exact() -> None:
+    for mode, distinct in (("exact", 4), ("normalized", 1), ("math_verify", 1)):
+        matcher = AnswerMatcher(mode)
+        assert len({matcher.key(a) for a in HALF_FORMS}) == distinct
+        assert all(matcher.equal(a, b) == (distinct == 1 or a == b) for a in HALF_FORMS for b in HALF_FORMS)
+
+
+def test_blank_and_missing_answers_never_equal() -> None:
+    for mode in ("exact", "normalized", "math_verify"):
+        matcher = AnswerMatcher(mode)
+        assert not matcher.equal(None, None)
+        assert not matcher.equal("", "")
+        assert not matcher.equal("  ", "  ")
+        assert not matcher.equal("3", None)
+
+
+def test_bad_arguments() -> None:
+    with pytest.raises(ValueError, match="unknown match mode"):
+        AnswerMatcher("fuzzy")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="positive"):
+        AnswerMatcher("exact", timeout_s=0)
+
+
+def test_math_verify_keys_first_then_cache() -> None:
+    matcher = AnswerMatcher("math_verify")
+    assert matcher.equal(r"\frac{1}{2}", "0.5")
+    assert not matcher.equal("3", "4")
+    assert matcher.stats.verify_calls == 0 and matcher.stats.decided_by_key == 2
+    assert matcher.equal("x^2+2x", "x(x+2)")
+    assert matcher.equal("x^{2}+2x", "x (x+2)")  # same keys: answered from the cache
+    assert (matcher.stats.verify_calls, matcher.stats.cache_hits) == (1, 1)
+
+
+def test_math_verify_off_the_main_thread() -> None:
+    """math-verify's own timeout raises ValueError off the main thread; ours must not."""
+    matcher = AnswerMatcher("math_verify")
+    pairs = [("x^2+2x", "x(x+2)"), ("(1,2)", "[1,2]"), (r"2\sqrt{2}", r"\sqrt{8}"), ("a+b", "b+a")] * 3
+    with ThreadPoolExecutor(4) as pool:
+        verdicts = list(pool.map(lambda p: matcher.equal(*p), pairs))
+    assert verdicts == [True, False, True, True] * 3
+
+
+def test_deadline_kills_a_stuck_comparison_and_the_pool_recovers() -> None:
+    matcher = AnswerMatcher("math_verify", timeout_s=0.5)
+    assert matcher.equal("x^2+2x", "x(x+2)")  # the pool is warm
+    start = time.monotonic()
+    assert not matcher.equal(*SLOW_PAIR)
+    elapsed = time.monotonic() - start
+    assert elapsed < 0.5 + 1.0, elapsed
+    assert matcher.stats.timeouts == 1
+    start = time.monotonic()
+    assert not matcher.equal(*SLOW_PAIR)  # a timed-out pair is cached as "not equal"
+    assert time.monotonic() - start < 0.1
+    assert matcher.equal(r"\sqrt{12}", r"2\sqrt{3}")  # a fresh worker took over
+
+
+def test_pool_bounds_every_call() -> None:
+    pool = VerifyPool(max_workers=1, startup_timeout_s=20)
+    try:
+        assert pool.verify("x(x+2)", "x^2+2x", timeout_s=20) is True
+        with ThreadPoolExecutor(3) as threads:
+            start = time.monotonic()
+            results = list(threads.map(lambda _: pool.verify(SLOW_PAIR[1], SLOW_PAIR[0], timeout_s=0.4), range(3)))
+        assert results == [None, None, None]
+        assert time.monotonic() - start < pool.max_call_s(0.4)
+        assert pool.stats.timeouts == 3
+        assert pool.verify("1", "1", timeout_s=20) is True
+    finally:
+        pool.close()
+
+
+@pytest.mark.parametrize("method", ["fork", "spawn"])
+def test_math_verify_in_daemonic_worker_processes(method: str) -> None:
+    matcher = AnswerMatcher("math_verify", timeout_s=20)
+    assert matcher.equal("y^2", "y y")  # the parent has a pool of its own before forking
+    with multiprocessing.get_context(method).Pool(2) as pool:  # pool workers are daemonic
+        assert pool.starmap(matcher.equal, [("x^2+2x", "x(x+2)"), ("(1,2)", "[1,2]")]) == [True, False]
+
+
+def test_matcher_pickles() -> None:
+    matcher = AnswerMatcher("math_verify", timeout_s=3)
+    matcher.equal("x^2+2x", "x(x+2)")
+    clone = pickle.loads(pickle.dumps(matcher))
+    assert (clone.mode, clone.timeout_s, clone.stats.equal_calls) == ("math_verify", 3.0, 0)
+    assert clone.equal("x^2+2x", "x(x+2)")
