@@ -6,8 +6,9 @@ engine runs, on whole problems, and the controller merges the rewards back in ba
 rewards are exactly those of one `method.score(batch)` call. Metrics are merged as means weighted by
 each shard's number of policy groups (exact for per-group means, the common case).
 
-Methods with state across steps (those with `state_dict`, e.g. the seeded `random` control) score the
-whole batch in the controller, so that their sequence does not depend on the sharding.
+Methods with state across steps (a non-empty `state_dict()`, e.g. the seeded `random` control) score
+the whole batch in the controller, so that their sequence does not depend on the sharding; the
+controller checkpoints that state with OpenRLHF's client states.
 """
 
 from __future__ import annotations
@@ -68,7 +69,7 @@ class RewardPool:
 
     def __init__(self, name: str, options_json: str, size: int, num_cpus: float = 1.0) -> None:
         self.local = make_method(name, options_json)
-        self.stateful = hasattr(self.local, "state_dict")
+        self.stateful = bool(self.local.state_dict())
         self.actors: list[Any] = []
         if size > 1 and not self.stateful:
             import ray
@@ -86,9 +87,9 @@ class RewardPool:
                 for actor, indices in zip(self.actors, shards)]
         return merge_results(batch, shards, ray.get(refs))
 
-    def state_dict(self) -> dict[str, Any] | None:
-        return self.local.state_dict() if self.stateful else None
+    def state_dict(self) -> dict[str, Any]:
+        return self.local.state_dict()
 
     def load_state_dict(self, state: dict[str, Any] | None) -> None:
-        if self.stateful and state is not None:
+        if state:
             self.local.load_state_dict(state)
