@@ -143,7 +143,13 @@ def _olympiad_solution(row: dict[str, Any]) -> str | None:
 
 
 def _plain(key: str) -> Callable[[dict[str, Any]], str | None]:
-    return lambda row: None if row.get(key) is None else str(row[key])
+    """A field as text (`a.b` for nested fields)."""
+
+    def read(row: dict[str, Any]) -> str | None:
+        value = get_field(row, key)
+        return None if value is None else str(value)
+
+    return read
 
 
 LAYOUTS: dict[str, _Layout] = {
