@@ -53,9 +53,16 @@ _FORBIDDEN = re.compile(
     r"write|immediate|openout|openin|read|catcode|csname|usepackage|documentclass|special|directlua|"
     r"verbatim|lstinline|loop|repeat|expandafter)(?![a-zA-Z])"
 )
-_BIG_EXPONENT = re.compile(r"\^\s*\{?\s*[+-]?[0-9]{4,}")  # 2^{10000} and beyond
+_BIG_EXPONENT = re.compile(r"\^\s*\{?\s*[+-]?[0-9]{5,}")  # 2^{100000}
 _TOWER = re.compile(r"\^\s*\{[^{}]*\^|\^\s*[0-9a-zA-Z]+\s*\^|\*\*")  # 10^{10^{...}}, 2^3^4, python powers
-_BIG_FACTORIAL = re.compile(r"[0-9]{4,}\s*\)?\s*!|!\s*!")  # 1000000!, (12345)!, double factorials
+_NESTED_EXP = re.compile(r"\\exp\s*(?:\\left)?\s*[({][^)}]*\\exp")  # \exp(\exp(...))
+# Functions that explode (or need huge precision) on large arguments, and what counts as large for them.
+_FACTORIAL_LIKE = re.compile(r"(?<!\\)!|\\Gamma|\\binom|\\choose")
+_LARGE_FOR_FACTORIAL = re.compile(r"[0-9]{3,}|\^")  # 1000!, (10^6)!, \binom{10^6}{3}
+_TRANSCENDENTAL = re.compile(r"\\(?:sin|cos|tan|sec|csc|cot|sinh|cosh|tanh|exp|log|ln|arc[a-z]+)(?![a-zA-Z])")
+_LARGE_FOR_TRANSCENDENTAL = re.compile(r"[0-9]{7,}|\^\s*\{?\s*[+-]?[0-9]{3,}")  # \sin(10^{100})
+_BIG_LITERAL = re.compile(r"[0-9]{13,}")  # fine in a plain number, a hazard inside an expression
+_PLAIN_NUMBER = re.compile(r"^[\s0-9.,+\-]*$")
 _LONG_NUMBER = re.compile(rf"[0-9]{{{MAX_NUMBER_DIGITS + 1},}}")
 
 
@@ -247,5 +254,10 @@ def safe_for_sympy(answer: str) -> bool:
         return False
     if any(0xD800 <= ord(ch) <= 0xDFFF for ch in answer):  # lone surrogates (undecodable bytes)
         return False
-    patterns = (_FORBIDDEN, _BIG_EXPONENT, _TOWER, _BIG_FACTORIAL, _LONG_NUMBER)
-    return not any(p.search(answer) for p in patterns)
+    if any(p.search(answer) for p in (_FORBIDDEN, _BIG_EXPONENT, _TOWER, _NESTED_EXP, _LONG_NUMBER)):
+        return False
+    if _FACTORIAL_LIKE.search(answer) and _LARGE_FOR_FACTORIAL.search(answer):
+        return False
+    if _TRANSCENDENTAL.search(answer) and _LARGE_FOR_TRANSCENDENTAL.search(answer):
+        return False
+    return not (_BIG_LITERAL.search(answer) and not _PLAIN_NUMBER.match(answer))

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import Literal, get_args
 
 from coreward_plugins.answer_keys import as_fraction, normalize_answer, safe_for_sympy
-from coreward_plugins.verify_pool import shared_pool
+from coreward_plugins.verify_pool import PoolBusy, shared_pool
 
 __all__ = ["FALLBACKS", "MatchMode", "AnswerMatcher", "MatcherStats", "extract_answer", "normalize_answer"]
 
@@ -135,7 +135,7 @@ class MatcherStats:
     guarded: int = 0  # refused by the input guard: "not equal" without sympy
     cache_hits: int = 0
     verify_calls: int = 0  # pairs sent to a math-verify worker
-    timeouts: int = 0  # of those, the ones with no verdict in time ("not equal")
+    timeouts: int = 0  # of those, the ones with no verdict in time, or no free worker ("not equal")
 
 
 class AnswerMatcher:
@@ -202,7 +202,11 @@ class AnswerMatcher:
             self.stats.cache_hits += 1
             return cached
         self.stats.verify_calls += 1
-        verdict = shared_pool().verify(b, a, self.timeout_s)
+        try:
+            verdict = shared_pool().verify(b, a, self.timeout_s)
+        except PoolBusy:  # says nothing about the pair: "not equal" now, but not remembered
+            self.stats.timeouts += 1
+            return False
         if verdict is None:
             self.stats.timeouts += 1
         with self._lock:

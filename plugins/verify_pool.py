@@ -95,10 +95,15 @@ class _Worker:
                 pass
 
 
+class PoolBusy(Exception):
+    """No worker became free in time (every one busy with other threads' comparisons)."""
+
+
 @dataclass
 class PoolStats:
     calls: int = 0
-    timeouts: int = 0  # calls that got no verdict in time (counted as "not equal")
+    timeouts: int = 0  # calls whose worker gave no verdict in time (counted as "not equal")
+    busy: int = 0  # calls that found no free worker in time
     restarts: int = 0  # workers killed and replaced
 
 
@@ -154,17 +159,24 @@ class VerifyPool:
             self._cond.notify()
 
     def verify(self, gold: str, pred: str, timeout_s: float) -> bool | None:
-        """math-verify's verdict on (gold, pred), or None when none came in time."""
+        """math-verify's verdict on (gold, pred), or None when the worker gave none in time.
+
+        Raises PoolBusy when no worker became free within timeout_s (a verdict that says nothing
+        about the pair, so callers should not cache it).
+        """
         with self._cond:
             self.stats.calls += 1
         worker = self._acquire(time.monotonic() + timeout_s)
+        if worker is None:
+            with self._cond:
+                self.stats.busy += 1
+            raise PoolBusy(f"no math-verify worker free within {timeout_s}s")
         verdict = None
-        if worker is not None:
-            healthy = worker.wait_ready(time.monotonic() + self.startup_timeout_s)
-            if healthy:
-                verdict = worker.ask(gold, pred, time.monotonic() + timeout_s)
-                healthy = verdict is not None
-            self._release(worker, healthy)
+        healthy = worker.wait_ready(time.monotonic() + self.startup_timeout_s)
+        if healthy:
+            verdict = worker.ask(gold, pred, time.monotonic() + timeout_s)
+            healthy = verdict is not None
+        self._release(worker, healthy)
         if verdict is None:
             with self._cond:
                 self.stats.timeouts += 1
@@ -190,7 +202,7 @@ def shared_pool() -> VerifyPool:
     global _pool, _pool_pid
     with _pool_lock:
         if _pool is None or _pool_pid != os.getpid():
-            workers = int(os.environ.get("COREWARD_VERIFY_WORKERS", "0")) or min(4, max(1, (os.cpu_count() or 2) // 2))
+            workers = int(os.environ.get("COREWARD_VERIFY_WORKERS", "0")) or min(8, max(2, os.cpu_count() or 2))
             _pool, _pool_pid = VerifyPool(max_workers=workers), os.getpid()
             atexit.register(_pool.close)
         return _pool
