@@ -44,7 +44,9 @@ class CorewardPolicyActor(PolicyModelActor.__ray_actor_class__):
             return
         if args.ds.enable_sleep:
             reload_deepspeed_states(self.actor.model)
-        self.teacher = ShadowTeacher(self.actor.model.module, zero_stage=args.ds.zero_stage)
+        engine = self.actor.model
+        self.teacher = ShadowTeacher(engine.module, zero_stage=args.ds.zero_stage,
+                                     release_gathered=engine.empty_partition_cache)
         if args.ds.enable_sleep:
             offload_deepspeed_states(self.actor.model)
         latest = Path(args.ckpt.path) / "_actor" / "latest"

@@ -13,8 +13,11 @@ ranks call every method (some steps are collectives).
 `swapped_in()` puts the teacher into the live parameters for the duration of a block (a vLLM weight
 broadcast, a teacher log-prob pass, an HF save) and restores the student's parameters bit for bit:
 ZeRO-2 copies the teacher into rank 0's parameters and broadcasts them to the other ranks; ZeRO-3
-writes each rank's partition, plus the full tensor of parameters DeepSpeed keeps gathered
-(persistent small parameters), which it all-gathers from the teacher partitions.
+writes each rank's partition. ZeRO-3 also caches gathered parameters between forwards (persistent
+small ones, and those within the prefetch reuse distance), which would keep serving the weights of
+the other side of the swap; `release_gathered` (the engine's `empty_partition_cache`) drops them on
+entry and on exit, so every later use gathers from the right partitions. Any parameter still gathered
+on entry gets its full teacher tensor all-gathered from the partitions, and its own restored on exit.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ import json
 import os
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import torch
 import torch.distributed as dist
@@ -50,8 +53,12 @@ def _is_gathered(param: torch.nn.Parameter) -> bool:
 
 
 class ShadowTeacher:
-    def __init__(self, module: torch.nn.Module, zero_stage: int, use_fp32_master: bool = True) -> None:
+    def __init__(self, module: torch.nn.Module, zero_stage: int, use_fp32_master: bool = True,
+                 release_gathered: Callable[[], None] | None = None) -> None:
+        if zero_stage == 3 and release_gathered is None:
+            raise ValueError("ZeRO-3 needs release_gathered (the DeepSpeed engine's empty_partition_cache)")
         self.module = module
+        self.release_gathered = release_gathered
         self.zero3 = zero_stage == 3
         self.use_fp32_master = use_fp32_master
         self.rank, self.world = _rank(), _world()
@@ -107,6 +114,8 @@ class ShadowTeacher:
     def swapped_in(self) -> Iterator[None]:
         params = self._params()
         backup: list[tuple[torch.Tensor, torch.Tensor]] = []  # (live tensor, saved copy)
+        if self.zero3:
+            self.release_gathered()
         try:
             with torch.no_grad():
                 for name, param in params:
@@ -129,6 +138,8 @@ class ShadowTeacher:
             with torch.no_grad():
                 for live, saved in backup:
                     live.copy_(saved)
+            if self.zero3:
+                self.release_gathered()
 
     # ---- persistence: one file per holder rank, written beside and renamed ----
     def save(self, directory: str | os.PathLike) -> None:
