@@ -11,7 +11,7 @@ Comparison modes (`AnswerMatcher`):
 - `normalized`: equality of the cheap canonical keys of `answer_keys.normalize_answer`.
 - `math_verify`: equal keys decide "equal" at no cost; different plain numbers decide "different";
   everything else goes to math-verify in a killable worker process with a deadline (verify_pool),
-  after a guard that keeps hostile answers away from sympy. Verdicts are cached per key pair.
+  after a guard that keeps hostile answers away from sympy. Verdicts are cached per unordered key pair.
 Nothing here evaluates model output as code, and every comparison returns within a bounded time from
 any thread or process.
 """
@@ -196,8 +196,9 @@ class AnswerMatcher:
         if not (safe_for_sympy(a) and safe_for_sympy(b)):
             self.stats.guarded += 1
             return False
+        pair = (key_a, key_b) if key_a < key_b else (key_b, key_a)  # math-verify is symmetric in practice
         with self._lock:
-            cached = self._verdicts.get((key_a, key_b))
+            cached = self._verdicts.get(pair)
         if cached is not None:
             self.stats.cache_hits += 1
             return cached
@@ -212,7 +213,7 @@ class AnswerMatcher:
         with self._lock:
             if len(self._verdicts) >= _CACHE_LIMIT:
                 self._verdicts.clear()
-            self._verdicts[(key_a, key_b)] = bool(verdict)  # a timed-out pair stays "not equal"
+            self._verdicts[pair] = bool(verdict)  # a timed-out pair stays "not equal"
         return bool(verdict)
 
     def __getstate__(self) -> dict:

@@ -10,6 +10,7 @@ Python) is never enabled. Memory is capped, and the worker exits when its parent
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -43,6 +44,11 @@ def main() -> None:
     from math_verify import LatexExtractionConfig, parse, verify
 
     latex_only = [LatexExtractionConfig()]
+
+    @functools.lru_cache(maxsize=4096)
+    def parsed(answer: str) -> list:
+        return parse("\\boxed{" + answer + "}", extraction_config=latex_only, parsing_timeout=None)
+
     out = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)  # stray prints from sympy or math-verify must not garble the protocol
 
@@ -54,8 +60,7 @@ def main() -> None:
     for line in sys.stdin.buffer:
         request = json.loads(line)
         try:
-            gold = parse("\\boxed{" + request["gold"] + "}", extraction_config=latex_only, parsing_timeout=None)
-            pred = parse("\\boxed{" + request["pred"] + "}", extraction_config=latex_only, parsing_timeout=None)
+            gold, pred = parsed(request["gold"]), parsed(request["pred"])
             equal = bool(gold) and bool(pred) and bool(verify(gold, pred, timeout_seconds=None))
         except Exception:  # RecursionError, MemoryError, sympy internals: not provably equal
             equal = False

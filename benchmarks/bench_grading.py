@@ -1,0 +1,247 @@
+"""How fast are majority votes under each answer matcher, and do keys change math-verify's clusters?
+
+Builds groups of 8 answers the way a policy writes them: the right answer in several equivalent
+notations (`\\frac{1}{2}`, `\\dfrac12`, `0.5`, `142.0`, `1,000`, `x = 5`, `\\left(...\\right)`, pairs that
+only algebra equates), some wrong answers, now and then no answer. References come from MATH500
+(`../shared/data/bench/math500.json`) when present, else from a built-in list. Then it times
+`majority_vote` with exact, normalized and math_verify matchers (keys first, math-verify in worker
+processes), against the naive way: math-verify on every pair of a group (O(n^2) calls, in process),
+and checks that math_verify-with-keys finds the same clusters as the naive way.
+
+    python benchmarks/bench_grading.py [--groups 150] [--seed 0] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+import time
+from fractions import Fraction
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from coreward_plugins.answer_keys import as_fraction, normalize_answer
+from coreward_plugins.answers import AnswerMatcher
+from coreward_plugins.voting import majority_vote
+
+MATH500 = Path(__file__).resolve().parents[2] / "shared" / "data" / "bench" / "math500.json"
+BUILTIN = [
+    "142", "70", "1000", "27", "-3", "0", "2220", "\\frac{14}{3}", "\\frac{3}{56}", "\\frac{1}{2}", "1.25",
+    "\\sqrt{51}", "3\\sqrt{13}", "\\pi", "6 - 5i", "\\left( 3, \\frac{\\pi}{2} \\right)", "\\text{Evelyn}",
+    "90^\\circ", "x=5", "1,-2", "3, 5, 7", "[-2, 7]", "(-\\infty, 0)", "p - q", "x^5 - x^4 + x^3 - x^2 + x - 1",
+]
+# Equal answers that no cheap key can merge: only math-verify sees they are the same.
+ALGEBRA = [
+    ("x^2+2x", "x(x+2)"), ("\\frac{\\sqrt{2}}{2}", "\\frac{1}{\\sqrt{2}}"), ("2\\sqrt{2}", "\\sqrt{8}"),
+    ("\\{1,2\\}", "\\{2,1\\}"), ("a+b", "b+a"), ("\\pi/2", "\\frac{\\pi}{2}"), ("(x+1)^2", "x^2+2x+1"),
+]
+
+
+def equivalent_forms(reference: str) -> list[str]:
+    """Ways a model writes the same answer."""
+    forms = [reference]
+    value = as_fraction(normalize_answer(reference))
+    if value is not None and value.denominator == 1:
+        n = value.numerator
+        forms += [f"{n}.0", f"{n}.00", f"x = {n}", f"{n}."]
+        if abs(n) >= 1000:
+            forms.append(f"{n:,}")
+        if 0 < n < 100:
+            forms.append(f"{n:03d}")
+    elif value is not None:
+        p, q = value.numerator, value.denominator
+        forms += [f"\\frac{{{p}}}{{{q}}}", f"\\dfrac{{{p}}}{{{q}}}", f"{p}/{q}"]
+        if Fraction(round(float(value), 6)).limit_denominator(10**6) == value and len(str(float(value))) < 10:
+            forms.append(str(float(value)))
+    else:
+        forms += [reference.replace(" ", ""), reference.replace(",", ", "), reference.replace("\\frac", "\\dfrac")]
+        if reference.startswith("(") and reference.endswith(")"):
+            forms.append("\\left" + reference[:-1] + "\\right)")
+    return list(dict.fromkeys(forms))
+
+
+def wrong_answers(reference: str, rng: random.Random) -> list[str]:
+    """Wrong answers a model writes for this problem: a nearby value in the same notation."""
+    value = as_fraction(normalize_answer(reference))
+    if value is not None:
+        candidates = [value + 1, value - 1, 2 * value, -value] + ([1 / value] if value not in (0, 1, -1) else [])
+        wrong = [str(c.numerator) if c.denominator == 1 else f"\\frac{{{c.numerator}}}{{{c.denominator}}}" for c in candidates]
+    else:
+        digits = [i for i, ch in enumerate(reference) if ch.isdigit()]
+        wrong = [reference + " + 1", "-" + reference if not reference.startswith("-") else reference[1:]]
+        for i in digits[:2]:
+            wrong.append(reference[:i] + str((int(reference[i]) + 1) % 10) + reference[i + 1 :])
+    rng.shuffle(wrong)
+    return [w for w in wrong[:2] if normalize_answer(w) != normalize_answer(reference)] or ["-1"]
+
+
+def build_groups(references: list[str], n_groups: int, rng: random.Random) -> tuple[list[list[str | None]], list[str]]:
+    """Groups of 8 answers, and each group's kind: numeric, symbolic (other references), algebra."""
+    groups: list[list[str | None]] = []
+    kinds: list[str] = []
+    for g in range(n_groups):
+        if g % 6 == 5:  # some groups whose right answers only algebra can merge
+            a, b = ALGEBRA[(g // 6) % len(ALGEBRA)]
+            forms, wrong = [a, b], ["x^2", "\\sqrt{3}"]
+            kinds.append("algebra")
+        else:
+            reference = references[g % len(references)]
+            forms, wrong = equivalent_forms(reference), wrong_answers(reference, rng)
+            kinds.append("numeric" if as_fraction(normalize_answer(reference)) is not None else "symbolic")
+        n_right = rng.randint(3, 7)
+        answers: list[str | None] = [rng.choice(forms) for _ in range(n_right)]
+        answers += [rng.choice(wrong) for _ in range(8 - n_right)]
+        rng.shuffle(answers)
+        if rng.random() < 0.2:
+            answers[rng.randrange(8)] = None
+        groups.append(answers)
+    return groups, kinds
+
+
+def naive_pairwise(answers: list[str | None]) -> tuple[tuple[int | None, ...], int]:
+    """math-verify on every pair of one group (in process: each answer parsed once, then O(n^2) verify
+    calls), then the same first-fit clustering as majority_vote."""
+    from math_verify import LatexExtractionConfig, parse, verify
+
+    config = [LatexExtractionConfig()]
+    valid = [i for i, a in enumerate(answers) if a is not None and a.strip()]
+    parsed = {i: parse("\\boxed{" + answers[i] + "}", extraction_config=config) for i in valid}  # type: ignore[operator]
+    equal: dict[tuple[int, int], bool] = {}
+    for x, i in enumerate(valid):
+        for j in valid[:x]:
+            equal[(j, i)] = bool(verify(parsed[j], parsed[i]))
+    reps: list[int] = []
+    assignment: list[int | None] = [None] * len(answers)
+    for i in valid:
+        cluster = next((c for c, rep in enumerate(reps) if equal[(rep, i)]), None)
+        if cluster is None:
+            cluster = len(reps)
+            reps.append(i)
+        assignment[i] = cluster
+    return tuple(assignment), len(equal)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--groups", type=int, default=150)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    console = Console(stderr=args.json)
+
+    if MATH500.is_file():
+        references, source = [item["answer"] for item in json.loads(MATH500.read_text())], "MATH500 answers"
+    else:
+        references, source = BUILTIN, "built-in answers"
+    rng = random.Random(args.seed)
+    groups, kinds = build_groups(references, args.groups, rng)
+    n_answers = sum(len(g) for g in groups)
+    console.print(f"{len(groups)} groups x 8 = {n_answers} answers, from {source}")
+
+    # name -> per-group seconds, per-group math-verify calls
+    times: dict[str, list[float]] = {}
+    calls: dict[str, list[int]] = {}
+    votes = {}
+    for mode in ("exact", "normalized", "math_verify"):
+        if mode == "math_verify":
+            AnswerMatcher(mode).equal("x+1", "1+x")  # start the worker outside the timing
+        matcher = AnswerMatcher(mode, timeout_s=5.0)  # an empty verdict cache
+        times[mode], calls[mode], votes[mode] = [], [], []
+        for g in groups:
+            before = matcher.stats.verify_calls
+            start = time.perf_counter()
+            votes[mode].append(majority_vote(g, matcher))
+            times[mode].append(time.perf_counter() - start)
+            calls[mode].append(matcher.stats.verify_calls - before)
+    naive_assignments = []
+    times["naive"], calls["naive"] = [], []
+    naive_pairwise(["x+1", "1+x"])  # import and warm math-verify in this process too
+    for g in groups:
+        start = time.perf_counter()
+        assignment, n_calls = naive_pairwise(g)
+        times["naive"].append(time.perf_counter() - start)
+        calls["naive"].append(n_calls)
+        naive_assignments.append(assignment)
+
+    labels = {
+        "exact": "exact",
+        "normalized": "normalized",
+        "math_verify": "math_verify (keys first)",
+        "naive": "math-verify on every pair (naive)",
+    }
+    subsets = {"all": list(range(len(groups)))}
+    for kind in ("numeric", "symbolic", "algebra"):
+        subsets[kind] = [i for i, k in enumerate(kinds) if k == kind]
+    rows = []
+    for subset, members in subsets.items():
+        if not members:
+            continue
+        naive_time = sum(times["naive"][i] for i in members)
+        for name in ("exact", "normalized", "math_verify", "naive"):
+            seconds = sum(times[name][i] for i in members)
+            rows.append(
+                {
+                    "groups": subset,
+                    "n_groups": len(members),
+                    "matcher": labels[name],
+                    "seconds": seconds,
+                    "answers_per_s": 8 * len(members) / seconds,
+                    "verify_calls": sum(calls[name][i] for i in members),
+                    "speedup_vs_naive": naive_time / seconds,
+                }
+            )
+    keys_time, naive_time = sum(times["math_verify"]), sum(times["naive"])
+    disagreements = [
+        (g, groups[g], votes["math_verify"][g].assignment, naive_assignments[g])
+        for g in range(len(groups))
+        if votes["math_verify"][g].assignment != naive_assignments[g]
+    ]
+    pairs: dict[tuple[str, str], list] = {}
+    for _, answers, ours, naive in disagreements:
+        for i, a in enumerate(answers):
+            for j in range(i):
+                b = answers[j]
+                if a is None or b is None or a == b or (ours[i] == ours[j]) == (naive[i] == naive[j]):
+                    continue
+                entry = pairs.setdefault((b, a) if b < a else (a, b), [0, ours[i] == ours[j]])
+                entry[0] += 1
+    result = {
+        "answers": n_answers,
+        "rows": rows,
+        "speedup_keys_vs_naive": naive_time / keys_time,
+        "cluster_disagreements": len(disagreements),
+        "mean_clusters": {m: sum(v.clusters for v in votes[m]) / len(groups) for m in votes},
+    }
+    if args.json:
+        result["disagreeing_pairs"] = [[a, b, n, together] for (a, b), (n, together) in pairs.items()]
+        print(json.dumps(result, indent=2))
+    else:
+        table = Table(title="majority_vote over groups of 8 answers")
+        for column in ("groups", "matcher", "seconds", "answers/s", "verify calls", "x vs naive"):
+            table.add_column(column, justify="left" if column in ("groups", "matcher") else "right")
+        for row in rows:
+            table.add_row(
+                f"{row['groups']} ({row['n_groups']})",
+                row["matcher"],
+                f"{row['seconds']:.3f}",
+                f"{row['answers_per_s']:,.0f}",
+                str(row["verify_calls"]),
+                f"{row['speedup_vs_naive']:,.1f}",
+                end_section=row["matcher"].startswith("math-verify on every"),
+            )
+        console.print(table)
+        console.print(f"clusters per group: {', '.join(f'{m} {c:.2f}' for m, c in result['mean_clusters'].items())}")
+        console.print(f"speed-up, math_verify with keys vs naive pairwise: {result['speedup_keys_vs_naive']:.1f}x")
+        console.print(f"groups where keys and naive pairwise cluster differently: {len(disagreements)}")
+        for (a, b), (n, together) in sorted(pairs.items(), key=lambda item: -item[1][0])[:20]:
+            side = "keys merge, math-verify splits" if together else "math-verify merges, keys split"
+            console.print(f"  {a!r} ~ {b!r}: {side} (in {n} groups)")
+    sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()
