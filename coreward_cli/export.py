@@ -97,6 +97,7 @@ def export_model(source: ExportSource, out: Path, dtype: Dtype = "auto", force: 
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()  # its load reports would bury our one-line verdicts; we check loading ourselves
     step = status or (lambda message: None)
     check_destination(out, source, force)
     step(f"loading {source.label}")
@@ -105,6 +106,7 @@ def export_model(source: ExportSource, out: Path, dtype: Dtype = "auto", force: 
     probes = probe_inputs(tokenizer, model.config)
     reference = probe_logits(model, probes)
     params = sum(p.numel() for p in model.parameters())
+    generation = _generation_dict(model.generation_config)
 
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -120,7 +122,7 @@ def export_model(source: ExportSource, out: Path, dtype: Dtype = "auto", force: 
         del model
         gc.collect()
         step("reloading the export with transformers to check it")
-        check = verify_export(partial, reference, probes, tokenizer, export_dtype)
+        check = verify_export(partial, reference, probes, tokenizer, generation, export_dtype)
         (partial / "README.md").write_text(render_card(source, check, export_dtype, params, out.name), encoding="utf-8")
         files = sorted(p.name for p in partial.iterdir())
         size = sum(p.stat().st_size for p in partial.iterdir() if p.is_file())
@@ -144,7 +146,13 @@ def load_source(source: ExportSource):
                         "pass --base with the folder the model was trained from")
     tokenizer = _loading(where, "tokenizer", lambda: AutoTokenizer.from_pretrained(where))
     if not source.is_deepspeed:
-        model = _loading(where, "model", lambda: AutoModelForCausalLM.from_pretrained(where, dtype=torch.float32))
+        model, info = _loading(where, "model", lambda: AutoModelForCausalLM.from_pretrained(
+            where, dtype=torch.float32, output_loading_info=True))
+        if info.get("missing_keys") or info.get("mismatched_keys"):
+            # transformers would fill them with random values and the export would carry them on
+            broken = sorted(map(str, info.get("missing_keys") or info.get("mismatched_keys")))
+            raise UserError(f"{where}: the weights are incomplete ({len(broken)} tensors missing or misshapen, "
+                            f"e.g. {broken[0]}); is the save complete?")
     else:
         model = _loading(where, "model", lambda: AutoModelForCausalLM.from_config(config, dtype=torch.float32))
         load_merged_state(model, merge_deepspeed(source.weights, source.deepspeed_tag), source)
@@ -213,7 +221,7 @@ def probe_logits(model: torch.nn.Module, probes: list[tuple[str, list[int]]]) ->
 
 
 def verify_export(folder: Path, reference: list[torch.Tensor], probes: list[tuple[str, list[int]]], tokenizer,
-                  dtype: str) -> CheckResult:
+                  generation: dict[str, Any], dtype: str) -> CheckResult:
     """Reload `folder` with plain transformers (fp32 compute) and compare with the source."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -221,7 +229,7 @@ def verify_export(folder: Path, reference: list[torch.Tensor], probes: list[tupl
     try:
         model, info = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32, output_loading_info=True)
         reloaded_tokenizer = AutoTokenizer.from_pretrained(folder)
-    except (OSError, ValueError, RuntimeError) as e:
+    except Exception as e:  # noqa: BLE001 - whatever the reason, the folder is not loadable
         raise SelfCheckFailed(f"self-check failed: the written folder does not load ({_one_line(e)})") from e
     for kind in ("missing_keys", "unexpected_keys", "mismatched_keys"):
         if info.get(kind):
@@ -241,6 +249,8 @@ def verify_export(folder: Path, reference: list[torch.Tensor], probes: list[tupl
         problems.append("the reloaded tokenizer encodes the check prompts differently")
     if getattr(reloaded_tokenizer, "chat_template", None) != getattr(tokenizer, "chat_template", None):
         problems.append("the reloaded tokenizer lost or changed the chat template")
+    if _generation_dict(model.generation_config) != generation:
+        problems.append("the generation config changed on its way to disk")
     if problems:
         raise SelfCheckFailed("self-check failed: " + "; ".join(problems))
     return CheckResult(dtype, max_diff, tolerance, len(probes), sum(len(ids) for _, ids in probes))
@@ -249,6 +259,12 @@ def verify_export(folder: Path, reference: list[torch.Tensor], probes: list[tupl
 def _write_model(model: torch.nn.Module, folder: Path, max_shard_size: int) -> None:
     """save_pretrained: safetensors (sharded past max_shard_size), config, generation config."""
     model.save_pretrained(folder, max_shard_size=max_shard_size)
+
+
+def _generation_dict(config: Any) -> dict[str, Any]:
+    values = config.to_dict() if config is not None else {}
+    values.pop("transformers_version", None)
+    return values
 
 
 def _move_into_place(partial: Path, out: Path) -> None:
@@ -266,7 +282,7 @@ def _loading(where: str, what: str, load: Callable[[], Any]) -> Any:
         return load()
     except UserError:
         raise
-    except (OSError, ValueError, KeyError, TypeError, RuntimeError, ImportError) as e:
+    except Exception as e:  # noqa: BLE001 - transformers/safetensors raise many kinds; all mean "does not load"
         raise UserError(f"{where}: the {what} does not load with transformers ({_one_line(e)})") from e
 
 

@@ -277,6 +277,13 @@ def test_bad_step_and_teacher_are_one_line_exit_2(run: Path, tmp_path: Path) -> 
 
 
 def test_unreadable_source_is_one_line_exit_2(run: Path, tmp_path: Path) -> None:
+    weights = run / "final" / "model.safetensors"
+    tensors = load_file(str(weights))
+    tensors.pop("model.layers.0.mlp.down_proj.weight")
+    save_file(tensors, str(weights), metadata={"format": "pt"})  # transformers would fill it with random values
+    assert_one_line_error(invoke(str(run), "--out", str(tmp_path / "o")), 2, "incomplete", "down_proj")
+    weights.write_bytes(weights.read_bytes()[:5000])
+    assert_one_line_error(invoke(str(run), "--out", str(tmp_path / "o")), 2, "does not load")
     (run / "final" / "config.json").write_text("{ not json", encoding="utf-8")
     assert_one_line_error(invoke(str(run), "--out", str(tmp_path / "o")), 2, "does not load")
     (run / "recipe.yaml").write_text("engine: [unclosed", encoding="utf-8")
