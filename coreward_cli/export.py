@@ -117,13 +117,17 @@ def export_model(source: ExportSource, out: Path, dtype: Dtype = "auto", force: 
     try:
         step(f"writing {export_dtype} safetensors")
         model.to(TORCH_DTYPES[export_dtype])
-        _write_model(model, partial, max_shard_size)
-        tokenizer.save_pretrained(partial)
+        try:
+            _write_model(model, partial, max_shard_size)
+            tokenizer.save_pretrained(partial)
+        except OSError as e:
+            raise UserError(f"--out {out}: cannot write beside it ({e.strerror or e}); check space and permissions") from e
         del model
         gc.collect()
         step("reloading the export with transformers to check it")
         check = verify_export(partial, reference, probes, tokenizer, generation, export_dtype)
-        (partial / "README.md").write_text(render_card(source, check, export_dtype, params, out.name), encoding="utf-8")
+        card = render_card(source, check, export_dtype, params, out.name, chat=bool(getattr(tokenizer, "chat_template", None)))
+        (partial / "README.md").write_text(card, encoding="utf-8")
         files = sorted(p.name for p in partial.iterdir())
         size = sum(p.stat().st_size for p in partial.iterdir() if p.is_file())
         _move_into_place(partial, out)

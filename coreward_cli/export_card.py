@@ -38,7 +38,8 @@ METHODS = {
 }
 
 
-def render_card(source: ExportSource, check: CheckResult, dtype: str, params: int, name: str = "") -> str:
+def render_card(source: ExportSource, check: CheckResult, dtype: str, params: int, name: str = "",
+                chat: bool = True) -> str:
     recipe = source.recipe or {}
     base = str(_get(recipe, "model.path") or "")
     method = str(_get(recipe, "method.name") or "")
@@ -59,12 +60,7 @@ def render_card(source: ExportSource, check: CheckResult, dtype: str, params: in
         "A reasoning model trained with label-free reinforcement learning by "
         "[coreward](https://arxiv.org/abs/2508.00410) (Co-rewarding and its baselines).\n",
         "| | |\n| --- | --- |\n" + "\n".join(f"| {k} | {_cell(v)} |" for k, v in rows) + "\n",
-        "## Use\n\n```python\nfrom transformers import AutoModelForCausalLM, AutoTokenizer\n\n"
-        f'tokenizer = AutoTokenizer.from_pretrained("{title}")\n'
-        f'model = AutoModelForCausalLM.from_pretrained("{title}")\n'
-        'messages = [{"role": "user", "content": "What is 17 + 25? Put the final answer within \\\\boxed{}."}]\n'
-        "inputs = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors=\"pt\", "
-        "return_dict=True)\nprint(tokenizer.decode(model.generate(**inputs, max_new_tokens=256)[0]))\n```\n",
+        usage_snippet(title, chat),
     ]
     evaluation = eval_section(source.run_dir, source.weights)
     if evaluation:
@@ -74,6 +70,22 @@ def render_card(source: ExportSource, check: CheckResult, dtype: str, params: in
                      "```yaml\n" + source.recipe_text.rstrip() + "\n```\n")
     parts.append("## Citation\n\n```bibtex\n" + CITATION + "\n```\n")
     return "\n".join(parts)
+
+
+def usage_snippet(folder: str, chat: bool) -> str:
+    """How to load and prompt the export with plain transformers (through the chat template if it has one)."""
+    lines = ["from transformers import AutoModelForCausalLM, AutoTokenizer", "",
+             f'tokenizer = AutoTokenizer.from_pretrained("{folder}")',
+             f'model = AutoModelForCausalLM.from_pretrained("{folder}")']
+    if chat:
+        lines += ['messages = [{"role": "user", "content": "What is 17 + 25? Put the final answer within \\\\boxed{}."}]',
+                  "inputs = tokenizer.apply_chat_template(messages, add_generation_prompt=True, "
+                  'return_tensors="pt", return_dict=True)']
+    else:
+        lines += ['inputs = tokenizer("17+25=", return_tensors="pt")']
+    lines += ["output = model.generate(**inputs, max_new_tokens=256, do_sample=False)",
+              'print(tokenizer.decode(output[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True))']
+    return "## Use\n\n```python\n" + "\n".join(lines) + "\n```\n"
 
 
 def eval_section(run_dir: Path | None, weights: Path | None = None) -> str | None:

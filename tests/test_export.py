@@ -8,6 +8,7 @@ summary.json, eval/); tests/test_export_run.py exports a real `coreward run`.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -183,6 +184,14 @@ def test_hf_folder_source(tmp_path: Path) -> None:
     assert same_tensors(out, source)
     card = (out / "README.md").read_text(encoding="utf-8")
     assert "## Recipe" not in card and "## Evaluation" not in card and "arXiv:2508.00410" in card
+    run_usage_snippet(card, out)
+
+
+def run_usage_snippet(card: str, folder: Path) -> None:
+    """The card's "Use" code runs as printed (path filled in, fewer tokens for the 64-position toy)."""
+    code = re.search(r"## Use\n\n```python\n(.*?)```", card, re.S).group(1)
+    code = code.replace(f'"{folder.name}"', repr(str(folder))).replace("max_new_tokens=256", "max_new_tokens=4")
+    exec(compile(code, "model-card-snippet", "exec"), {})
 
 
 def test_openrlhf_run_dir_uses_model_and_per_save_hf_copies(tmp_path: Path) -> None:
