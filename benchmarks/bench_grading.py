@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import re
 import sys
 import time
 from fractions import Fraction
@@ -125,6 +126,36 @@ def naive_pairwise(answers: list[str | None]) -> tuple[tuple[int | None, ...], i
     return tuple(assignment), len(equal)
 
 
+def worker_overhead(repeats: int = 100) -> dict[str, float]:
+    """Per-call cost of a math-verify comparison in the worker process versus in this process.
+
+    The pairs repeat, so parsing and sympy work are cached on both sides and what remains is the
+    comparison itself plus, for the worker, the round trip (JSON over a pipe, select with a deadline).
+    """
+    from math_verify import LatexExtractionConfig, parse, verify
+
+    from coreward_plugins.verify_pool import shared_pool
+
+    config = [LatexExtractionConfig()]
+    pairs = [("x+1", "x+2"), ("(1,2)", "(1,3)"), ("\\sqrt{2}", "\\sqrt{3}"), ("a b", "b a")]
+    pool = shared_pool()
+    cached = {a: parse("\\boxed{" + a + "}", extraction_config=config) for pair in pairs for a in pair}
+    for a, b in pairs:
+        pool.verify(b, a, 30.0)
+        verify(cached[b], cached[a])
+    start = time.perf_counter()
+    for _ in range(repeats):
+        for a, b in pairs:
+            pool.verify(b, a, 30.0)
+    worker = (time.perf_counter() - start) / (repeats * len(pairs))
+    start = time.perf_counter()
+    for _ in range(repeats):
+        for a, b in pairs:
+            verify(cached[b], cached[a])
+    in_process = (time.perf_counter() - start) / (repeats * len(pairs))
+    return {"worker_ms": worker * 1000, "in_process_ms": in_process * 1000, "overhead_ms": (worker - in_process) * 1000}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--groups", type=int, default=150)
@@ -209,8 +240,13 @@ def main() -> None:
                     continue
                 entry = pairs.setdefault((b, a) if b < a else (a, b), [0, ours[i] == ours[j]])
                 entry[0] += 1
+    trailing_period = re.compile(r"[0-9]\.$")
+    unparsable = sum(1 for a, b in pairs if trailing_period.search(a) or trailing_period.search(b))
+    overhead = worker_overhead()
     result = {
         "answers": n_answers,
+        "worker_overhead": overhead,
+        "disagreements_from_trailing_period": unparsable,
         "rows": rows,
         "speedup_keys_vs_naive": naive_time / keys_time,
         "cluster_disagreements": len(disagreements),
@@ -237,9 +273,17 @@ def main() -> None:
         console.print(f"clusters per group: {', '.join(f'{m} {c:.2f}' for m, c in result['mean_clusters'].items())}")
         console.print(f"speed-up, math_verify with keys vs naive pairwise: {result['speedup_keys_vs_naive']:.1f}x")
         console.print(f"groups where keys and naive pairwise cluster differently: {len(disagreements)}")
-        for (a, b), (n, together) in sorted(pairs.items(), key=lambda item: -item[1][0])[:20]:
+        console.print(
+            f"  answer pairs behind them: {len(pairs)}, of which {unparsable} pair a trailing-period form like"
+            " '4.', which math-verify cannot parse (keys merge it with '4')"
+        )
+        for (a, b), (n, together) in sorted(pairs.items(), key=lambda item: -item[1][0])[:10]:
             side = "keys merge, math-verify splits" if together else "math-verify merges, keys split"
             console.print(f"  {a!r} ~ {b!r}: {side} (in {n} groups)")
+        console.print(
+            f"math-verify worker round trip: {overhead['worker_ms']:.2f} ms per call vs {overhead['in_process_ms']:.2f} ms"
+            f" in process (overhead {overhead['overhead_ms']:.2f} ms)"
+        )
     sys.exit(0)
 
 

@@ -22,7 +22,7 @@ MODES = ("exact", "normalized", "math_verify")
 REFERENCES = ("42", r"\frac{x+1}{2}", "(1,2)")
 # Harmless-looking answers that pass the input guard yet keep sympy busy for tens of seconds:
 # only the worker deadline stops them.
-STUCK = ["(x+y+z+w)^{60}", "(x-y+z-w)^{60}"]
+STUCK = ["(x+y+z+w)^{60} + 0.5", "(x-y+z-w)^{60} + 0.5"]
 
 
 def payloads(sentinel: str) -> list[str]:

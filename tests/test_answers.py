@@ -14,7 +14,7 @@ from coreward_plugins.verify_pool import PoolBusy, VerifyPool
 
 HALF_FORMS = [r"\frac12", r"\frac{1}{2}", r"\dfrac{1}{2}", "0.5"]
 # A pair that passes the input guard but keeps sympy busy for seconds: only the deadline stops it.
-SLOW_PAIR = ("(x+y+z+w)^{60}", "(x-y+z-w)^{60}")  # sympy expands both: tens of seconds
+SLOW_PAIR = ("(x+y+z+w)^{60} + 0.5", "(x-y+z-w)^{60} + 0.5")  # simplify() takes tens of seconds
 
 
 # --- extraction -------------------------------------------------------------------------------
@@ -195,3 +195,17 @@ def test_matcher_pickles() -> None:
     clone = pickle.loads(pickle.dumps(matcher))
     assert (clone.mode, clone.timeout_s, clone.stats.equal_calls) == ("math_verify", 3.0, 0)
     assert clone.equal("x^2+2x", "x(x+2)")
+
+
+def test_probe_settles_plain_expressions_that_differ_and_leaves_the_rest() -> None:
+    from math_verify import LatexExtractionConfig, parse
+
+    from coreward_plugins.verify_worker import clearly_different
+
+    def parsed(answer: str) -> list:
+        return parse("\\boxed{" + answer + "}", extraction_config=[LatexExtractionConfig()], parsing_timeout=None)
+
+    differ = [("x^2+2x", "x^2+3x"), (r"\sqrt{3}", "x(x+2)"), ("p-q", "-p-q"), ("(x+y+z+w)^{60}", "(x-y+z-w)^{60}"), ("6-5i", "6+5i")]
+    unsure = [("x^2+2x", "x(x+2)"), (r"\sin^2 x + \cos^2 x", "1"), ("1/3", "0.333333"), (r"50\%", "0.5"), ("(1,2)", "(1,3)"), ("x", "y")]
+    assert all(clearly_different(parsed(b), parsed(a)) for a, b in differ)
+    assert not any(clearly_different(parsed(b), parsed(a)) for a, b in unsure)
