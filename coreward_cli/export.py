@@ -141,7 +141,7 @@ def load_source(source: ExportSource):
     """(model in fp32, tokenizer, dtype name of the source weights for --dtype auto)."""
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 
-    where = str(source.config_from if source.is_deepspeed else source.weights)
+    where = str(source.config_from if source.bare_weights else source.weights)
     config = _loading(where, "config", lambda: AutoConfig.from_pretrained(where))
     source_dtype = _dtype_name(getattr(config, "dtype", None) or getattr(config, "torch_dtype", None))
     if Path(where).is_dir() and not any((Path(where) / name).is_file() for name in TOKENIZER_FILES):
@@ -149,7 +149,7 @@ def load_source(source: ExportSource):
         raise UserError(f"{where}: has no tokenizer files (tokenizer.json / tokenizer_config.json); "
                         "pass --base with the folder the model was trained from")
     tokenizer = _loading(where, "tokenizer", lambda: AutoTokenizer.from_pretrained(where))
-    if not source.is_deepspeed:
+    if not source.bare_weights:
         model, info = _loading(where, "model", lambda: AutoModelForCausalLM.from_pretrained(
             where, dtype=torch.float32, output_loading_info=True))
         if info.get("missing_keys") or info.get("mismatched_keys"):
@@ -159,7 +159,9 @@ def load_source(source: ExportSource):
                             f"e.g. {broken[0]}); is the save complete?")
     else:
         model = _loading(where, "model", lambda: AutoModelForCausalLM.from_config(config, dtype=torch.float32))
-        load_merged_state(model, merge_deepspeed(source.weights, source.deepspeed_tag), source)
+        state = merge_deepspeed(source.weights, source.deepspeed_tag) if source.is_deepspeed else \
+            _loading(str(source.shadow_file), "teacher state", lambda: torch.load(source.shadow_file, map_location="cpu"))
+        load_merged_state(model, state, source)
         try:
             model.generation_config = GenerationConfig.from_pretrained(where)
         except OSError:
@@ -191,13 +193,13 @@ def load_merged_state(model: torch.nn.Module, state: dict[str, torch.Tensor], so
     try:
         missing, unexpected = model.load_state_dict(state, strict=False)
     except RuntimeError as e:
-        raise UserError(f"{source.weights / source.deepspeed_tag}: weights do not fit the config from "
+        raise UserError(f"{source.label}: weights do not fit the config from "
                         f"{source.config_from} ({_one_line(e)}); pass the right --base") from e
     current = model.state_dict()
     loaded = {current[k].data_ptr() for k in state if k in current}
     untied = [k for k in missing if current[k].data_ptr() not in loaded]
     if untied or unexpected:
-        raise UserError(f"{source.weights / source.deepspeed_tag}: weights do not fit the config from "
+        raise UserError(f"{source.label}: weights do not fit the config from "
                         f"{source.config_from} (missing {untied[:3]}, unexpected {sorted(unexpected)[:3]}); "
                         "pass the right --base")
 

@@ -9,7 +9,8 @@ Layouts (BRIEF, docs/openrlhf-0.11.2.md §7):
   RUN/checkpoints/step-00000N/{policy,teacher}/
 - openrlhf engine run: RUN/recipe.yaml, RUN/model/ (OpenRLHF's final HF save), RUN/ckpt/ (its ckpt.path)
 - OpenRLHF ckpt.path: _actor/latest, _actor/global_stepN/*model_states.pt (+ optim states),
-  global_stepN_hf/ (with --ckpt.save_hf)
+  global_stepN_hf/ (with --ckpt.save_hf); coreward's EMA teacher (plugins/openrlhf/actor.py):
+  RUN/model_teacher/ (final, HF) and ckpt/_teacher/global_stepN/teacher_rank*.pt + teacher_meta.json
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_mo
 class ExportSource:
     weights: Path                 # an HF folder, or a DeepSpeed checkpoint folder (the one holding `latest`/tags)
     deepspeed_tag: str | None     # set for DeepSpeed checkpoints (e.g. global_step20)
-    config_from: str | None       # HF folder or hub id with config/tokenizer (DeepSpeed only; HF sources carry their own)
+    config_from: str | None       # HF folder or hub id with config/tokenizer (bare weights only; HF folders carry their own)
     run_dir: Path | None          # the coreward run directory, when SOURCE was one
     recipe: dict | None           # its recipe.yaml, parsed
     recipe_text: str | None       # and verbatim, for the model card
@@ -38,9 +39,16 @@ class ExportSource:
     teacher: bool
     label: str                    # what is exported, in words
 
+    shadow_file: Path | None = None  # a teacher_rank0.pt: the openrlhf engine's full fp32 EMA teacher (ZeRO<3)
+
     @property
     def is_deepspeed(self) -> bool:
         return self.deepspeed_tag is not None
+
+    @property
+    def bare_weights(self) -> bool:
+        """Weights without config/tokenizer beside them (these come from `config_from`)."""
+        return self.deepspeed_tag is not None or self.shadow_file is not None
 
 
 def parse_step(text: str | None) -> int | None:
@@ -119,8 +127,7 @@ def _from_run(run: Path, step: int | None, teacher: bool, base: str | None) -> E
 def _from_openrlhf_run(run: Path, recipe: dict, text: str, step: int | None, teacher: bool,
                        base: str | None) -> ExportSource:
     if teacher:
-        raise UserError(f"--teacher: openrlhf run {run} keeps its EMA teacher only in memory; "
-                        "export the policy (drop --teacher)")
+        return _openrlhf_teacher(run, recipe, text, step, base)
     final = run / "model"
     if step is None:
         if not is_hf_folder(final):
@@ -132,6 +139,30 @@ def _from_openrlhf_run(run: Path, recipe: dict, text: str, step: int | None, tea
         or str((recipe.get("model") or {}).get("path") or "") or None
     ckpt = run / "ckpt"
     return _from_ckpt_path(ckpt, deepspeed_root(ckpt), step, config_from, run, recipe, text)
+
+
+def _openrlhf_teacher(run: Path, recipe: dict, text: str, step: int | None, base: str | None) -> ExportSource:
+    """The EMA teacher of an openrlhf-engine run: the final HF save, or a checkpoint's fp32 shadow."""
+    if step is None:
+        final = run / "model_teacher"
+        if not is_hf_folder(final):
+            raise UserError(f"--teacher: run {run} has no final teacher (model_teacher/); the method may train "
+                            "none, or the run is unfinished (then add --step N)")
+        return ExportSource(final, None, None, run, recipe, text, _final_step(run), True, f"final teacher of run {run}")
+    folder = run / "ckpt" / "_teacher" / f"global_step{step}"
+    try:
+        meta = json.loads((folder / "teacher_meta.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise UserError(f"--teacher --step {step}: run {run} has no teacher checkpoint at {folder}") from e
+    if meta.get("zero3"):
+        raise UserError(f"{folder}: a ZeRO-3 teacher is saved in per-rank partitions, which export cannot merge; "
+                        "export the final teacher (drop --step)")
+    final = run / "model"
+    config_from = base or (str(final) if is_hf_folder(final) else None) or _sibling_hf_save(run / "ckpt")
+    if not config_from:
+        raise UserError(f"{folder}: no config or tokenizer for the teacher; pass --base MODEL")
+    return ExportSource(folder, None, config_from, run, recipe, text, step, True,
+                        f"teacher at step {step} of run {run}", shadow_file=folder / "teacher_rank0.pt")
 
 
 def _from_ckpt_path(ckpt: Path, ds_root: Path | None, step: int | None, config_from: str | None,

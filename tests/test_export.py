@@ -208,7 +208,35 @@ def test_openrlhf_run_dir_uses_model_and_per_save_hf_copies(tmp_path: Path) -> N
     card = (tmp_path / "s20" / "README.md").read_text(encoding="utf-8")
     assert "base_model: Qwen/Qwen2.5-3B" in card and "| Steps | 20 |" in card
     assert_one_line_error(invoke(str(run), "--out", str(tmp_path / "x"), "--step", "30"), 2, "saved steps: 20")
-    assert_one_line_error(invoke(str(run), "--out", str(tmp_path / "x"), "--teacher"), 2, "--teacher")
+    assert_one_line_error(invoke(str(run), "--out", str(tmp_path / "x"), "--teacher"), 2, "no final teacher")
+
+
+def test_openrlhf_run_teacher_final_and_checkpoint_shadow(tmp_path: Path) -> None:
+    """coreward's OpenRLHF actor saves the EMA teacher as RUN/model_teacher/ and, per checkpoint, as the
+    fp32 shadow ckpt/_teacher/global_stepN/teacher_rank0.pt (full tensors by parameter name, ZeRO<3)."""
+    run = tmp_path / "orun"
+    run.mkdir()
+    (run / "recipe.yaml").write_text("engine:\n  kind: openrlhf\nmethod:\n  name: co_rewarding_ii\n", encoding="utf-8")
+    save_tiny(run / "model", seed=6)
+    save_tiny(run / "model_teacher", seed=8)
+    shadow_model = toy.build_model(seed=9)
+    shadow = run / "ckpt" / "_teacher" / "global_step20"
+    shadow.mkdir(parents=True)
+    torch.save({n: p.detach().clone() for n, p in shadow_model.named_parameters()}, shadow / "teacher_rank0.pt")
+    (shadow / "teacher_meta.json").write_text(json.dumps({"zero3": False, "world": 2, "names": 1}))
+
+    assert invoke(str(run), "--teacher", "--out", str(tmp_path / "t")).exit_code == 0
+    assert same_tensors(tmp_path / "t", run / "model_teacher")
+    result = invoke(str(run), "--teacher", "--step", "20", "--out", str(tmp_path / "t20"))
+    assert result.exit_code == 0, result.output
+    exported = load_file(str(tmp_path / "t20" / "model.safetensors"))
+    expected = shadow_model.state_dict()
+    assert all(torch.equal(exported[k], expected[k]) for k in exported) and len(exported) >= len(expected) - 1
+    assert "teacher at step 20" in (tmp_path / "t20" / "README.md").read_text(encoding="utf-8")
+    (shadow / "teacher_meta.json").write_text(json.dumps({"zero3": True, "world": 2, "names": 1}))
+    assert_one_line_error(invoke(str(run), "--teacher", "--step", "20", "--out", str(tmp_path / "x")), 2, "ZeRO-3")
+    assert_one_line_error(invoke(str(run), "--teacher", "--step", "5", "--out", str(tmp_path / "x")), 2,
+                          "no teacher checkpoint")
 
 
 def test_force_replaces_only_after_a_passing_check(run: Path, tmp_path: Path) -> None:
