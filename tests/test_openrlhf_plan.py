@@ -143,3 +143,26 @@ def test_unreachable_cluster_is_one_clear_line(tmp_path: Path) -> None:
                                       "--set", "engine.cluster.ray_address=http://127.0.0.1:9"])
     assert result.exit_code == 2, result.output
     assert "cannot reach the Ray cluster" in result.output
+
+
+def test_prepare_data_writes_paired_rows_from_the_real_data(tmp_path: Path, shared_data: Path) -> None:
+    from coreward_cli.engines.openrlhf_job import prepare_data, stage_plugins
+    from coreward_plugins.openrlhf.rows import decode_label
+
+    recipe = load_recipe(ROOT / "recipes/qwen3b_math.yaml",
+                         [f"data.data_dir={shared_data}", "data.max_problems=40", "data.eval_limit=5"])
+    plan = build_plan(recipe, tmp_path / "run")
+    assert prepare_data(recipe, plan) == 40
+    rows = [json.loads(line) for line in Path(plan.paths["train_data"]).read_text().splitlines()]
+    assert len(rows) == 40
+    for row in rows:
+        system, user = row["prompt"]
+        assert system == {"role": "system", "content": recipe.model.system_prompt} and user["role"] == "user"
+        label = decode_label(row["label"])
+        assert label.view == "original" and label.reference
+        assert label.rephrased[0] == system and label.rephrased[1]["content"] != user["content"]
+    assert len({decode_label(r["label"]).id for r in rows}) == 40  # one id per problem, shared by its views
+    evals = [json.loads(line) for line in Path(plan.paths["eval_data"]).read_text().splitlines()]
+    assert len(evals) == 5 and {e["datasource"] for e in evals} == {"math500"}
+    stage_plugins(Path(plan.paths["job_dir"]))
+    assert (Path(plan.paths["job_dir"]) / "coreward_plugins/openrlhf/reward_func.py").is_file()
