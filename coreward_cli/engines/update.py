@@ -64,12 +64,12 @@ def policy_update(
     settings: UpdateSettings,
     autocast: Callable[[], AbstractContextManager] = nullcontext,
 ) -> dict[str, float]:
-    """Accumulate the gradient of every view's loss, clip, step. Returns loss/KL/grad-norm metrics."""
-    model.train()
+    """Accumulate the gradient of every view's loss, clip, step. Returns loss/KL/entropy/grad-norm metrics."""
     optimizer.zero_grad(set_to_none=True)
     device = next(model.parameters()).device
     view_weight = 1.0 if settings.view_loss == "sum" else 1.0 / max(1, len(views))
     totals = {"pg_loss": 0.0, "kl": 0.0, "loss": 0.0}
+    entropy_sum, token_count = 0.0, 0
     for vb in views:
         rm = vb.seqs.response_mask
         norm = ViewNorm(tokens=int(rm.sum()), sequences=len(vb.seqs))
@@ -77,7 +77,10 @@ def policy_update(
             part = vb.seqs.rows(start, stop)
             mask = part.response_mask.to(device)
             with autocast():
-                logp = score_tokens(model, part, settings.temperature).logprobs
+                scores = score_tokens(model, part, settings.temperature, with_stats=True)
+            logp = scores.logprobs
+            entropy_sum += float((scores.entropy * mask).sum())
+            token_count += int(mask.sum())
             pg = ppo_clip(logp, logp.detach(), vb.advantages[start:stop].to(device, logp.dtype), settings.clip_ratio)
             pg_loss = aggregate(pg, mask, settings.loss_agg, norm)
             loss = pg_loss
@@ -98,4 +101,4 @@ def policy_update(
     optimizer.step()
     scheduler.step()
     optimizer.zero_grad(set_to_none=True)
-    return {**totals, "grad_norm": float(grad_norm), "lr": lr}
+    return {**totals, "entropy": entropy_sum / max(1, token_count), "grad_norm": float(grad_norm), "lr": lr}

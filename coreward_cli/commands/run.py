@@ -1,0 +1,113 @@
+"""`coreward run RECIPE`: train with a recipe, on the local engine or OpenRLHF on Ray."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+
+from coreward_cli.errors import UserError
+
+
+@click.command("run")
+@click.argument("recipe_path", metavar="RECIPE", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override a recipe field, e.g. --set train.lr=1e-6 --set seed=2 (repeatable).")
+@click.option("--resume", is_flag=True, help="Continue the run in the run directory from its latest checkpoint.")
+@click.option("--force", is_flag=True, help="Start over: delete the earlier run's outputs in the run directory first.")
+@click.option("--dry-run", is_flag=True, help="Print the resolved recipe and what would run; run nothing.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result (summary or plan) as JSON on stdout.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path),
+              help="Run directory (default: the recipe's output.dir, runs/{recipe}).")
+def run(recipe_path: Path, overrides: tuple[str, ...], resume: bool, force: bool, dry_run: bool, as_json: bool,
+        out: Path | None) -> None:
+    """Train with RECIPE (a YAML file). An existing run is never overwritten silently:
+    continue it with --resume, or start over with --force."""
+    from coreward_cli.recipe import load_recipe, run_dir_for
+
+    recipe = load_recipe(recipe_path, overrides)
+    run_dir = out if out is not None else run_dir_for(recipe, recipe_path)
+    console = Console(stderr=True) if as_json else Console()
+    if recipe.engine.kind == "openrlhf":
+        from coreward_cli.engines import openrlhf
+
+        if force:
+            raise UserError("--force applies to the local engine; for openrlhf pick a new run directory with --out DIR")
+        if dry_run:
+            openrlhf.dry_run(recipe, run_dir, as_json, console)
+        else:
+            openrlhf.launch(recipe, run_dir, resume, console)
+        return
+    if dry_run:
+        _local_dry_run(recipe, run_dir, resume, force, as_json, console)
+        return
+    from coreward_cli.engines.local import train
+
+    summary = train(recipe, run_dir, resume, console, force=force)
+    if as_json:
+        click.echo(json.dumps(summary, indent=2))
+
+
+def local_plan(recipe, run_dir: Path, resume: bool, force: bool) -> dict[str, Any]:
+    """What the local engine would do, computed without loading a model."""
+    from coreward_cli.data import load_train_problems
+    from coreward_cli.engines import rundir
+    from coreward_cli.engines.checkpoint import latest_checkpoint
+    from coreward_plugins.methods import get_method
+
+    try:
+        method = get_method(recipe.method.name)
+    except ValueError as exc:
+        raise UserError(f"method.name: {exc}") from None
+    problems = load_train_problems(recipe)
+    if recipe.data.max_problems is not None:
+        problems = problems[: recipe.data.max_problems]
+    per_step = min(recipe.train.problems_per_step, len(problems))
+    steps = recipe.train.max_steps or recipe.train.epochs * (len(problems) // max(1, per_step))
+    n = recipe.rollout.n
+    if rundir.holds_run(run_dir):
+        ckpt = latest_checkpoint(run_dir)
+        if resume:
+            action = f"resume from {ckpt.name}" if ckpt else "start at step 1 (no checkpoint yet)"
+        elif force:
+            action = f"delete {rundir.describe(run_dir)} and start over"
+        else:
+            action = f"refuse: it holds {rundir.describe(run_dir)} (use --resume or --force)"
+    else:
+        action = "start a new run"
+    return {
+        "engine": "local",
+        "run_dir": str(run_dir),
+        "action": action,
+        "device": recipe.engine.device,
+        "model": recipe.model.path,
+        "method": recipe.method.name,
+        "policy_views": list(method.policy_views),
+        "teacher_views": list(method.teacher_views),
+        "training_problems": len(problems),
+        "steps": steps,
+        "samples_per_step": per_step * n * (len(method.policy_views) + len(method.teacher_views)),
+        "trained_samples_per_step": per_step * n * len(method.policy_views),
+        "kl": f"{recipe.train.kl_estimator} x {recipe.train.kl_coef} vs {recipe.train.kl_target}" if recipe.train.kl_coef > 0 else "off",
+        "eval_sets": list(recipe.data.eval),
+    }
+
+
+def _local_dry_run(recipe, run_dir: Path, resume: bool, force: bool, as_json: bool, console: Console) -> None:
+    from rich.syntax import Syntax
+    from rich.table import Table
+
+    from coreward_cli.recipe import dump_recipe, recipe_to_dict
+
+    plan = local_plan(recipe, run_dir, resume, force)
+    if as_json:
+        click.echo(json.dumps({"engine": "local", "recipe": recipe_to_dict(recipe), "plan": plan}, indent=2))
+        return
+    console.print(Syntax(dump_recipe(recipe), "yaml", background_color="default"))
+    table = Table(title="local engine: what would run (nothing was run)", show_header=False)
+    for key, value in plan.items():
+        table.add_row(key.replace("_", " "), ", ".join(value) if isinstance(value, list) else str(value))
+    console.print(table)

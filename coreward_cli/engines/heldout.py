@@ -1,0 +1,48 @@
+"""Greedy accuracy on the recipe's held-out sets, during training (the only place, with the
+per-step metrics, where reference answers are read)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from coreward_cli.engines.rollout import generate
+
+
+@dataclass
+class HeldOut:
+    """The held-out sets of a run, loaded once, with the grader and prompt style of the run."""
+
+    benchmarks: list  # coreward_cli.benchdata.Benchmark
+    grader: object  # coreward_cli.evaluate.Grader
+    prompt_style: object  # coreward_cli.evaluate.PromptStyle
+    limit: int | None
+    max_new_tokens: int
+
+    @classmethod
+    def from_recipe(cls, recipe) -> HeldOut:
+        from coreward_cli.benchdata import load_benchmark
+        from coreward_cli.evaluate import Grader, PromptStyle
+
+        sets = [load_benchmark(spec, data_dir=recipe.data.data_dir) for spec in recipe.data.eval]
+        return cls(
+            sets,
+            Grader(recipe.method.match, timeout_s=recipe.method.match_timeout_s),
+            PromptStyle(recipe.model.system_prompt, recipe.model.chat_template),
+            recipe.data.eval_limit,
+            recipe.rollout.max_new_tokens,
+        )
+
+    def evaluate(self, model, tokenizer) -> dict[str, float]:
+        """{"eval/<set>": greedy accuracy, ..., "eval_accuracy": their mean}; {} when there are no sets."""
+        results: dict[str, float] = {}
+        for bench in self.benchmarks:
+            items = bench.items if self.limit is None else bench.items[: self.limit]
+            rendered = [self.prompt_style.render(tokenizer, item.question) for item in items]
+            chat = bool(rendered) and not rendered[0][1]
+            seqs = generate(model, tokenizer, [text for text, _ in rendered], n=1, temperature=0.0, top_p=1.0,
+                            max_new_tokens=self.max_new_tokens, chat_template=chat)
+            right = sum(self.grader.grade([text], item.reference, bench.convention)[1][0] for text, item in zip(seqs.texts, items))
+            results[f"eval/{bench.name}"] = right / max(1, len(items))
+        if results:
+            results["eval_accuracy"] = sum(results.values()) / len(results)
+        return results

@@ -1,0 +1,106 @@
+"""The local engine's run directory: start, refuse, start over or resume; write finished folders whole.
+
+RUN/recipe.yaml, metrics.jsonl, summary.json, checkpoints/, final/, final_teacher/, tensorboard/
+(export and eval read this layout; see BRIEF / DESIGN).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from coreward_cli.engines.checkpoint import CHECKPOINTS, latest_checkpoint, remove_partial
+from coreward_cli.engines.tracking import METRICS, read_metrics
+from coreward_cli.errors import UserError
+
+RECIPE = "recipe.yaml"
+SUMMARY = "summary.json"
+FINAL = "final"
+FINAL_TEACHER = "final_teacher"
+# Everything a run writes; --force removes exactly these and nothing else the folder may hold.
+RUN_ARTIFACTS = (RECIPE, METRICS, SUMMARY, CHECKPOINTS, FINAL, FINAL_TEACHER, "tensorboard", "eval")
+
+
+def holds_run(run_dir: Path) -> bool:
+    return any((run_dir / name).exists() for name in (METRICS, CHECKPOINTS, FINAL, SUMMARY))
+
+
+def describe(run_dir: Path) -> str:
+    """'finished, 200 steps' / 'stopped at step 40' (what a rerun would overwrite)."""
+    if (run_dir / SUMMARY).is_file():
+        summary = json.loads((run_dir / SUMMARY).read_text(encoding="utf-8"))
+        return f"a finished run of {summary.get('steps', '?')} steps"
+    records = read_metrics(run_dir)
+    return f"a run stopped at step {records[-1]['step']}" if records else "an earlier run"
+
+
+def prepare(run_dir: Path, *, resume: bool, force: bool) -> Path | None:
+    """Make `run_dir` ready. Returns the checkpoint to resume from (None: start at step 0).
+
+    Without --resume or --force an existing run is never touched: the user gets one line saying
+    how to continue it or start over.
+    """
+    if resume and force:
+        raise UserError("--resume and --force contradict each other: --resume continues the run, --force starts it over")
+    if run_dir.exists() and not run_dir.is_dir():
+        raise UserError(f"run directory {run_dir} is a file; pass another --out DIR")
+    if holds_run(run_dir):
+        if force:
+            for name in RUN_ARTIFACTS:
+                target = run_dir / name
+                if target.is_dir():
+                    shutil.rmtree(target)
+                elif target.exists():
+                    target.unlink()
+        elif not resume:
+            raise UserError(
+                f"{run_dir} already holds {describe(run_dir)}; continue it with --resume, "
+                "start over with --force, or write elsewhere with --out DIR"
+            )
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if not resume:
+        return None
+    remove_partial(run_dir)
+    return latest_checkpoint(run_dir)
+
+
+def check_same_recipe(saved: dict[str, Any], given: dict[str, Any], path: str = "") -> None:
+    """--resume must continue the run it names: every training field must match the saved recipe.
+
+    engine (device, threads) and logging may differ; output.save_interval/eval_interval too.
+    """
+    free = {"engine", "logging", "output.dir", "output.save_interval", "output.eval_interval"}
+    for key in sorted(set(saved) | set(given)):
+        where = f"{path}.{key}" if path else key
+        if where in free:
+            continue
+        a, b = saved.get(key), given.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            check_same_recipe(a, b, where)
+        elif a != b:
+            raise UserError(
+                f"--resume: {where} is {b!r} here but {a!r} in the run's {RECIPE}; "
+                "resume with the same recipe, or start a new run with --out DIR"
+            )
+
+
+def write_folder_atomic(target: Path, fill: Callable[[Path], None]) -> None:
+    """Fill a temporary sibling folder, then swap it in place of `target`."""
+    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    fill(tmp)
+    if target.exists():
+        stale = target.with_name(f".{target.name}.stale-{os.getpid()}")
+        os.rename(target, stale)
+        shutil.rmtree(stale)
+    os.rename(tmp, target)
+
+
+def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, path)

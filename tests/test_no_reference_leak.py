@@ -1,0 +1,67 @@
+"""Label-free methods never read reference answers in training: garbage references, same weights.
+
+The references of every training problem are replaced by garbage; a short run of each label-free
+method must end with exactly the same weights (only the metrics may differ). `gt`, which does read
+them, is the control that shows the swap reaches the training data.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+import torch
+from rich.console import Console
+from safetensors.torch import load_file
+
+import coreward_cli.data as data
+from coreward_cli.engines import local
+from coreward_cli.recipe import load_recipe
+
+torch.set_num_threads(2)
+
+RECIPE = """
+model: {{path: 'builtin:tiny-arith', chat_template: false, system_prompt: null, dtype: fp32}}
+data:
+  train: [{{original: 'builtin:tiny-arith'}}]
+  eval: []
+method: {{name: {method}}}
+rollout: {{n: 4, temperature: 1.0, max_prompt_tokens: 32, max_new_tokens: 8}}
+train: {{problems_per_step: 4, lr: 1.0e-3, warmup_ratio: 0.0, schedule: constant, max_steps: 2, kl_coef: 0.01, micro_batch_size: 64}}
+engine: {{device: cpu, threads: 2}}
+output: {{dir: 'runs/{{recipe}}', save_interval: 10, eval_interval: 10}}
+seed: 11
+"""
+
+LABEL_FREE = ["majority_vote", "co_rewarding_i", "co_rewarding_ii", "co_rewarding_iii", "self_certainty", "entropy", "random"]
+
+
+def final_weights(tmp_path: Path, method: str, garble: bool, monkeypatch) -> dict[str, torch.Tensor]:
+    recipe_path = tmp_path / f"{method}.yaml"
+    recipe_path.write_text(RECIPE.format(method=method))
+    real = data.load_train_problems
+    if garble:
+        monkeypatch.setattr(data, "load_train_problems",
+                            lambda r: [dataclasses.replace(p, answer=f"garbage-{i % 3}") for i, p in enumerate(real(r))])
+    out = tmp_path / f"{method}-{'garbled' if garble else 'true'}"
+    local.train(load_recipe(recipe_path), out, False, Console(quiet=True))
+    monkeypatch.setattr(data, "load_train_problems", real)
+    return load_file(out / "final" / "model.safetensors")
+
+
+def _same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize("method", LABEL_FREE)
+def test_label_free_training_ignores_references(tmp_path, monkeypatch, method):
+    true = final_weights(tmp_path, method, garble=False, monkeypatch=monkeypatch)
+    garbled = final_weights(tmp_path, method, garble=True, monkeypatch=monkeypatch)
+    assert _same(true, garbled), f"{method} training changed when the references changed"
+
+
+def test_gt_control_does_read_references(tmp_path, monkeypatch):
+    true = final_weights(tmp_path, "gt", garble=False, monkeypatch=monkeypatch)
+    garbled = final_weights(tmp_path, "gt", garble=True, monkeypatch=monkeypatch)
+    assert not _same(true, garbled)
