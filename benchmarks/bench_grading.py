@@ -31,14 +31,41 @@ from coreward_plugins.voting import majority_vote
 
 MATH500 = Path(__file__).resolve().parents[2] / "shared" / "data" / "bench" / "math500.json"
 BUILTIN = [
-    "142", "70", "1000", "27", "-3", "0", "2220", "\\frac{14}{3}", "\\frac{3}{56}", "\\frac{1}{2}", "1.25",
-    "\\sqrt{51}", "3\\sqrt{13}", "\\pi", "6 - 5i", "\\left( 3, \\frac{\\pi}{2} \\right)", "\\text{Evelyn}",
-    "90^\\circ", "x=5", "1,-2", "3, 5, 7", "[-2, 7]", "(-\\infty, 0)", "p - q", "x^5 - x^4 + x^3 - x^2 + x - 1",
+    "142",
+    "70",
+    "1000",
+    "27",
+    "-3",
+    "0",
+    "2220",
+    "\\frac{14}{3}",
+    "\\frac{3}{56}",
+    "\\frac{1}{2}",
+    "1.25",
+    "\\sqrt{51}",
+    "3\\sqrt{13}",
+    "\\pi",
+    "6 - 5i",
+    "\\left( 3, \\frac{\\pi}{2} \\right)",
+    "\\text{Evelyn}",
+    "90^\\circ",
+    "x=5",
+    "1,-2",
+    "3, 5, 7",
+    "[-2, 7]",
+    "(-\\infty, 0)",
+    "p - q",
+    "x^5 - x^4 + x^3 - x^2 + x - 1",
 ]
 # Equal answers that no cheap key can merge: only math-verify sees they are the same.
 ALGEBRA = [
-    ("x^2+2x", "x(x+2)"), ("\\frac{\\sqrt{2}}{2}", "\\frac{1}{\\sqrt{2}}"), ("2\\sqrt{2}", "\\sqrt{8}"),
-    ("\\{1,2\\}", "\\{2,1\\}"), ("a+b", "b+a"), ("\\pi/2", "\\frac{\\pi}{2}"), ("(x+1)^2", "x^2+2x+1"),
+    ("x^2+2x", "x(x+2)"),
+    ("\\frac{\\sqrt{2}}{2}", "\\frac{1}{\\sqrt{2}}"),
+    ("2\\sqrt{2}", "\\sqrt{8}"),
+    ("\\{1,2\\}", "\\{2,1\\}"),
+    ("a+b", "b+a"),
+    ("\\pi/2", "\\frac{\\pi}{2}"),
+    ("(x+1)^2", "x^2+2x+1"),
 ]
 
 
@@ -70,7 +97,10 @@ def wrong_answers(reference: str, rng: random.Random) -> list[str]:
     value = as_fraction(normalize_answer(reference))
     if value is not None:
         candidates = [value + 1, value - 1, 2 * value, -value] + ([1 / value] if value not in (0, 1, -1) else [])
-        wrong = [str(c.numerator) if c.denominator == 1 else f"\\frac{{{c.numerator}}}{{{c.denominator}}}" for c in candidates]
+        wrong = [
+            str(c.numerator) if c.denominator == 1 else f"\\frac{{{c.numerator}}}{{{c.denominator}}}"
+            for c in candidates
+        ]
     else:
         digits = [i for i, ch in enumerate(reference) if ch.isdigit()]
         wrong = [reference + " + 1", "-" + reference if not reference.startswith("-") else reference[1:]]
@@ -137,7 +167,8 @@ def worker_overhead(repeats: int = 100) -> dict[str, float]:
     from coreward_plugins.verify_pool import shared_pool
 
     config = [LatexExtractionConfig()]
-    pairs = [("x+1", "x+2"), ("(1,2)", "(1,3)"), ("\\sqrt{2}", "\\sqrt{3}"), ("a b", "b a")]
+    # pairs that the worker's value probe does not settle, so both sides run math-verify's verify()
+    pairs = [("x+1", "1+x"), ("(1,2)", "(1,3)"), ("\\{1,2\\}", "\\{2,1\\}"), ("a b", "b a")]
     pool = shared_pool()
     cached = {a: parse("\\boxed{" + a + "}", extraction_config=config) for pair in pairs for a in pair}
     for a, b in pairs:
@@ -281,7 +312,8 @@ def main() -> None:
             side = "keys merge, math-verify splits" if together else "math-verify merges, keys split"
             console.print(f"  {a!r} ~ {b!r}: {side} (in {n} groups)")
         console.print(
-            f"math-verify worker round trip: {overhead['worker_ms']:.2f} ms per call vs {overhead['in_process_ms']:.2f} ms"
+            f"math-verify worker round trip: {overhead['worker_ms']:.2f} ms per call"
+            f" vs {overhead['in_process_ms']:.2f} ms"
             f" in process (overhead {overhead['overhead_ms']:.2f} ms)"
         )
     sys.exit(0)

@@ -28,7 +28,7 @@ from typing import Literal, get_args
 from coreward_plugins.answer_keys import as_fraction, normalize_answer, safe_for_sympy
 from coreward_plugins.verify_pool import PoolBusy, shared_pool
 
-__all__ = ["FALLBACKS", "MatchMode", "AnswerMatcher", "MatcherStats", "extract_answer", "normalize_answer"]
+__all__ = ["FALLBACKS", "AnswerMatcher", "MatchMode", "MatcherStats", "extract_answer", "normalize_answer"]
 
 MatchMode = Literal["exact", "normalized", "math_verify"]
 FALLBACKS = ("gsm8k", "answer_is", "last_number")

@@ -4,7 +4,8 @@ Started by `coreward_plugins.verify_pool` as `python verify_worker.py`. Each req
 `{"id": n, "gold": "...", "pred": "..."}`; each answer line is `{"id": n, "equal": bool}`. The parent
 kills this process when a verdict is late (sympy cannot be interrupted inside a thread), so the worker
 itself needs no timeout: math-verify runs with its signal timeouts off. Before math-verify's simplify(),
-a cheap probe (`clearly_different`) settles plain expressions that take different values at a point. It only uses the LaTeX
+a cheap probe (`clearly_different`) settles plain expressions that take different values at a point.
+It only uses the LaTeX
 extraction (latex2sympy); math-verify's plain-expression extraction (sympy `parse_expr`, which evaluates
 Python) is never enabled. Memory is capped, and the worker exits when its parent is gone.
 """
@@ -58,11 +59,11 @@ def clearly_different(gold: list, pred: list) -> bool:
         return False
     try:
         return _values_differ(gold_exprs[0], pred_exprs[0])
-    except Exception:  # the probe is only a shortcut: when in doubt, ask math-verify
+    except Exception:  # noqa: BLE001 - the probe is only a shortcut: when in doubt, ask math-verify
         return False
 
 
-def _values_differ(a, b) -> bool:  # noqa: ANN001 (sympy expressions)
+def _values_differ(a, b) -> bool:  # sympy expressions
     from sympy import Expr, Float, Integer, Symbol, UnevaluatedExpr
     from sympy.matrices.expressions import MatrixExpr
 
@@ -110,7 +111,7 @@ def main() -> None:
                 equal = False
             else:
                 equal = not clearly_different(gold, pred) and bool(verify(gold, pred, timeout_seconds=None))
-        except Exception:  # RecursionError, MemoryError, sympy internals: not provably equal
+        except Exception:  # noqa: BLE001 - RecursionError, MemoryError, sympy internals: not provably equal
             equal = False
         answer({"id": request["id"], "equal": equal})
 

@@ -205,7 +205,9 @@ def test_probe_settles_plain_expressions_that_differ_and_leaves_the_rest() -> No
     def parsed(answer: str) -> list:
         return parse("\\boxed{" + answer + "}", extraction_config=[LatexExtractionConfig()], parsing_timeout=None)
 
-    differ = [("x^2+2x", "x^2+3x"), (r"\sqrt{3}", "x(x+2)"), ("p-q", "-p-q"), ("(x+y+z+w)^{60}", "(x-y+z-w)^{60}"), ("6-5i", "6+5i")]
-    unsure = [("x^2+2x", "x(x+2)"), (r"\sin^2 x + \cos^2 x", "1"), ("1/3", "0.333333"), (r"50\%", "0.5"), ("(1,2)", "(1,3)"), ("x", "y")]
+    differ = [("x^2+2x", "x^2+3x"), (r"\sqrt{3}", "x(x+2)"), ("p-q", "-p-q"), ("6-5i", "6+5i")]
+    differ += [("(x+y+z+w)^{60}", "(x-y+z-w)^{60}")]  # settled in ms, where simplify() takes tens of seconds
+    unsure = [("x^2+2x", "x(x+2)"), (r"\sin^2 x + \cos^2 x", "1"), ("1/3", "0.333333"), (r"50\%", "0.5")]
+    unsure += [("(1,2)", "(1,3)"), ("x", "y")]  # intervals and bare symbols are math-verify's to judge
     assert all(clearly_different(parsed(b), parsed(a)) for a, b in differ)
     assert not any(clearly_different(parsed(b), parsed(a)) for a, b in unsure)

@@ -100,8 +100,8 @@ TABLE = [
     (r"\sqrt{12}", r"2\sqrt{3}", True, False, "radical simplification"),
     # matrices
     (r"\begin{pmatrix}1\\2\end{pmatrix}", r"\begin{pmatrix} 1 \\ 2 \end{pmatrix}", True, True, "matrix spacing"),
-    (r"\begin{pmatrix}1&0\\0&1\end{pmatrix}", r"\begin{pmatrix}1&0\\0&2\end{pmatrix}", False, False, "different matrices"),
-    (r"\begin{pmatrix}0.5\\1\end{pmatrix}", r"\begin{pmatrix}\frac12\\1\end{pmatrix}", True, False, "matrix entries in other notation"),
+    (r"\begin{pmatrix}1&0\\0&1\end{pmatrix}", r"\begin{pmatrix}1&0\\0&2\end{pmatrix}", False, False, "other matrix"),
+    (r"\begin{pmatrix}0.5\\1\end{pmatrix}", r"\begin{pmatrix}\frac12\\1\end{pmatrix}", True, False, "matrix notation"),
     # trailing period, spacing
     ("5.", "5", True, True, "trailing period"),
     (r"\! 4 \,", "4", True, True, "TeX spacing commands"),
