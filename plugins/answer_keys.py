@@ -8,7 +8,8 @@ pattern has already shown to be numbers; nothing is ever evaluated as code. Answ
 `MAX_KEY_CHARS` are keyed raw, so hostile 100 kB answers cost nothing.
 
 `safe_for_sympy` says whether an answer may go to math-verify (latex2sympy + sympy) at all: short,
-balanced, shallow, no exponent towers, no huge factorials, no TeX file or macro commands.
+balanced, shallow, no exponent towers, no huge factorials, no TeX file or macro commands, nothing that
+reads like program text.
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ _FORBIDDEN = re.compile(
     r"verbatim|lstinline|loop|repeat|expandafter)(?![a-zA-Z])"
 )
 _BIG_EXPONENT = re.compile(r"\^\s*\{?\s*[+-]?[0-9]{5,}")  # 2^{100000}
-_TOWER = re.compile(r"\^\s*\{[^{}]*\^|\^\s*[0-9a-zA-Z]+\s*\^|\*\*")  # 10^{10^{...}}, 2^3^4, python powers
+_TOWER = re.compile(r"\^\s*\{[^{}]*\^|\^\s*[0-9a-zA-Z]\s*\^|\*\*")  # 10^{10^{...}}, 2^3^4, python powers
 _NESTED_EXP = re.compile(r"\\exp\s*(?:\\left)?\s*[({][^)}]*\\exp")  # \exp(\exp(...))
 # Functions that explode (or need huge precision) on large arguments, and what counts as large for them.
 _FACTORIAL_LIKE = re.compile(r"(?<!\\)!|\\Gamma|\\binom|\\choose")
@@ -63,6 +64,10 @@ _TRANSCENDENTAL = re.compile(r"\\(?:sin|cos|tan|sec|csc|cot|sinh|cosh|tanh|exp|l
 _LARGE_FOR_TRANSCENDENTAL = re.compile(r"[0-9]{7,}|\^\s*\{?\s*[+-]?[0-9]{3,}")  # \sin(10^{100})
 _BIG_LITERAL = re.compile(r"[0-9]{13,}")  # fine in a plain number, a hazard inside an expression
 _PLAIN_NUMBER = re.compile(r"^[\s0-9.,+\-]*$")
+# Program text, not mathematics: dunders, quotes, shell substitutions, Python keywords and calls.
+_CODE = re.compile(
+    r"__|[\"`]|\$[({][a-z]+\s|&&|\bos\.|(?<![\\a-zA-Z])(?:import|lambda|exec|eval|open|system|subprocess)\b"
+)
 _LONG_NUMBER = re.compile(rf"[0-9]{{{MAX_NUMBER_DIGITS + 1},}}")
 
 
@@ -254,7 +259,7 @@ def safe_for_sympy(answer: str) -> bool:
         return False
     if any(0xD800 <= ord(ch) <= 0xDFFF for ch in answer):  # lone surrogates (undecodable bytes)
         return False
-    if any(p.search(answer) for p in (_FORBIDDEN, _BIG_EXPONENT, _TOWER, _NESTED_EXP, _LONG_NUMBER)):
+    if any(p.search(answer) for p in (_FORBIDDEN, _CODE, _BIG_EXPONENT, _TOWER, _NESTED_EXP, _LONG_NUMBER)):
         return False
     if _FACTORIAL_LIKE.search(answer) and _LARGE_FOR_FACTORIAL.search(answer):
         return False
