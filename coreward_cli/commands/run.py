@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -46,9 +48,12 @@ def run(recipe_path: Path, overrides: tuple[str, ...], resume: bool, force: bool
         return
     from coreward_cli.engines.local import train
 
-    summary = train(recipe, run_dir, resume, console, force=force)
-    if as_json:
+    if as_json:  # stdout carries the JSON alone: anything a library prints while training goes to stderr
+        with contextlib.redirect_stdout(sys.stderr):
+            summary = train(recipe, run_dir, resume, console, force=force)
         click.echo(json.dumps(summary, indent=2))
+    else:
+        train(recipe, run_dir, resume, console, force=force)
 
 
 def local_plan(recipe, run_dir: Path, resume: bool, force: bool) -> dict[str, Any]:

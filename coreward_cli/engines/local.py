@@ -49,6 +49,9 @@ class LocalTrainer:
     def __init__(self, recipe: Recipe, run_dir: Path, console: Console, checkpoint: Path | None) -> None:
         from coreward_plugins.methods import MethodOptions, get_method
 
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()  # per-load and per-save bars would drown the step bar
         self.recipe, self.run_dir, self.console = recipe, run_dir, console
         if recipe.engine.threads:
             torch.set_num_threads(recipe.engine.threads)
@@ -320,9 +323,6 @@ def train(recipe: Recipe, run_dir: Path, resume: bool, console: Console, force: 
     """Run (or continue) a recipe in `run_dir`; returns the summary also written to RUN/summary.json."""
     from coreward_cli.recipe import dump_recipe, recipe_to_dict
 
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()  # per-save shard bars would drown the step bar
     run_dir = Path(run_dir)
     checkpoint = rundir.prepare(run_dir, resume=resume, force=force)
     if resume and (run_dir / rundir.RECIPE).is_file():
