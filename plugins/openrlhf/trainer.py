@@ -152,6 +152,11 @@ class CorewardPPOTrainer(PPOTrainer.__ray_actor_class__):
         with self.metrics_file.open("a") as fh:
             fh.write(json.dumps(row) + "\n")
 
+    def evaluate(self, global_step, **generate_kwargs):
+        logs = super().evaluate(global_step, **generate_kwargs)
+        self._log(global_step, {f"eval/{k}": v for k, v in logs.items()})
+        return logs
+
     def fit(self, global_step: int = 0) -> None:
         states = self.init_checkpoint_states()
         method_state = states.get("coreward_method_state")
