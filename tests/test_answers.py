@@ -28,6 +28,7 @@ SLOW_PAIR = ("(x+y+z+w)^{60} + 0.5", "(x-y+z-w)^{60} + 0.5")  # simplify() takes
         (r"$\boxed{x^{2}}$ done", "x^{2}"),
         (r"The answer is $\boxed 5$. Yes", "5"),  # verl's "\boxed " form: up to the next $
         (r"\boxed 42", "42"),
+        (r"$\boxed 3$ then \boxed{5}", "3"),  # verl quirk, kept: any "\boxed " wins over a later \boxed{}
         (r"\fbox{7}", "7"),
         (r"\boxed{ 7 }", " 7 "),  # raw content: exact mode compares it as written
         (r"\boxed{\text{(B)}}", r"\text{(B)}"),
