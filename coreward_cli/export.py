@@ -17,7 +17,7 @@ import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Literal
+from typing import Any, Callable, Iterator, Literal
 
 import click
 import torch
@@ -94,11 +94,29 @@ def check_destination(out: Path, source: ExportSource, force: bool) -> None:
 def export_model(source: ExportSource, out: Path, dtype: Dtype = "auto", force: bool = False,
                  max_shard_size: int = 2 * 10**9, status: Callable[[str], Any] | None = None) -> ExportResult:
     """Export, self-check, and rename into `out`. Raises UserError (bad input) or SelfCheckFailed."""
+    with _quiet_transformers():
+        return _export(source, out, dtype, force, max_shard_size, status or (lambda message: None))
+
+
+@contextlib.contextmanager
+def _quiet_transformers() -> Iterator[None]:
+    """No load reports or tqdm bars from transformers: they would bury our one-line verdicts, and we
+    check loading ourselves."""
     from transformers.utils import logging as hf_logging
 
+    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
-    hf_logging.set_verbosity_error()  # its load reports would bury our one-line verdicts; we check loading ourselves
-    step = status or (lambda message: None)
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
+
+
+def _export(source: ExportSource, out: Path, dtype: Dtype, force: bool, max_shard_size: int,
+            step: Callable[[str], Any]) -> ExportResult:
     check_destination(out, source, force)
     step(f"loading {source.label}")
     model, tokenizer, source_dtype = load_source(source)
