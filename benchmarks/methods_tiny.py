@@ -64,8 +64,22 @@ def run_one(recipe: Path, variant: Variant, seed: int, out: Path, sets: list[str
     before = summary["eval_before"]["eval_accuracy"]
     after = summary["eval_after"]["eval_accuracy"]
     print(f"{variant.label:>28} seed {seed}: {100 * before:.1f}% -> {100 * after:.1f}%  ({wall:.0f} s)", file=sys.stderr, flush=True)
+    rows = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines() if line.strip()]
     return {"label": variant.label, "method": variant.method, "seed": seed, "before": before, "after": after, "wall_s": wall,
-            "pseudo_label_accuracy": summary.get("pseudo_label_accuracy_mean"), "s_per_step": summary["seconds_per_step"]}
+            "pseudo_label_accuracy": summary.get("pseudo_label_accuracy_mean"), "s_per_step": summary["seconds_per_step"],
+            "eval_curve": {r["step"]: r["eval_accuracy"] for r in rows if "eval_accuracy" in r},
+            "pseudo_label_curve": {r["step"]: r.get("pseudo_label_accuracy") for r in rows if r["step"] > 0}}
+
+
+def at_step(run: dict, step: int | None) -> dict:
+    """The run as if it had stopped at `step` (read off its curves); None: at its end."""
+    if step is None:
+        return run
+    curve = {int(k): v for k, v in run["eval_curve"].items()}
+    if step not in curve:
+        raise SystemExit(f"--at {step}: {run['label']} seed {run['seed']} has no held-out evaluation at that step")
+    labels = [v for k, v in run["pseudo_label_curve"].items() if int(k) <= step and v is not None]
+    return {**run, "after": curve[step], "pseudo_label_accuracy": sum(labels) / len(labels) if labels else None}
 
 
 def _mean_sd(values: list[float]) -> str:
@@ -75,10 +89,10 @@ def _mean_sd(values: list[float]) -> str:
     return f"{100 * statistics.mean(values):.1f} ± {100 * sd:.1f}"
 
 
-def table_rows(results: list[dict], variants: list[Variant]) -> list[list[str]]:
+def table_rows(results: list[dict], variants: list[Variant], step: int | None = None) -> list[list[str]]:
     rows = []
     for v in variants:
-        runs = [r for r in results if r["label"] == v.label and not r.get("failed")]
+        runs = [at_step(r, step) for r in results if r["label"] == v.label and not r.get("failed")]
         failed = sum(1 for r in results if r["label"] == v.label and r.get("failed"))
         gains = [r["after"] - r["before"] for r in runs]
         labels = [r["pseudo_label_accuracy"] for r in runs if r["pseudo_label_accuracy"] is not None]
@@ -114,6 +128,8 @@ def main() -> None:
     parser.add_argument("--set", dest="sets", action="append", default=[], help="recipe override for every run")
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "methods_tiny")
     parser.add_argument("--json", type=Path, help="also write every run's numbers here")
+    parser.add_argument("--at", default="", help="also tabulate held-out accuracy at these steps (comma-separated; "
+                        "each must be an evaluation step of the runs)")
     args = parser.parse_args()
 
     variants = [parse_variant(s) for s in args.methods.split(",") if s]
@@ -133,17 +149,20 @@ def main() -> None:
         for v in variants:
             for s in seeds:
                 pool.submit(run_one, args.recipe, v, s, args.out, args.sets, slots, args.pin).add_done_callback(record)
-    rows = table_rows(results, variants)
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"{args.recipe.name}: greedy held-out accuracy, seeds {args.seeds} ({time.perf_counter() - started:.0f} s)")
-    for h in HEADERS:
-        table.add_column(h, justify="left" if h == "method" else "right")
-    for r in rows:
-        table.add_row(*r)
-    Console().print(table)
-    print(markdown(rows))
+    elapsed = time.perf_counter() - started
+    for step in [int(a) for a in args.at.split(",") if a] + [None]:
+        rows = table_rows(results, variants, step)
+        where = "at the end" if step is None else f"after step {step}"
+        table = Table(title=f"{args.recipe.name}: greedy held-out accuracy {where}, seeds {args.seeds} ({elapsed:.0f} s)")
+        for h in HEADERS:
+            table.add_column(h, justify="left" if h == "method" else "right")
+        for r in rows:
+            table.add_row(*r)
+        Console().print(table)
+        print(f"\n{where}:\n" + markdown(rows))
 
 
 if __name__ == "__main__":
