@@ -146,6 +146,7 @@ def _export(source: ExportSource, out: Path, dtype: Dtype, force: bool, max_shar
         check = verify_export(partial, reference, probes, tokenizer, generation, export_dtype)
         card = render_card(source, check, export_dtype, params, out.name, chat=bool(getattr(tokenizer, "chat_template", None)))
         (partial / "README.md").write_text(card, encoding="utf-8")
+        _share_like_umask(partial)
         files = sorted(p.name for p in partial.iterdir())
         size = sum(p.stat().st_size for p in partial.iterdir() if p.is_file())
         _move_into_place(partial, out)
@@ -283,6 +284,16 @@ def verify_export(folder: Path, reference: list[torch.Tensor], probes: list[tupl
 def _write_model(model: torch.nn.Module, folder: Path, max_shard_size: int) -> None:
     """save_pretrained: safetensors (sharded past max_shard_size), config, generation config."""
     model.save_pretrained(folder, max_shard_size=max_shard_size)
+
+
+def _share_like_umask(folder: Path) -> None:
+    """safetensors files come out 0600 (written through a private temp file); a folder meant for sharing
+    gets the user's usual file mode instead."""
+    umask = os.umask(0)
+    os.umask(umask)
+    for path in folder.iterdir():
+        if path.is_file():
+            path.chmod(0o666 & ~umask)
 
 
 def _generation_dict(config: Any) -> dict[str, Any]:
