@@ -25,6 +25,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from coreward_cli.data import Problem
+from coreward_plugins.answers import extract_answer
 
 BUILTIN = "builtin:tiny-arith"
 VERSION = 1  # bump when anything that shapes the warm start changes outside the constants below
@@ -154,17 +155,6 @@ def build_model(seed: int = 0):
 # ---------------------------------------------------------------- greedy accuracy
 
 
-def _extract(text: str) -> str | None:
-    try:
-        from coreward_plugins.answers import extract_answer
-    except ImportError:  # TEMPORARY until the grading helper lands plugins/answers.py
-        import re
-
-        found = re.findall(r"\\boxed\{([^{}]*)\}", text)
-        return found[-1] if found else None
-    return extract_answer(text)
-
-
 @torch.no_grad()
 def generate_greedy(model, tokenizer, prompts: Sequence[str], max_new_tokens: int = 12, batch_size: int = 256) -> list[str]:
     """Batched greedy decoding with left padding (position ids follow the attention mask)."""
@@ -192,7 +182,7 @@ def greedy_accuracy(model, tokenizer, items: Sequence[Problem], view: ViewName =
     if not items:
         return 0.0
     responses = generate_greedy(model, tokenizer, [prompt_of(p, view) for p in items], batch_size=batch_size)
-    right = sum(_extract(r) == p.answer for r, p in zip(responses, items))
+    right = sum(extract_answer(r) == p.answer for r, p in zip(responses, items))
     return right / len(items)
 
 
@@ -344,8 +334,7 @@ def warm_start(console: Console | None = None, cfg: WarmStartConfig = WarmStartC
             model, tokenizer, stats = train_warm_start(cfg, progress)
         tmp = root / f".{final.name}.tmp-{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
+        _save_quietly(model, tokenizer, tmp)
         elapsed = time.perf_counter() - started
         meta = {"builtin": BUILTIN, "fingerprint": final.name, "seconds": round(elapsed, 1), **stats, "config": asdict(cfg)}
         (tmp / MARKER).write_text(json.dumps(meta, indent=2) + "\n")
@@ -357,6 +346,19 @@ def warm_start(console: Console | None = None, cfg: WarmStartConfig = WarmStartC
             f"greedy accuracy {stats['dev_accuracy']:.1%} on held-out problems -> {final}"
         )
     return final
+
+
+def _save_quietly(model, tokenizer, folder: Path) -> None:
+    from transformers.utils import logging as hf_logging
+
+    shown = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # its "Writing model shards" bar would break our rich output
+    try:
+        model.save_pretrained(folder)
+        tokenizer.save_pretrained(folder)
+    finally:
+        if shown:
+            hf_logging.enable_progress_bar()
 
 
 class _lock:
