@@ -215,11 +215,12 @@ def table_rows(results: dict[str, Any]) -> list[list[str]]:
 
 
 def markdown_table(results: dict[str, Any]) -> str:
-    header = ["benchmark", "questions", *metric_columns(results), "mean tokens"]
+    header = ["benchmark", "items", *metric_columns(results), "tokens"]
     lines = [
         f"# {results.get('model', 'responses')}",
         "",
-        f"match: `{results['match']}`; metrics in %; pass@k unbiased; maj@n votes with the same matcher.",
+        f"match: `{results['match']}`; metrics in % (pass@1 = avg@n); pass@k unbiased; maj@n votes with the same"
+        " matcher; no_answer: share of responses without an answer; tokens: mean response length.",
         "",
         "| " + " | ".join(header) + " |",
         "|" + "|".join(" --- " for _ in header) + "|",
@@ -232,8 +233,8 @@ def rich_table(results: dict[str, Any]) -> Any:
     from rich.table import Table
 
     table = Table(title=f"{results.get('model', 'responses')}  (match: {results['match']}, %)")
-    for col in ["benchmark", "questions", *metric_columns(results), "mean tokens"]:
-        table.add_column(col, justify="left" if col == "benchmark" else "right")
+    for col in ["benchmark", "items", *metric_columns(results), "tokens"]:
+        table.add_column(col, justify="left" if col == "benchmark" else "right", no_wrap=col == "benchmark")
     rows = table_rows(results)
     for i, row in enumerate(rows):
         table.add_row(*row, end_section=i == len(rows) - 2)
