@@ -87,7 +87,7 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=8)
     parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA)
     args = parser.parse_args()
-    console = Console()
+    console = Console(width=max(Console().width, 110))
     if (args.data_dir / "math500.json").is_file():
         references = [it.reference for it in load_benchmark("math500", args.data_dir).items][: args.questions]
         source = f"MATH500 answers ({args.data_dir})"

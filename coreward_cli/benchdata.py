@@ -85,7 +85,7 @@ CONVENTIONS: dict[str, Convention] = {
     "aime25": Convention("aime25", numeric=True),
     "amc": Convention("amc", numeric=True),
     "amc23": Convention("amc23", numeric=True),
-    ARITHMETIC: Convention(ARITHMETIC, numeric=True),  # the toy answers in \\boxed{}, like the paper's prompt asks
+    ARITHMETIC: Convention(ARITHMETIC, numeric=True),  # the toy answers in \boxed{}, like the paper's prompt asks
 }
 LATEX = Convention("latex")  # custom files: answers compared as written
 
