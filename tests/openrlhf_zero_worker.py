@@ -72,7 +72,10 @@ for name, shadow in teacher.shadow.items():
         part = shadow.numel()  # DeepSpeed pads the last partition; padding holds no weights
         valid = max(0, min(part, reference[name].numel() - rank * part))
         mine = reference[name].reshape(-1)[rank * part:rank * part + valid]
-        ema_err = max(ema_err, (shadow[:valid] - mine).abs().max().item() if valid else 0.0)
+        err = (shadow[:valid] - mine).abs().max().item() if valid else 0.0
+        if err > 0:
+            result.setdefault("bad", []).append([name, part, valid, err, shadow[:valid].abs().max().item(), mine.abs().max().item()])
+        ema_err = max(ema_err, err)
     else:
         ema_err = max(ema_err, (shadow - reference[name]).abs().max().item())
 result["holds"] = teacher.holds
