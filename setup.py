@@ -28,7 +28,19 @@ setup(
         "math-verify[antlr4_13_2]>=0.7",
     ],
     extras_require={
-        "test": ["pytest>=8", "pytest-timeout", "tensorboard"],
+        # what the CPU tests need beside the core; OpenRLHF itself goes in with --no-deps
+        # (scripts/install_test_deps.sh): its full dependency set needs a GPU (flash-attn, vLLM)
+        "test": [
+            "pytest>=8",
+            "pytest-timeout",
+            "tensorboard",
+            "ray[default]==2.55.0",
+            "datasets",
+            "peft",
+            "torchdata",
+            "pylatexenc",
+            "gguf",
+        ],
         "cluster": [
             "openrlhf==0.11.2",
             "ray[default]==2.55.0",
