@@ -8,6 +8,7 @@ summary.json, eval/); tests/test_export_run.py exports a real `coreward run`.
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -140,6 +141,9 @@ def test_run_final_exports_and_reloads_without_coreward(run: Path, tmp_path: Pat
     assert {"model.safetensors", "config.json", "generation_config.json", "tokenizer.json",
             "tokenizer_config.json", "README.md"} <= names
     assert same_tensors(out, run / "final")
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (out / "model.safetensors").stat().st_mode & 0o777 == 0o666 & ~umask  # shareable, not 0600
     report = reload_in_plain_transformers(out, PROMPTS)
     assert report["outputs"] == greedy(run / "final", PROMPTS)
     assert report["chat_template"] == CHAT_TEMPLATE
