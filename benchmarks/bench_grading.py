@@ -28,6 +28,8 @@ from rich.table import Table
 
 from coreward_plugins.answer_keys import as_fraction, normalize_answer
 from coreward_plugins.answers import AnswerMatcher
+from coreward_plugins.verify_pool import shared_pool
+from coreward_plugins.verify_worker import WARM_UP_ANSWERS, WARM_UP_PAIRS
 from coreward_plugins.voting import majority_vote
 
 MATH500 = Path(__file__).resolve().parents[2] / "shared" / "data" / "bench" / "math500.json"
@@ -165,6 +167,17 @@ def naive_pairwise(answers: list[str | None], parse_once: bool = True) -> tuple[
     return tuple(assignment), len(equal)
 
 
+def warm_in_process() -> None:
+    """The worker's warm-up, here: parse its answers and compare its pairs, as the naive way does."""
+    from math_verify import LatexExtractionConfig, parse, verify
+
+    config = [LatexExtractionConfig()]
+    for answer in WARM_UP_ANSWERS:
+        parse("\\boxed{" + answer + "}", extraction_config=config)
+    for gold, pred in WARM_UP_PAIRS:
+        verify(parse("\\boxed{" + gold + "}", extraction_config=config), parse("\\boxed{" + pred + "}", extraction_config=config))
+
+
 def worker_overhead(repeats: int = 100) -> dict[str, float]:
     """Per-call cost of a math-verify comparison in the worker process versus in this process.
 
@@ -172,8 +185,6 @@ def worker_overhead(repeats: int = 100) -> dict[str, float]:
     comparison itself plus, for the worker, the round trip (JSON over a pipe, select with a deadline).
     """
     from math_verify import LatexExtractionConfig, parse, verify
-
-    from coreward_plugins.verify_pool import shared_pool
 
     config = [LatexExtractionConfig()]
     # pairs that the worker's value probe does not settle, so both sides run math-verify's verify()
@@ -221,6 +232,7 @@ def main() -> None:
     for mode in ("exact", "normalized", "math_verify"):
         if mode == "math_verify":
             AnswerMatcher(mode).equal("x+1", "1+x")  # start the worker outside the timing
+            shared_pool().wait_warm()  # and let it finish its warm-up (the naive side gets the same)
         matcher = AnswerMatcher(mode, timeout_s=5.0)  # an empty verdict cache
         times[mode], calls[mode], votes[mode] = [], [], []
         for g in groups:
@@ -230,7 +242,8 @@ def main() -> None:
             times[mode].append(time.perf_counter() - start)
             calls[mode].append(matcher.stats.verify_calls - before)
     naive_assignments = []
-    naive_pairwise(["x+1", "1+x"])  # import and warm math-verify in this process too
+    naive_pairwise(["x+1", "1+x"])  # import and warm math-verify in this process too,
+    warm_in_process()  # with the worker's warm-up answers and pairs
     for name, parse_once in (("naive", False), ("parse_once", True)):
         times[name], calls[name] = [], []
         for g in groups:

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import Literal, get_args
 
 from coreward_plugins.answer_keys import as_fraction, normalize_answer, safe_for_sympy
-from coreward_plugins.verify_pool import PoolBusy, shared_pool
+from coreward_plugins.verify_pool import shared_pool
 
 __all__ = ["FALLBACKS", "AnswerMatcher", "MatchMode", "MatcherStats", "extract_answer", "normalize_answer"]
 
@@ -176,6 +176,43 @@ class AnswerMatcher:
         return text if self.mode == "exact" else normalize_answer(text)
 
     def equal(self, a: str | None, b: str | None) -> bool:
+        return self.first_equal(a, [b]) == 0
+
+    def first_equal(self, a: str | None, candidates: Sequence[str | None]) -> int | None:
+        """The index of the first candidate equal to `a` (each candidate read as the reference), or None.
+
+        The same verdicts as `equal(a, c)` for each candidate in turn, but under math_verify every
+        pair that needs the worker goes to it in one message, which stops at the first equal pair.
+        """
+        undecided: list[tuple[int, str, tuple[str, str]]] = []  # (index, candidate, cache pair)
+        decided: int | None = None
+        for i, b in enumerate(candidates):
+            verdict = self._cheap_verdict(a, b)
+            if verdict is True:
+                decided = i
+                break
+            if isinstance(verdict, tuple):
+                undecided.append((i, _as_text(b), verdict))
+        if not undecided:
+            return decided
+        pred = _as_text(a)
+        verdicts = shared_pool().verify_many([(b, pred) for _, b, _ in undecided], self.timeout_s, first=True)
+        self.stats.verify_calls += len(verdicts) if verdicts and verdicts[-1] else len(undecided)
+        for (i, _, pair), verdict in zip(undecided, verdicts):
+            if verdict is None:
+                self.stats.timeouts += 1
+            with self._lock:
+                if len(self._verdicts) >= _CACHE_LIMIT:
+                    self._verdicts.clear()
+                self._verdicts[pair] = bool(verdict)  # a timed-out pair stays "not equal"
+            if verdict:
+                return i
+        if len(verdicts) < len(undecided):  # no free worker: "not equal" now, but not remembered
+            self.stats.timeouts += len(undecided) - len(verdicts)
+        return decided
+
+    def _cheap_verdict(self, a: str | None, b: str | None) -> bool | tuple[str, str]:
+        """True or False when decided without math-verify, else the (cached-verdict) key pair to ask about."""
         self.stats.equal_calls += 1
         if a is None or b is None:
             return False
@@ -202,19 +239,7 @@ class AnswerMatcher:
         if cached is not None:
             self.stats.cache_hits += 1
             return cached
-        self.stats.verify_calls += 1
-        try:
-            verdict = shared_pool().verify(b, a, self.timeout_s)
-        except PoolBusy:  # says nothing about the pair: "not equal" now, but not remembered
-            self.stats.timeouts += 1
-            return False
-        if verdict is None:
-            self.stats.timeouts += 1
-        with self._lock:
-            if len(self._verdicts) >= _CACHE_LIMIT:
-                self._verdicts.clear()
-            self._verdicts[pair] = bool(verdict)  # a timed-out pair stays "not equal"
-        return bool(verdict)
+        return pair
 
     def __getstate__(self) -> dict:
         return {"mode": self.mode, "timeout_s": self.timeout_s}

@@ -21,6 +21,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -65,21 +66,24 @@ class _Worker:
             self.ready = line is not None and line.strip() == b'{"ready": true}'
         return self.ready
 
-    def ask(self, gold: str, pred: str, deadline: float) -> bool | None:
-        """The worker's verdict, or None when it is late or broken (the caller then kills it)."""
+    def send(self, payload: dict) -> int | None:
+        """Write one request; its id, or None when the worker is gone."""
         assert self.proc.stdin is not None
         self._next_id += 1
-        request = json.dumps({"id": self._next_id, "gold": gold, "pred": pred}).encode("ascii") + b"\n"
         try:
-            self.proc.stdin.write(request)
+            self.proc.stdin.write(json.dumps({"id": self._next_id, **payload}).encode("ascii") + b"\n")
         except (BrokenPipeError, OSError):
             return None
+        return self._next_id
+
+    def receive(self, request_id: int, deadline: float) -> dict | None:
+        """The next reply to request_id by the deadline, or None when late or broken (then kill it)."""
         line = self._read_line(deadline)
         try:
             reply = json.loads(line) if line is not None else {}
         except ValueError:
             return None
-        return bool(reply["equal"]) if reply.get("id") == self._next_id else None
+        return reply if isinstance(reply, dict) and reply.get("id") == request_id else None
 
     def kill(self) -> None:
         try:
@@ -164,23 +168,60 @@ class VerifyPool:
         Raises PoolBusy when no worker became free within timeout_s (a verdict that says nothing
         about the pair, so callers should not cache it).
         """
-        with self._cond:
-            self.stats.calls += 1
+        verdicts = self.verify_many([(gold, pred)], timeout_s)
+        if not verdicts:
+            raise PoolBusy(f"no math-verify worker free within {timeout_s}s")
+        return verdicts[0]
+
+    def verify_many(self, pairs: Sequence[tuple[str, str]], timeout_s: float, first: bool = False) -> list[bool | None]:
+        """Verdicts on (gold, pred) pairs, in order, sent to one worker in one message.
+
+        Each verdict has its own deadline (timeout_s after the previous one); a late pair gets None,
+        its worker is killed and the pairs after it go to another worker. With first=True the
+        comparisons stop after the first equal pair. The list is shorter than pairs when it stopped
+        there, or when no worker became free within timeout_s (those pairs got no verdict at all:
+        callers should not cache anything for them).
+        """
+        verdicts: list[bool | None] = []
+        while len(verdicts) < len(pairs) and not (first and verdicts and verdicts[-1]):
+            todo = [list(pair) for pair in pairs[len(verdicts) :]]
+            with self._cond:
+                self.stats.calls += 1
+            worker = self._acquire(time.monotonic() + timeout_s)
+            if worker is None:
+                with self._cond:
+                    self.stats.busy += 1
+                break
+            healthy = worker.wait_ready(time.monotonic() + self.startup_timeout_s)
+            request_id = worker.send({"pairs": todo, "first": first}) if healthy else None
+            healthy, answered = request_id is not None, len(verdicts)
+            for i in range(len(todo)):
+                if not healthy:
+                    break
+                reply = worker.receive(request_id, time.monotonic() + timeout_s)  # type: ignore[arg-type]
+                healthy = reply is not None and reply.get("i") == i and isinstance(reply.get("equal"), bool)
+                verdicts.append(bool(reply["equal"]) if healthy else None)  # type: ignore[index]
+                if healthy and first and reply["equal"]:  # type: ignore[index]
+                    break
+            if not healthy:
+                with self._cond:
+                    self.stats.timeouts += 1
+                if len(verdicts) == answered:  # it never got to answer: the pending pair counts as late
+                    verdicts.append(None)
+            self._release(worker, healthy)
+        return verdicts
+
+    def wait_warm(self, timeout_s: float = 120.0) -> bool:
+        """Let one worker finish its warm-up (benchmarks call this before timing); True when done."""
         worker = self._acquire(time.monotonic() + timeout_s)
         if worker is None:
-            with self._cond:
-                self.stats.busy += 1
-            raise PoolBusy(f"no math-verify worker free within {timeout_s}s")
-        verdict = None
-        healthy = worker.wait_ready(time.monotonic() + self.startup_timeout_s)
-        if healthy:
-            verdict = worker.ask(gold, pred, time.monotonic() + timeout_s)
-            healthy = verdict is not None
+            return False
+        deadline = time.monotonic() + timeout_s
+        request_id = worker.send({"warm": True}) if worker.wait_ready(deadline) else None
+        reply = worker.receive(request_id, deadline) if request_id is not None else None
+        healthy = reply is not None and reply.get("warm") is True
         self._release(worker, healthy)
-        if verdict is None:
-            with self._cond:
-                self.stats.timeouts += 1
-        return verdict
+        return healthy
 
     def close(self) -> None:
         if os.getpid() != self._owner_pid:  # inherited by a forked child: the workers are the parent's

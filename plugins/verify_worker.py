@@ -1,13 +1,17 @@
 """A math-verify worker process: reads JSON requests on stdin, writes verdicts on stdout.
 
 Started by `coreward_plugins.verify_pool` as `python verify_worker.py`. Each request line is
-`{"id": n, "gold": "...", "pred": "..."}`; each answer line is `{"id": n, "equal": bool}`. The parent
-kills this process when a verdict is late (sympy cannot be interrupted inside a thread), so the worker
-itself needs no timeout: math-verify runs with its signal timeouts off. Before math-verify's simplify(),
-a cheap probe (`clearly_different`) settles plain expressions that take different values at a point.
-It only uses the LaTeX
-extraction (latex2sympy); math-verify's plain-expression extraction (sympy `parse_expr`, which evaluates
-Python) is never enabled. Memory is capped, and the worker exits when its parent is gone.
+`{"id": n, "pairs": [[gold, pred], ...], "first": bool}`; the worker answers one line per pair, in order,
+`{"id": n, "i": k, "equal": bool}`, and with "first" stops after the first equal pair, so a vote's new
+answer goes against every cluster representative in one round trip. `{"id": n, "warm": true}` is
+answered `{"id": n, "warm": true}` once the warm-up (below) is done. Parsed answers are cached (LRU).
+
+The parent kills this process when a verdict is late (sympy cannot be interrupted inside a thread), so
+the worker itself needs no timeout: math-verify runs with its signal timeouts off. Before math-verify's
+simplify(), a cheap probe (`clearly_different`) settles plain expressions that take different values at
+a point. Only the LaTeX extraction (latex2sympy) is used; math-verify's plain-expression extraction
+(sympy `parse_expr` on the whole answer, which evaluates Python) is never enabled. Memory is capped, and
+the worker exits when its parent is gone.
 """
 
 from __future__ import annotations
@@ -84,16 +88,77 @@ def _values_differ(a, b) -> bool:  # sympy expressions
     return False
 
 
+# Answers in the shapes models write (none taken from any benchmark), parsed and compared while the worker
+# is idle. latex2sympy's ANTLR parser caches its prediction automaton per process: the first parse of a
+# new shape of answer walks the full grammar (tens to hundreds of ms), later ones reuse it (a few ms).
+# sympy and mpmath also load parts of themselves on first use. Warming them up front, between requests,
+# keeps those one-time costs out of the first real comparisons.
+WARM_UP_ANSWERS = (
+    "7", "-12", "3.25", "\\frac{5}{9}", "-\\dfrac{7}{4}", "\\sqrt{6}", "4\\sqrt{5}", "\\frac{\\sqrt{7}}{3}",
+    "\\frac{3}{\\sqrt{11}}", "2\\pi", "\\frac{3\\pi}{4}", "\\pi/6", "5 + 2i", "-3 - 4i", "(2, -5)",
+    "\\left( 6, \\frac{\\pi}{5} \\right)", "(1, 4, -2)", "[3, 8)", "(-\\infty, 4]", "(-3, 2) \\cup (5, \\infty)",
+    "\\{3, 4\\}", "y^3 - 4y + 2", "3t(t-1)", "(y+2)^3", "m + n", "2a - b", "y = 3x - 2", "k \\le 5",
+    "1011_2", "\\text{Monday}", "45^\\circ", "12\\%", "\\begin{pmatrix} 2 \\\\ -1 \\end{pmatrix}",
+    "\\log_3 9", "\\sin 30^\\circ", "e^{2}", "4, 6, 9", "\\infty", "2 \\pm \\sqrt{3}", "3 \\cdot 5",
+    "\\frac{a+b}{2}", "x^{2} + y^{2} = 9", "\\sqrt[3]{4}", "\\dfrac{\\sqrt{3}}{2}", "6!", "\\binom{6}{2}",
+)
+WARM_UP_PAIRS = (  # comparisons that take sympy's simplify, set, interval, tuple and probe paths
+    ("3t(t-1)", "3t^2-3t"), ("\\frac{3}{\\sqrt{11}}", "\\frac{3\\sqrt{11}}{11}"), ("\\{3, 4\\}", "\\{4, 3\\}"),
+    ("[3, 8)", "[3, 8]"), ("(2, -5)", "(2, 5)"), ("5 + 2i", "2i + 5"), ("y^3 - 4y + 2", "y^3 - 4y + 3"),
+    ("\\frac{3\\pi}{4}", "135^\\circ"), ("4\\sqrt{5}", "\\sqrt{80}"), ("m + n", "n + m"),
+)
+
+
+def compare(gold: list, pred: list) -> bool:
+    """math-verify's verdict on two parsed answers, after the value probe."""
+    from math_verify import verify
+
+    if not gold or not pred:
+        return False
+    return not clearly_different(gold, pred) and bool(verify(gold, pred, timeout_seconds=None))
+
+
+class _Requests:
+    """Request lines from stdin, with a non-blocking check for a pending request."""
+
+    def __init__(self) -> None:
+        self._buffer = b""
+
+    def pending(self) -> bool:
+        import select
+
+        return b"\n" in self._buffer or bool(select.select([0], [], [], 0)[0])
+
+    def next(self) -> bytes | None:
+        while b"\n" not in self._buffer:
+            chunk = os.read(0, 65536)
+            if not chunk:
+                return None
+            self._buffer += chunk
+        line, self._buffer = self._buffer.split(b"\n", 1)
+        return line
+
+
 def main() -> None:
     _confine()
     logging.disable(logging.CRITICAL)  # math-verify warns about its disabled timeouts on every start
-    from math_verify import LatexExtractionConfig, parse, verify
+    from math_verify import LatexExtractionConfig, parse
 
     latex_only = [LatexExtractionConfig()]
 
     @functools.lru_cache(maxsize=4096)
     def parsed(answer: str) -> list:
         return parse("\\boxed{" + answer + "}", extraction_config=latex_only, parsing_timeout=None)
+
+    def judge(gold: str, pred: str) -> bool:
+        try:
+            return compare(parsed(gold), parsed(pred))
+        except Exception:  # noqa: BLE001 - RecursionError, MemoryError, sympy internals: not provably equal
+            return False
+
+    warm_up = [functools.partial(parsed, a) for a in WARM_UP_ANSWERS]
+    warm_up += [functools.partial(judge, g, p) for g, p in WARM_UP_PAIRS]
+    warm_up.reverse()  # popped from the end
 
     out = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)  # stray prints from sympy or math-verify must not garble the protocol
@@ -103,17 +168,33 @@ def main() -> None:
         out.flush()
 
     answer({"ready": True})
-    for line in sys.stdin.buffer:
+    requests = _Requests()
+    while True:
+        if warm_up and not requests.pending():  # one small step at a time, only while idle
+            try:
+                warm_up.pop()()
+            except Exception:  # noqa: BLE001 - warming up is best effort
+                pass
+            continue
+        line = requests.next()
+        if line is None:
+            return
         request = json.loads(line)
-        try:
-            gold, pred = parsed(request["gold"]), parsed(request["pred"])
-            if not gold or not pred:
-                equal = False
-            else:
-                equal = not clearly_different(gold, pred) and bool(verify(gold, pred, timeout_seconds=None))
-        except Exception:  # noqa: BLE001 - RecursionError, MemoryError, sympy internals: not provably equal
-            equal = False
-        answer({"id": request["id"], "equal": equal})
+        if request.get("warm"):  # finish warming up, then say so
+            while warm_up:
+                try:
+                    warm_up.pop()()
+                except Exception:  # noqa: BLE001
+                    pass
+            answer({"id": request["id"], "warm": True})
+            continue
+        # {"id": n, "pairs": [[gold, pred], ...], "first": bool}: one verdict line per pair, in order,
+        # stopping after the first equal pair when "first" is set
+        for i, (gold, pred) in enumerate(request["pairs"]):
+            equal = judge(gold, pred)
+            answer({"id": request["id"], "i": i, "equal": equal})
+            if equal and request.get("first"):
+                break
 
 
 if __name__ == "__main__":

@@ -62,7 +62,11 @@ def majority_vote(
         key = matcher.key(answer)
         cluster = cluster_of_key.get(key)
         if cluster is None and not keys_decide:
-            cluster = next((i for i, rep in enumerate(representatives) if matcher.equal(answer, rep)), None)
+            first_equal = getattr(matcher, "first_equal", None)
+            if first_equal is not None:  # one batched comparison against every representative
+                cluster = first_equal(answer, representatives)
+            else:
+                cluster = next((i for i, rep in enumerate(representatives) if matcher.equal(answer, rep)), None)
         if cluster is None:
             cluster = len(representatives)
             representatives.append(answer)

@@ -212,3 +212,56 @@ def test_probe_settles_plain_expressions_that_differ_and_leaves_the_rest() -> No
     unsure += [("(1,2)", "(1,3)"), ("x", "y")]  # intervals and bare symbols are math-verify's to judge
     assert all(clearly_different(parsed(b), parsed(a)) for a, b in differ)
     assert not any(clearly_different(parsed(b), parsed(a)) for a, b in unsure)
+
+
+# --- batched comparisons and the warm worker --------------------------------------------------
+
+
+def test_first_equal_agrees_with_equal_one_by_one() -> None:
+    batched, single = AnswerMatcher("math_verify", timeout_s=20), AnswerMatcher("math_verify", timeout_s=20)
+    candidates = ["x^2", r"\sqrt{3}", "x(x+2)", "x^2+2x", None, "", "7"]
+    for answer in ["x^2+2x", r"\sqrt{3}", "y", "7.0", None, r"\frac{14}{2}"]:
+        expected = next((i for i, c in enumerate(candidates) if single.equal(answer, c)), None)
+        assert batched.first_equal(answer, candidates) == expected, answer
+    assert batched.first_equal("x^2+2x", candidates) == 2  # the first equal one, not a later equal one
+    assert batched.first_equal("x", []) is None
+    for mode in ("exact", "normalized"):
+        matcher = AnswerMatcher(mode)
+        assert matcher.first_equal("0.5", ["1", r"\frac12", "0.5"]) == (2 if mode == "exact" else 1)
+
+
+def test_first_equal_sends_every_undecided_pair_in_one_round_trip() -> None:
+    pool = VerifyPool(max_workers=1, startup_timeout_s=30)
+    try:
+        pairs = [("x^2", "x(x+2)"), (r"\sqrt{3}", "x(x+2)"), ("x^2+2x", "x(x+2)"), ("2x+x^2", "x(x+2)")]
+        verdicts = pool.verify_many(pairs, timeout_s=20, first=True)
+        assert verdicts == [False, False, True]  # stops at the first equal pair
+        assert pool.stats.calls == 1 and pool.stats.timeouts == 0
+        assert pool.verify_many(pairs, timeout_s=20) == [False, False, True, True]
+    finally:
+        pool.close()
+
+
+def test_a_late_pair_in_a_batch_gets_none_and_the_rest_go_to_a_fresh_worker() -> None:
+    pool = VerifyPool(max_workers=1, startup_timeout_s=30)
+    try:
+        assert pool.verify("1", "1", timeout_s=20) is True  # started
+        pairs = [("x+1", "1+x + 1"), SLOW_PAIR, ("a+b", "b+a")]
+        start = time.monotonic()
+        verdicts = pool.verify_many(pairs, timeout_s=1.0)
+        elapsed = time.monotonic() - start
+        assert verdicts == [False, None, True]
+        assert pool.stats.timeouts == 1 and pool.stats.restarts == 1
+        assert elapsed < 1.0 + pool.max_call_s(1.0) + 1.0, elapsed  # the late pair, then a restart
+    finally:
+        pool.close()
+
+
+def test_worker_warm_up_finishes_and_does_not_block_requests() -> None:
+    pool = VerifyPool(max_workers=1, startup_timeout_s=30)
+    try:
+        assert pool.verify(r"\frac{1}{\sqrt{2}}", r"\frac{\sqrt{2}}{2}", timeout_s=20) is True  # mid warm-up
+        assert pool.wait_warm(timeout_s=120)
+        assert pool.verify("(1,2)", "[1,2]", timeout_s=20) is False
+    finally:
+        pool.close()

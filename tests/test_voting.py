@@ -98,3 +98,16 @@ def test_comparisons_grow_with_distinct_answers_not_answers() -> None:
     vote = majority_vote(["1", "2", "3"] * 100, matcher)
     assert vote.clusters == 3 and vote.count == 100
     assert matcher.calls == 3  # "2" vs 1 rep, "3" vs 2 reps; repeats are found by key
+
+
+def test_math_verify_vote_asks_the_pool_once_per_new_answer() -> None:
+    from coreward_plugins.verify_pool import shared_pool
+
+    matcher = AnswerMatcher("math_verify", timeout_s=20)
+    pool = shared_pool()
+    before_calls, before_pairs = pool.stats.calls, matcher.stats.verify_calls
+    # four keys: the first opens a cluster, each later one is compared with every representative
+    vote = majority_vote(["p^2", r"\sqrt{5}", "a+b", "p p", "b+a"], matcher)
+    assert vote.assignment == (0, 1, 2, 0, 2)
+    assert pool.stats.calls - before_calls == 4  # one round trip per new key, however many pairs
+    assert matcher.stats.verify_calls - before_pairs == 1 + 2 + 1 + 3
