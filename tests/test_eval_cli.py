@@ -113,3 +113,14 @@ def test_user_errors_exit_2_with_one_line(args: list[str], message: str) -> None
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 2, result.output
     assert message in result.output and len(result.output.strip().splitlines()) == 1
+
+
+def test_runs_of_the_tiny_model_keep_its_task_and_prompt(tmp_path: Path) -> None:
+    from coreward_cli.commands.eval import _is_tiny
+
+    run = tmp_path / "run"
+    (run / "final").mkdir(parents=True)
+    (run / "recipe.yaml").write_text("model:\n  path: builtin:tiny-arith\n")
+    assert _is_tiny("builtin:tiny-arith") and _is_tiny(str(run))
+    (run / "recipe.yaml").write_text("model:\n  path: Qwen/Qwen2.5-3B\n")
+    assert not _is_tiny(str(run)) and not _is_tiny(str(tmp_path))

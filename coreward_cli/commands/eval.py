@@ -25,9 +25,27 @@ def _default_out(model: str, resolved: str, step: int | None, teacher: bool, nam
     return Path("eval-out") / (BUILTIN.split(":", 1)[1] if model == BUILTIN else name)
 
 
+def _is_tiny(model: str) -> bool:
+    """builtin:tiny-arith itself, or a run directory trained from it (same task, same plain prompt)."""
+    from coreward_cli.models import BUILTIN, is_run_dir
+
+    if model == BUILTIN:
+        return True
+    path = Path(model)
+    if not (path.is_dir() and is_run_dir(path)):
+        return False
+    import yaml
+
+    try:
+        recipe = yaml.safe_load((path / "recipe.yaml").read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError):
+        return False
+    return isinstance(recipe, dict) and (recipe.get("model") or {}).get("path") == BUILTIN
+
+
 @click.command("eval")
 @click.argument("model", required=False)
-@click.option("--bench", "benches", default=None, help=f"Comma-separated benchmark names or json/jsonl/parquet files [default: {DEFAULT_BENCHES}; arithmetic for builtin:tiny-arith].")
+@click.option("--bench", "benches", default=None, help=f"Comma-separated benchmark names or json/jsonl/parquet files [default: {DEFAULT_BENCHES}; arithmetic for builtin:tiny-arith and its runs].")
 @click.option("--n", "n", default=8, show_default=True, type=click.IntRange(min=1), help="Responses sampled per question.")
 @click.option("--temperature", default=0.8, show_default=True, type=click.FloatRange(min=0.0), help="Sampling temperature (0 = greedy).")
 @click.option("--top-p", default=0.95, show_default=True, type=click.FloatRange(0.0, 1.0), help="Nucleus sampling.")
@@ -94,10 +112,10 @@ def _evaluate(console, model, benches, n, temperature, top_p, max_new_tokens, ba
     from coreward_cli.benchdata import load_benchmark
     from coreward_cli.evaluate import EvalRequest, PromptStyle, check_config, run_eval
     from coreward_cli.generation import SamplingConfig, open_backend
-    from coreward_cli.models import BUILTIN, model_source, resolve_model
+    from coreward_cli.models import model_source, resolve_model
     from coreward_cli.recipe import PAPER_SYSTEM_PROMPT
 
-    builtin = model == BUILTIN
+    builtin = _is_tiny(model)
     names = [b.strip() for b in (benches or ("arithmetic" if builtin else DEFAULT_BENCHES)).split(",") if b.strip()]
     if not names:
         raise UserError("--bench is empty; name at least one benchmark (e.g. --bench math500)")
