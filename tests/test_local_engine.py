@@ -30,7 +30,18 @@ seed: 3
 """
 
 
-def write_recipe(folder: Path, model: str = "builtin:tiny-arith", method: str = "co_rewarding_i", steps: int = 3,
+@pytest.fixture(scope="module")
+def toy_folder(tmp_path_factory) -> str:
+    """A freshly initialised toy model as a plain HF folder: the engine's mechanics need no warm start."""
+    from coreward_cli.toy import build_model, build_tokenizer
+
+    folder = tmp_path_factory.mktemp("toy") / "model"
+    build_model(seed=1).save_pretrained(folder)
+    build_tokenizer().save_pretrained(folder)
+    return str(folder)
+
+
+def write_recipe(folder: Path, model: str, method: str = "co_rewarding_i", steps: int = 3,
                  kl: float = 0.0, tb: bool = False, name: str = "short") -> Path:
     path = folder / f"{name}.yaml"
     path.write_text(SHORT.format(model=model, method=method, steps=steps, kl=kl, tb=str(tb).lower()))
@@ -41,8 +52,8 @@ def invoke(*args: str):
     return CliRunner().invoke(cli, ["run", *args], catch_exceptions=False)
 
 
-def test_cli_run_writes_every_artifact(tmp_path):
-    recipe = write_recipe(tmp_path, steps=3, kl=0.005, tb=True)
+def test_cli_run_writes_every_artifact(tmp_path, toy_folder):
+    recipe = write_recipe(tmp_path, toy_folder, steps=3, kl=0.005, tb=True)
     out = tmp_path / "run"
     result = invoke(str(recipe), "--out", str(out), "--json")
     assert result.exit_code == 0, result.output
@@ -77,8 +88,8 @@ def test_cli_run_writes_every_artifact(tmp_path):
     assert "--resume" in again.output and "--force" in again.output and len(again.output.strip().splitlines()) == 1
 
 
-def test_force_starts_over_and_dry_run_runs_nothing(tmp_path):
-    recipe = write_recipe(tmp_path, steps=1)
+def test_force_starts_over_and_dry_run_runs_nothing(tmp_path, toy_folder):
+    recipe = write_recipe(tmp_path, toy_folder, steps=1)
     out = tmp_path / "run"
     assert invoke(str(recipe), "--out", str(out)).exit_code == 0
     (out / "keep.txt").write_text("mine")
@@ -91,8 +102,8 @@ def test_force_starts_over_and_dry_run_runs_nothing(tmp_path):
     assert (out / "keep.txt").read_text() == "mine"  # --force removes only what a run writes
 
 
-def test_teacher_method_writes_teacher_folders(tmp_path):
-    recipe = write_recipe(tmp_path, method="co_rewarding_ii", steps=2, kl=0.001)
+def test_teacher_method_writes_teacher_folders(tmp_path, toy_folder):
+    recipe = write_recipe(tmp_path, toy_folder, method="co_rewarding_ii", steps=2, kl=0.001)
     out = tmp_path / "run"
     result = invoke(str(recipe), "--out", str(out), "--set", "train.kl_target=teacher")
     assert result.exit_code == 0, result.output
@@ -127,7 +138,7 @@ def test_a_differently_shaped_model_trains_from_a_folder(tmp_path, shape):
     folder = tmp_path / shape
     model.save_pretrained(folder)
     tok.save_pretrained(folder)
-    recipe = write_recipe(tmp_path, model=str(folder), method="random", steps=2, kl=0.01)
+    recipe = write_recipe(tmp_path, str(folder), method="random", steps=2, kl=0.01)
     out = tmp_path / "run"
     result = invoke(str(recipe), "--out", str(out))
     assert result.exit_code == 0, result.output

@@ -22,7 +22,7 @@ from coreward_cli.recipe import load_recipe
 torch.set_num_threads(2)
 
 RECIPE = """
-model: {{path: 'builtin:tiny-arith', chat_template: false, system_prompt: null, dtype: fp32}}
+model: {{path: '{model}', chat_template: false, system_prompt: null, dtype: fp32}}
 data:
   train: [{{original: 'builtin:tiny-arith'}}]
   eval: [arithmetic]
@@ -38,9 +38,22 @@ seed: 5
 TIMING = {"step_seconds", "generate_seconds", "reward_seconds", "train_seconds"}
 
 
-def write_recipe(folder: Path, method: str = "co_rewarding_i", steps: int = 6, kl: float = 0.01, kl_target: str = "initial") -> Path:
+@pytest.fixture(scope="module")
+def toy_folder(tmp_path_factory) -> str:
+    """A freshly initialised toy model as a plain HF folder (no warm start needed to test resuming)."""
+    from coreward_cli.toy import build_model, build_tokenizer
+
+    folder = tmp_path_factory.mktemp("toy") / "model"
+    build_model(seed=2).save_pretrained(folder)
+    build_tokenizer().save_pretrained(folder)
+    return str(folder)
+
+
+def write_recipe(folder: Path, model: str, method: str = "random", steps: int = 6, kl: float = 0.01,
+                 kl_target: str = "initial") -> Path:
+    """`random` rewards give every step a real gradient even from an untrained model."""
     path = folder / f"{method}.yaml"
-    path.write_text(RECIPE.format(method=method, steps=steps, kl=kl, kl_target=kl_target))
+    path.write_text(RECIPE.format(model=model, method=method, steps=steps, kl=kl, kl_target=kl_target))
     return path
 
 
@@ -63,8 +76,8 @@ def train(recipe: Path, out: Path, resume: bool = False) -> dict:
     return local.train(load_recipe(recipe), out, resume, Console(quiet=True))
 
 
-def test_sigkill_mid_run_then_resume_equals_uninterrupted(tmp_path):
-    recipe = write_recipe(tmp_path, steps=8)
+def test_sigkill_mid_run_then_resume_equals_uninterrupted(tmp_path, toy_folder):
+    recipe = write_recipe(tmp_path, toy_folder, steps=8)
     whole = tmp_path / "whole"
     train(recipe, whole)
 
@@ -89,9 +102,9 @@ def test_sigkill_mid_run_then_resume_equals_uninterrupted(tmp_path):
 
 
 @pytest.mark.parametrize("method,kl_target", [("co_rewarding_ii", "teacher"), ("random", "initial")])
-def test_interrupted_then_resumed_equals_uninterrupted(tmp_path, monkeypatch, method, kl_target):
+def test_interrupted_then_resumed_equals_uninterrupted(tmp_path, monkeypatch, toy_folder, method, kl_target):
     """Teacher EMA state and method state (the random control's coin) survive a resume too."""
-    recipe = write_recipe(tmp_path, method=method, steps=5, kl=0.01, kl_target=kl_target)
+    recipe = write_recipe(tmp_path, toy_folder, method=method, steps=5, kl=0.01, kl_target=kl_target)
     whole = tmp_path / "whole"
     train(recipe, whole)
 
@@ -112,8 +125,8 @@ def test_interrupted_then_resumed_equals_uninterrupted(tmp_path, monkeypatch, me
     assert_same_run(whole, cut)
 
 
-def test_failed_checkpoint_write_keeps_previous_one(tmp_path, monkeypatch):
-    recipe = write_recipe(tmp_path, steps=4, kl=0.0)
+def test_failed_checkpoint_write_keeps_previous_one(tmp_path, monkeypatch, toy_folder):
+    recipe = write_recipe(tmp_path, toy_folder, steps=4, kl=0.0)
     out = tmp_path / "run"
     real_save = torch.save
     calls = {"n": 0}
@@ -145,8 +158,8 @@ def test_failed_checkpoint_write_keeps_previous_one(tmp_path, monkeypatch):
     assert not list((out / "checkpoints").glob(".tmp-*"))
 
 
-def test_resume_refuses_a_changed_recipe(tmp_path):
-    recipe = write_recipe(tmp_path, steps=2, kl=0.0)
+def test_resume_refuses_a_changed_recipe(tmp_path, toy_folder):
+    recipe = write_recipe(tmp_path, toy_folder, steps=2, kl=0.0)
     out = tmp_path / "run"
     train(recipe, out)
     from coreward_cli.errors import UserError
