@@ -223,6 +223,11 @@ class VerifyPool:
         self._release(worker, healthy)
         return healthy
 
+    def worker_pids(self) -> list[int]:
+        """Process ids of the idle workers (benchmarks read their CPU time)."""
+        with self._cond:
+            return [worker.proc.pid for worker in self._idle]
+
     def close(self) -> None:
         if os.getpid() != self._owner_pid:  # inherited by a forked child: the workers are the parent's
             return
