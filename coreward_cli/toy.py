@@ -215,12 +215,10 @@ class WarmStartConfig:
 def _examples(tokenizer, items: Sequence[Problem]) -> list[list[tuple[list[int], list[int]]]]:
     """Per problem, (prompt ids, response ids) for each template, original first."""
     eos = tokenizer.eos_token_id
-    table = []
-    for p in items:
-        a, b = (int(x) for x in p.id.split("+"))
-        response = tokenizer(format_answer(a + b), add_special_tokens=False).input_ids + [eos]
-        table.append([(tokenizer(t.format(a=a, b=b)).input_ids, response) for t in TEMPLATES])
-    return table
+    operands = [tuple(int(x) for x in p.id.split("+")) for p in items]
+    responses = tokenizer([format_answer(a + b) for a, b in operands], add_special_tokens=False).input_ids
+    prompts = [tokenizer([t.format(a=a, b=b) for a, b in operands]).input_ids for t in TEMPLATES]
+    return [[(views[i], responses[i] + [eos]) for views in prompts] for i in range(len(items))]
 
 
 def _batch(examples, rng: random.Random, cfg: WarmStartConfig, pad_id: int):

@@ -14,7 +14,7 @@ import torch
 
 from coreward_cli import toy
 
-TINY = replace(toy.WarmStartConfig(), max_steps=3, first_check=2, check_every=1, batch_size=16)
+TINY = replace(toy.WarmStartConfig(), max_steps=3, first_check=2, check_every=1, batch_size=16, threads=1)
 AWKWARD = [
     "23+58=",
     "sum of 23 and 58?",
@@ -139,7 +139,7 @@ def test_warm_start_folder_is_cached_complete_and_rebuilt_when_stale(tmp_path, m
 def test_racing_processes_build_the_warm_start_once(tmp_path):
     script = (
         "from dataclasses import replace; from coreward_cli import toy; "
-        f"print(toy.warm_start(cfg=replace(toy.WarmStartConfig(), max_steps=3, first_check=2, check_every=1, batch_size=16)))"
+        f"print(toy.warm_start(cfg=replace(toy.WarmStartConfig(), max_steps=3, first_check=2, check_every=1, batch_size=16, threads=1)))"
     )
     env = {**__import__("os").environ, "COREWARD_CACHE": str(tmp_path)}
     procs = [subprocess.Popen([sys.executable, "-c", script], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
