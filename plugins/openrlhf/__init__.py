@@ -9,5 +9,6 @@
 - `actor`, `samples`, `trainer`: subclasses of OpenRLHF's policy actor, sample generator and controller.
 - `entry`: `python -m coreward_plugins.openrlhf.entry`, the Ray job's entry point.
 
-Only `cli_args`, `rows`, `reward_func`, `relabel` and `teacher` import on a machine without vLLM.
+Only `cli_args`, `rows`, `reward_func`, `relabel`, `reward_actors` and `teacher` import without vLLM;
+the others need OpenRLHF's GPU stack (or, in tests only, the import stubs in tests/stubs).
 """
