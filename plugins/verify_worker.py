@@ -159,6 +159,8 @@ def main() -> None:
     warm_up = [functools.partial(parsed, a) for a in WARM_UP_ANSWERS]
     warm_up += [functools.partial(judge, g, p) for g, p in WARM_UP_PAIRS]
     warm_up.reverse()  # popped from the end
+    if os.environ.get("COREWARD_VERIFY_WARM_UP", "1") == "0":
+        warm_up.clear()
 
     out = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)  # stray prints from sympy or math-verify must not garble the protocol

@@ -265,3 +265,13 @@ def test_worker_warm_up_finishes_and_does_not_block_requests() -> None:
         assert pool.verify("(1,2)", "[1,2]", timeout_s=20) is False
     finally:
         pool.close()
+
+
+def test_worker_without_warm_up(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COREWARD_VERIFY_WARM_UP", "0")  # the worker inherits it
+    pool = VerifyPool(max_workers=1, startup_timeout_s=30)
+    try:
+        assert pool.wait_warm(timeout_s=30)  # nothing to warm: answered at once
+        assert pool.verify_many([("x+1", "1+x"), ("(1,2)", "[1,2]")], timeout_s=20) == [True, False]
+    finally:
+        pool.close()
