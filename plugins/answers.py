@@ -12,6 +12,7 @@ Comparison modes (`AnswerMatcher`):
 - `math_verify`: equal keys decide "equal" at no cost; different plain numbers decide "different";
   everything else goes to math-verify in a killable worker process with a deadline (verify_pool),
   after a guard that keeps hostile answers away from sympy. Verdicts are cached per unordered key pair.
+  `first_equal(a, candidates)` sends all of a's undecided pairs to the worker in one message.
 Nothing here evaluates model output as code, and every comparison returns within a bounded time from
 any thread or process.
 """

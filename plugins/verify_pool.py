@@ -4,7 +4,8 @@ Why processes: math-verify's own timeout is `signal.alarm`, which only works on 
 sympy call stuck in C or in a long loop cannot be stopped from another thread. A worker process can be
 killed. Each call hands one (gold, pred) pair to an idle worker and waits for its verdict until the
 deadline; a late worker is killed (SIGKILL) and a fresh one is started at once in the background, so
-the next call rarely waits for a start-up. Works from any thread, from daemonic processes (plain
+the next call rarely waits for a start-up. `verify_many` sends several pairs in one message (a vote's new
+answer against every cluster representative) and still gives each verdict its own deadline. Works from any thread, from daemonic processes (plain
 `subprocess`, not `multiprocessing`), and after `fork` (a child process builds its own pool).
 
 Time bound of one `verify` call: waiting for a free worker (at most `timeout_s`), its start-up when
@@ -70,8 +71,10 @@ class _Worker:
         """Write one request; its id, or None when the worker is gone."""
         assert self.proc.stdin is not None
         self._next_id += 1
+        data = memoryview(json.dumps({"id": self._next_id, **payload}).encode("ascii") + b"\n")
         try:
-            self.proc.stdin.write(json.dumps({"id": self._next_id, **payload}).encode("ascii") + b"\n")
+            while data:  # an unbuffered pipe write may be partial
+                data = data[self.proc.stdin.write(data) or 0 :]
         except (BrokenPipeError, OSError):
             return None
         return self._next_id
