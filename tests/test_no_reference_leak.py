@@ -8,6 +8,7 @@ them, is the control that shows the swap reaches the training data.
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 
 import pytest
@@ -27,7 +28,7 @@ data:
   train: [{{original: 'builtin:tiny-arith'}}]
   eval: []
 method: {{name: {method}}}
-rollout: {{n: 4, temperature: 1.0, max_prompt_tokens: 32, max_new_tokens: 8}}
+rollout: {{n: 4, temperature: 1.0, max_prompt_tokens: 32, max_new_tokens: 12}}
 train: {{problems_per_step: 4, lr: 1.0e-3, warmup_ratio: 0.0, schedule: constant, max_steps: 2, kl_coef: 0.01, micro_batch_size: 64}}
 engine: {{device: cpu, threads: 2}}
 output: {{dir: 'runs/{{recipe}}', save_interval: 10, eval_interval: 10}}
@@ -47,6 +48,11 @@ def final_weights(tmp_path: Path, method: str, garble: bool, monkeypatch) -> dic
     out = tmp_path / f"{method}-{'garbled' if garble else 'true'}"
     local.train(load_recipe(recipe_path), out, False, Console(quiet=True))
     monkeypatch.setattr(data, "load_train_problems", real)
+    steps = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()][1:]
+    # the comparison means something only if the policy answered and got a real policy gradient
+    assert min(r["no_answer_share"] for r in steps) < 0.5, steps
+    if not (garble and method == "gt"):  # gt on garbage references has nothing to learn from
+        assert max(abs(r["pg_loss"]) + r["grad_norm"] for r in steps) > 1e-4, steps
     return load_file(out / "final" / "model.safetensors")
 
 
