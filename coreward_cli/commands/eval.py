@@ -79,7 +79,22 @@ def eval_cmd(model, benches, n, temperature, top_p, max_new_tokens, backend, lim
     """
     from rich.console import Console
 
+    import contextlib
+    import sys
+
     console = Console(stderr=as_json)
+    # With --json, stdout carries only the JSON: libraries that log to stdout on import (deepspeed) go to stderr.
+    with contextlib.redirect_stdout(sys.stderr) if as_json else contextlib.nullcontext():
+        results = _run(console, model, benches, n, temperature, top_p, max_new_tokens, backend, limit, seed, out_dir,
+                       as_json, data_dir, step, teacher, gguf_file, match, batch_size, system_prompt, no_chat_template,
+                       question_key, answer_key, responses_file, response_key, dtype)
+    if as_json:
+        click.echo(json.dumps(results, indent=2, ensure_ascii=False))
+
+
+def _run(console, model, benches, n, temperature, top_p, max_new_tokens, backend, limit, seed, out_dir, as_json, data_dir,
+         step, teacher, gguf_file, match, batch_size, system_prompt, no_chat_template, question_key, answer_key,
+         responses_file, response_key, dtype):
     if responses_file is not None:
         if model:
             raise UserError("pass either MODEL or --responses FILE, not both")
@@ -93,8 +108,7 @@ def eval_cmd(model, benches, n, temperature, top_p, max_new_tokens, backend, lim
     from coreward_cli.evaluate import rich_table
 
     console.print(rich_table(results))
-    if as_json:
-        click.echo(json.dumps(results, indent=2, ensure_ascii=False))
+    return results
 
 
 def _grade_only(path, benches, question_key, answer_key, response_key, match, out_dir):
