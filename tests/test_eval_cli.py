@@ -60,7 +60,8 @@ def test_tiny_model_writes_all_outputs_and_resumes(tmp_path: Path) -> None:
 
     # a changed config in the same folder: one clear line, exit 2, nothing touched
     before = (out / "samples.jsonl").read_bytes()
-    changed = CliRunner().invoke(cli, [*TINY[:-4], "--n", "2", "--limit", "5", "--out", str(out)])
+    changed_args = [a if a != "4" else "2" for a in TINY]  # --n 4 -> --n 2, all else equal
+    changed = CliRunner().invoke(cli, [*changed_args, "--limit", "5", "--out", str(out)])
     assert changed.exit_code == 2
     assert "holds results of another config (n: 4 -> 2)" in changed.output
     assert len(changed.output.strip().splitlines()) == 1
