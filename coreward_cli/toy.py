@@ -209,7 +209,7 @@ class WarmStartConfig:
     first_check: int = 150
     check_every: int = 5  # near the target; every 4x as many steps while dev accuracy is under half of it
     max_steps: int = 900
-    threads: int = 1  # fixed (bits depend on it); 2 threads stall badly on a CPU shared with other work
+    threads: int = 2  # fixed: the bits depend on it (on a CPU shared with other busy work, 2 threads stall badly)
 
 
 def _examples(tokenizer, items: Sequence[Problem]) -> list[list[tuple[list[int], list[int]]]]:
