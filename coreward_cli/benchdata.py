@@ -260,9 +260,14 @@ def load_benchmark(
     layout, convention = LAYOUTS[spec], CONVENTIONS[spec]
     folder = Path(data_dir) if data_dir else default_data_dir()
     if folder is not None:
-        file = folder / layout.filename
-        if not file.is_file():
-            raise UserError(f"benchmark {spec}: {file} does not exist; point --data-dir at a folder holding {layout.filename}")
+        # the folder itself, or a copy of the published data with benchmarks under bench/ (one data_dir
+        # then serves both a recipe's training sets and its held-out sets)
+        file = next((f for f in (folder / layout.filename, folder / "bench" / layout.filename) if f.is_file()), None)
+        if file is None:
+            raise UserError(
+                f"benchmark {spec}: {folder / layout.filename} does not exist (nor under bench/);"
+                f" point --data-dir at a folder holding {layout.filename}"
+            )
         rows = read_rows(file)
         reference = _plain(answer_key) if answer_key else layout.reference
         return Benchmark(

@@ -39,6 +39,15 @@ def test_names_resolve_under_data_dir_with_each_layout(tmp_path: Path) -> None:
     assert load_benchmark("minerva_math", tmp_path).items[0].reference == "1.6"
 
 
+def test_a_copy_of_the_published_data_serves_as_data_dir(tmp_path: Path) -> None:
+    # one data_dir for a recipe's training sets (train/...) and its held-out sets (bench/...)
+    (tmp_path / "bench").mkdir()
+    _write(tmp_path / "bench" / "aime24.json", [{"prompt": "q", "answer": "033", "source": "aime", "id": "0"}], jsonl=False)
+    assert load_benchmark("aime24", tmp_path).items[0].reference == "33"
+    with pytest.raises(UserError, match="nor under bench/"):
+        load_benchmark("math500", tmp_path)
+
+
 def test_custom_files_with_keys_and_parquet(tmp_path: Path) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
