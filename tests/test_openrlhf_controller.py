@@ -5,7 +5,6 @@ schedules, and the entry's class wiring and prompt-length filter.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
 from pathlib import Path
@@ -14,20 +13,7 @@ from types import SimpleNamespace
 import pytest
 
 pytest.importorskip("openrlhf")
-STUBS = Path(__file__).with_name("stubs")
-
-
-@pytest.fixture(scope="module", autouse=True)
-def openrlhf_import_stubs():
-    """tests/stubs (flash_attn, vllm) first on sys.path for this module's tests only, when the real ones are absent."""
-    added = str(STUBS) not in sys.path and any(importlib.util.find_spec(n) is None for n in ("flash_attn", "vllm"))
-    if added:
-        sys.path.insert(0, str(STUBS))
-    yield
-    if added:
-        sys.path.remove(str(STUBS))
-        for name in [m for m, mod in sys.modules.items() if str(getattr(mod, "__file__", "") or "").startswith(str(STUBS))]:
-            del sys.modules[name]  # later modules' find_spec("vllm") must not see the stub
+pytestmark = pytest.mark.usefixtures("openrlhf_import_stubs")
 
 from coreward_cli.engines.openrlhf import build_plan  # noqa: E402
 from coreward_cli.recipe import load_recipe  # noqa: E402
@@ -85,7 +71,7 @@ def ray_cluster():
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
     # workers unpickle the (stub) vllm.SamplingParams the generator sends: they need the stubs too
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
-             runtime_env={"env_vars": {"PYTHONPATH": str(STUBS)}})
+             runtime_env={"env_vars": {"PYTHONPATH": str(Path(__file__).with_name("stubs"))}})
     yield ray
     ray.shutdown()
 

@@ -6,29 +6,14 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
 pytest.importorskip("openrlhf")
-STUBS = Path(__file__).with_name("stubs")
-
-
-@pytest.fixture(scope="module", autouse=True)
-def openrlhf_import_stubs():
-    """tests/stubs (flash_attn, vllm) first on sys.path for this module's tests only, when the real ones are absent."""
-    added = str(STUBS) not in sys.path and any(importlib.util.find_spec(n) is None for n in ("flash_attn", "vllm"))
-    if added:
-        sys.path.insert(0, str(STUBS))
-    yield
-    if added:
-        sys.path.remove(str(STUBS))
-        for name in [m for m, mod in sys.modules.items() if str(getattr(mod, "__file__", "") or "").startswith(str(STUBS))]:
-            del sys.modules[name]  # later modules' find_spec("vllm") must not see the stub
+pytestmark = pytest.mark.usefixtures("openrlhf_import_stubs")
 
 from coreward_cli.engines.openrlhf import build_plan  # noqa: E402
 from coreward_cli.errors import UserError  # noqa: E402
