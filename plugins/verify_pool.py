@@ -5,8 +5,9 @@ sympy call stuck in C or in a long loop cannot be stopped from another thread. A
 killed. Each call hands one (gold, pred) pair to an idle worker and waits for its verdict until the
 deadline; a late worker is killed (SIGKILL) and a fresh one is started at once in the background, so
 the next call rarely waits for a start-up. `verify_many` sends several pairs in one message (a vote's new
-answer against every cluster representative) and still gives each verdict its own deadline. Works from any thread, from daemonic processes (plain
-`subprocess`, not `multiprocessing`), and after `fork` (a child process builds its own pool).
+answer against every cluster representative) and still gives each verdict its own deadline. Works from
+any thread, from daemonic processes (plain `subprocess`, not `multiprocessing`), and after `fork` (a
+child process builds its own pool).
 
 Time bound of one `verify` call: waiting for a free worker (at most `timeout_s`), its start-up when
 it was just (re)started (at most `startup_timeout_s`), then the comparison itself (at most `timeout_s`).
@@ -40,6 +41,7 @@ class _Worker:
             close_fds=True,
         )
         self.ready = False
+        self.parsing = ""  # how the worker parses LaTeX, from its ready line: "two-stage" or "ll"
         self._buffer = b""
         self._next_id = 0
 
@@ -64,7 +66,12 @@ class _Worker:
     def wait_ready(self, deadline: float) -> bool:
         if not self.ready:
             line = self._read_line(deadline)
-            self.ready = line is not None and line.strip() == b'{"ready": true}'
+            try:
+                hello = json.loads(line) if line is not None else {}
+            except ValueError:
+                hello = {}
+            self.ready = isinstance(hello, dict) and hello.get("ready") is True
+            self.parsing = str(hello.get("parsing", "")) if self.ready else ""
         return self.ready
 
     def send(self, payload: dict) -> int | None:
@@ -112,6 +119,7 @@ class PoolStats:
     timeouts: int = 0  # calls whose worker gave no verdict in time (counted as "not equal")
     busy: int = 0  # calls that found no free worker in time
     restarts: int = 0  # workers killed and replaced
+    parsing: str = ""  # how the workers parse LaTeX ("two-stage" or "ll"), once one has been ready
 
 
 class VerifyPool:
@@ -159,6 +167,8 @@ class VerifyPool:
             with self._cond:
                 self.stats.restarts += 1
         with self._cond:
+            if worker.parsing:
+                self.stats.parsing = worker.parsing
             if self._closed:
                 worker.kill()
                 return
@@ -255,6 +265,16 @@ def shared_pool() -> VerifyPool:
             _pool, _pool_pid = VerifyPool(max_workers=workers), os.getpid()
             atexit.register(_pool.close)
         return _pool
+
+
+def restart_shared_pool() -> None:
+    """Stop the shared pool's workers; the next `shared_pool()` starts new ones, which read the
+    environment (`COREWARD_SLL_PARSING`, `COREWARD_VERIFY_WARM_UP`) again."""
+    global _pool
+    with _pool_lock:
+        if _pool is not None and _pool_pid == os.getpid():
+            _pool.close()
+        _pool = None
 
 
 def _forget_after_fork() -> None:

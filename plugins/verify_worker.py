@@ -5,6 +5,8 @@ Started by `coreward_plugins.verify_pool` as `python verify_worker.py`. Each req
 `{"id": n, "i": k, "equal": bool}`, and with "first" stops after the first equal pair, so a vote's new
 answer goes against every cluster representative in one round trip. `{"id": n, "warm": true}` is
 answered `{"id": n, "warm": true}` once the warm-up (below) is done. Parsed answers are cached (LRU).
+LaTeX is parsed in two stages (`coreward_plugins.latex_parsing`); the first line the worker writes,
+`{"ready": true, "parsing": "two-stage"}`, says so ("ll" with COREWARD_SLL_PARSING=0).
 
 The parent kills this process when a verdict is late (sympy cannot be interrupted inside a thread), so
 the worker itself needs no timeout: math-verify runs with its signal timeouts off. Before math-verify's
@@ -20,7 +22,6 @@ import functools
 import json
 import logging
 import os
-import sys
 import threading
 import time
 
@@ -106,6 +107,7 @@ WARM_UP_PAIRS = (  # comparisons that take sympy's simplify, set, interval, tupl
     ("3t(t-1)", "3t^2-3t"), ("\\frac{3}{\\sqrt{11}}", "\\frac{3\\sqrt{11}}{11}"), ("\\{3, 4\\}", "\\{4, 3\\}"),
     ("[3, 8)", "[3, 8]"), ("(2, -5)", "(2, 5)"), ("5 + 2i", "2i + 5"), ("y^3 - 4y + 2", "y^3 - 4y + 3"),
     ("\\frac{3\\pi}{4}", "135^\\circ"), ("4\\sqrt{5}", "\\sqrt{80}"), ("m + n", "n + m"),
+    ("y^2 + 5y", "y(y + 5)"),  # sympy's simplify(), which imports sympy.physics on first use (~0.2 s)
 )
 
 
@@ -144,6 +146,9 @@ def main() -> None:
     logging.disable(logging.CRITICAL)  # math-verify warns about its disabled timeouts on every start
     from math_verify import LatexExtractionConfig, parse
 
+    from coreward_plugins.latex_parsing import install
+
+    parsing = "two-stage" if install() else "ll"
     latex_only = [LatexExtractionConfig()]
 
     @functools.lru_cache(maxsize=4096)
@@ -169,7 +174,7 @@ def main() -> None:
         out.write(json.dumps(payload).encode("ascii") + b"\n")
         out.flush()
 
-    answer({"ready": True})
+    answer({"ready": True, "parsing": parsing})
     requests = _Requests()
     while True:
         if warm_up and not requests.pending():  # one small step at a time, only while idle
