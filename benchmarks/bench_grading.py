@@ -5,8 +5,9 @@ notations (`\\frac{1}{2}`, `\\dfrac12`, `0.5`, `142.0`, `1,000`, `x = 5`, `\\lef
 only algebra equates), some wrong answers, now and then no answer. References come from MATH500
 (`../shared/data/bench/math500.json`) when present, else from a built-in list. Then it times
 `majority_vote` with exact, normalized and math_verify matchers (keys first, math-verify in worker
-processes), against the naive way: math-verify on every pair of a group (O(n^2) calls, in process,
-both parsing per pair and parsing each answer once),
+processes; once with latex2sympy's own LL parsing and once with the two-stage SLL-then-LL parsing of
+`coreward_plugins.latex_parsing`, the default), against the naive way: math-verify on every pair of a
+group (O(n^2) calls, in process, as shipped, both parsing per pair and parsing each answer once),
 and checks that math_verify-with-keys finds the same clusters as the naive way.
 
 Both sides are warmed alike before timing: the worker finishes its built-in warm-up (answers in common
@@ -23,7 +24,6 @@ import argparse
 import json
 import os
 import random
-import re
 import sys
 import time
 from fractions import Fraction
@@ -34,7 +34,7 @@ from rich.table import Table
 
 from coreward_plugins.answer_keys import as_fraction, normalize_answer
 from coreward_plugins.answers import AnswerMatcher
-from coreward_plugins.verify_pool import shared_pool
+from coreward_plugins.verify_pool import restart_shared_pool, shared_pool
 from coreward_plugins.verify_worker import WARM_UP_ANSWERS, WARM_UP_PAIRS
 from coreward_plugins.voting import majority_vote
 
@@ -173,6 +173,14 @@ def naive_pairwise(answers: list[str | None], parse_once: bool = True) -> tuple[
     return tuple(assignment), len(equal)
 
 
+def math_verify_reads(answer: str) -> bool:
+    """Whether math-verify reads a value out of `\\boxed{answer}` (`4.` gives only the string '4.')."""
+    from math_verify import LatexExtractionConfig, parse
+
+    parsed = parse("\\boxed{" + answer + "}", extraction_config=[LatexExtractionConfig()])
+    return any(not isinstance(item, str) for item in parsed)
+
+
 def cpu_seconds() -> float:
     """CPU time of this process plus the idle math-verify workers (Linux /proc; 0 for them elsewhere).
 
@@ -198,7 +206,8 @@ def warm_in_process() -> None:
     for answer in WARM_UP_ANSWERS:
         parse("\\boxed{" + answer + "}", extraction_config=config)
     for gold, pred in WARM_UP_PAIRS:
-        verify(parse("\\boxed{" + gold + "}", extraction_config=config), parse("\\boxed{" + pred + "}", extraction_config=config))
+        gold_parsed = parse("\\boxed{" + gold + "}", extraction_config=config)
+        verify(gold_parsed, parse("\\boxed{" + pred + "}", extraction_config=config))
 
 
 def worker_overhead(repeats: int = 100) -> dict[str, float]:
@@ -253,20 +262,24 @@ def main() -> None:
     cpu: dict[str, list[float]] = {}  # CPU seconds (this process, plus the workers for math_verify)
     calls: dict[str, list[int]] = {}
     votes = {}
-    for mode in ("exact", "normalized", "math_verify"):
+    for name in ("exact", "normalized", "math_verify_ll", "math_verify"):
+        mode = "math_verify" if name.startswith("math_verify") else name
         if mode == "math_verify":
+            # fresh workers: with latex2sympy's own LL parsing, then with two-stage parsing (the default)
+            os.environ["COREWARD_SLL_PARSING"] = "0" if name == "math_verify_ll" else "1"
+            restart_shared_pool()
             AnswerMatcher(mode).equal("x+1", "1+x")  # start the worker outside the timing
             shared_pool().wait_warm()  # and let it finish its warm-up (the naive side gets the same)
         matcher = AnswerMatcher(mode, timeout_s=5.0)  # an empty verdict cache
-        times[mode], cpu[mode], calls[mode], votes[mode] = [], [], [], []
+        times[name], cpu[name], calls[name], votes[name] = [], [], [], []
         for g in groups:
             before = matcher.stats.verify_calls
             start_cpu = cpu_seconds()  # read outside the wall-clock timing
             start = time.perf_counter()
-            votes[mode].append(majority_vote(g, matcher))
-            times[mode].append(time.perf_counter() - start)
-            cpu[mode].append(cpu_seconds() - start_cpu)
-            calls[mode].append(matcher.stats.verify_calls - before)
+            votes[name].append(majority_vote(g, matcher))
+            times[name].append(time.perf_counter() - start)
+            cpu[name].append(cpu_seconds() - start_cpu)
+            calls[name].append(matcher.stats.verify_calls - before)
     naive_assignments = []
     naive_pairwise(["x+1", "1+x"])  # import and warm math-verify in this process too,
     warm_in_process()  # with the worker's warm-up answers and pairs
@@ -284,7 +297,8 @@ def main() -> None:
     labels = {
         "exact": "exact",
         "normalized": "normalized",
-        "math_verify": "math_verify (keys first)",
+        "math_verify_ll": "math_verify: keys, then LL parsing (as shipped)",
+        "math_verify": "math_verify: keys, then two-stage parsing",
         "parse_once": "math-verify on every pair, each answer parsed once",
         "naive": "math-verify on every pair (naive)",
     }
@@ -297,7 +311,7 @@ def main() -> None:
             continue
         naive_time = sum(times["naive"][i] for i in members)
         naive_cpu = sum(cpu["naive"][i] for i in members)
-        for name in ("exact", "normalized", "math_verify", "parse_once", "naive"):
+        for name in ("exact", "normalized", "math_verify_ll", "math_verify", "parse_once", "naive"):
             seconds = sum(times[name][i] for i in members)
             cpu_s = sum(cpu[name][i] for i in members)
             rows.append(
@@ -314,6 +328,7 @@ def main() -> None:
                 }
             )
     keys_time, naive_time = sum(times["math_verify"]), sum(times["naive"])
+    keys_ll_time = sum(times["math_verify_ll"])
     parse_once_time = sum(times["parse_once"])
     disagreements = [
         (g, groups[g], votes["math_verify"][g].assignment, naive_assignments[g])
@@ -329,18 +344,25 @@ def main() -> None:
                     continue
                 entry = pairs.setdefault((b, a) if b < a else (a, b), [0, ours[i] == ours[j]])
                 entry[0] += 1
-    trailing_period = re.compile(r"[0-9]\.$")
-    unparsable = sum(1 for a, b in pairs if trailing_period.search(a) or trailing_period.search(b))
+    unreadable = {a for pair in pairs for a in pair if not math_verify_reads(a)}
+    # keys merge two forms of one value, and math-verify cannot read one of them at all
+    explained = {pair for pair, (_, together) in pairs.items() if together and unreadable & set(pair)}
+    unexplained = [pair for pair in pairs if pair not in explained]
     overhead = worker_overhead()
     result = {
         "answers": n_answers,
         "worker_overhead": overhead,
-        "disagreements_from_trailing_period": unparsable,
+        "disagreeing_pairs_math_verify_cannot_read": len(explained),
+        "unexplained_disagreeing_pairs": [list(pair) for pair in unexplained],
         "rows": rows,
         "speedup_keys_vs_naive": naive_time / keys_time,
         "speedup_keys_vs_parse_once": parse_once_time / keys_time,
+        "speedup_keys_ll_vs_naive": naive_time / keys_ll_time,
         "cpu_speedup_keys_vs_naive": sum(cpu["naive"]) / max(sum(cpu["math_verify"]), 1e-9),
         "cluster_disagreements": len(disagreements),
+        "ll_vs_two_stage_disagreements": sum(
+            a.assignment != b.assignment for a, b in zip(votes["math_verify"], votes["math_verify_ll"], strict=True)
+        ),
         "mean_clusters": {m: sum(v.clusters for v in votes[m]) / len(groups) for m in votes},
     }
     if args.json:
@@ -367,12 +389,18 @@ def main() -> None:
         console.print(
             f"speed-up, math_verify with keys vs naive pairwise: {result['speedup_keys_vs_naive']:.1f}x"
             f" (vs pairwise with each answer parsed once: {result['speedup_keys_vs_parse_once']:.1f}x);"
-            f" in CPU time (this process + workers): {result['cpu_speedup_keys_vs_naive']:.1f}x"
+            f" in CPU time (this process + workers): {result['cpu_speedup_keys_vs_naive']:.1f}x;"
+            f" keys with LL parsing only: {result['speedup_keys_ll_vs_naive']:.1f}x"
+        )
+        console.print(
+            "groups where two-stage and LL-only parsing cluster differently:"
+            f" {result['ll_vs_two_stage_disagreements']}"
         )
         console.print(f"groups where keys and naive pairwise cluster differently: {len(disagreements)}")
         console.print(
-            f"  answer pairs behind them: {len(pairs)}, of which {unparsable} pair a trailing-period form like"
-            " '4.', which math-verify cannot parse (keys merge it with '4')"
+            f"  answer pairs behind them: {len(pairs)}; in {len(explained)} of them keys merge an answer from"
+            f" which math-verify reads no value ({', '.join(repr(a) for a in sorted(unreadable)[:5])}, ...)"
+            f" with another form of it; unexplained: {len(unexplained)}"
         )
         for (a, b), (n, together) in sorted(pairs.items(), key=lambda item: -item[1][0])[:10]:
             side = "keys merge, math-verify splits" if together else "math-verify merges, keys split"
@@ -382,7 +410,8 @@ def main() -> None:
             f" vs {overhead['in_process_ms']:.2f} ms"
             f" in process (overhead {overhead['overhead_ms']:.2f} ms)"
         )
-    sys.exit(0)
+    # the keys must not change what math-verify decides, beyond answers it cannot read
+    sys.exit(1 if unexplained or result["ll_vs_two_stage_disagreements"] else 0)
 
 
 if __name__ == "__main__":
