@@ -1,8 +1,9 @@
 """Evaluation benchmarks: load them by name or path, and each one's answer convention.
 
 A benchmark name resolves to a file under the data folder (`--data-dir`, env
-`COREWARD_DATA_DIR`), laid out like the published files (math500.json, gsm8k.jsonl, ...),
-or, when online, to its public hub dataset through `datasets`. Any other json, jsonl or
+`COREWARD_DATA_DIR`), laid out like the published files (math500.json, gsm8k.jsonl, ...; the
+5,000-problem MATH test split `math_test` as verl's train/math/test.parquet), or, when online, to
+its public hub dataset through `datasets`. Any other json, jsonl or
 parquet file is a custom benchmark read with `question_key` / `answer_key`.
 
 Each benchmark writes its reference answers its own way (GSM8K `#### 1,234`, AIME "070",
@@ -78,6 +79,7 @@ class Convention:
 
 CONVENTIONS: dict[str, Convention] = {
     "math500": Convention("math500"),
+    "math_test": Convention("math_test"),
     "minerva_math": Convention("minerva_math"),
     "olympiadbench": Convention("olympiadbench"),
     "gsm8k": Convention("gsm8k", numeric=True, fallbacks=("gsm8k",)),
@@ -154,6 +156,13 @@ def _plain(key: str) -> Callable[[dict[str, Any]], str | None]:
 
 LAYOUTS: dict[str, _Layout] = {
     "math500": _Layout("math500.json", "prompt", _plain("answer"), hub=("HuggingFaceH4/MATH-500", None, "test")),
+    # the official code's validation set: the whole MATH test split, in verl's layout beside the training data
+    "math_test": _Layout(
+        "train/math/test.parquet",
+        "prompt",
+        _plain("reward_model.ground_truth"),
+        hub=("DigitalLearningGmbH/MATH-lighteval", "default", "test"),
+    ),
     "gsm8k": _Layout(
         "gsm8k.jsonl", "question", _gsm8k_reference, _plain("answer"), hub=("openai/gsm8k", "main", "test")
     ),
@@ -262,10 +271,11 @@ def load_benchmark(
     if folder is not None:
         # the folder itself, or a copy of the published data with benchmarks under bench/ (one data_dir
         # then serves both a recipe's training sets and its held-out sets)
-        file = next((f for f in (folder / layout.filename, folder / "bench" / layout.filename) if f.is_file()), None)
+        file = next((f for f in _candidate_files(folder, layout.filename) if f.is_file()), None)
         if file is None:
+            where = "nor under bench/" if "/" not in layout.filename else "nor beside or inside this folder"
             raise UserError(
-                f"benchmark {spec}: {folder / layout.filename} does not exist (nor under bench/);"
+                f"benchmark {spec}: {folder / layout.filename} does not exist ({where});"
                 f" point --data-dir at a folder holding {layout.filename}"
             )
         rows = read_rows(file)
@@ -277,6 +287,15 @@ def load_benchmark(
             _items(rows, str(file), question_key or layout.question_key, reference, layout.solution, convention, answer_key or "answer"),
         )
     return _load_from_hub(spec, layout, convention, question_key, answer_key)
+
+
+def _candidate_files(folder: Path, filename: str) -> list[Path]:
+    """Where a benchmark file may sit: in the folder, or in a copy of the published data given as its
+    root (bench/math500.json, train/math/test.parquet) or as its bench/ or train/ folder."""
+    if "/" not in filename:
+        return [folder / filename, folder / "bench" / filename]
+    top, rest = filename.split("/", 1)
+    return [folder / filename, folder.parent / filename, folder / rest] if folder.name != top else [folder / rest]
 
 
 def _load_custom(path: Path, question_key: str, answer_key: str) -> Benchmark:

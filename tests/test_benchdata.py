@@ -48,6 +48,22 @@ def test_a_copy_of_the_published_data_serves_as_data_dir(tmp_path: Path) -> None
         load_benchmark("math500", tmp_path)
 
 
+def test_math_test_is_the_verl_test_split_beside_the_training_data(tmp_path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    (tmp_path / "train" / "math").mkdir(parents=True)
+    (tmp_path / "bench").mkdir()
+    rows = [{"prompt": [{"role": "system", "content": "S"}, {"role": "user", "content": "How many?"}],
+             "reward_model": {"ground_truth": "\\frac{1}{2}", "style": "rule"}}]
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "train" / "math" / "test.parquet")
+    for folder in (tmp_path, tmp_path / "bench", tmp_path / "train"):  # the data root, or its bench/ or train/
+        item = load_benchmark("math_test", folder).items[0]
+        assert (item.question, item.reference) == ("How many?", "\\frac{1}{2}")
+    with pytest.raises(UserError, match="train/math/test.parquet"):
+        load_benchmark("math_test", tmp_path / "train" / "math")
+
+
 def test_custom_files_with_keys_and_parquet(tmp_path: Path) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -89,9 +105,12 @@ def own_convention_response(name: str, raw_answer: str) -> str:
     return f"Let me work it out. The final answer is $\\boxed{{{raw_answer}}}$."
 
 
-def raw_answers(name: str, folder: Path) -> list[str]:
+def raw_answers(name: str, path: Path) -> list[str]:
     """Each item's reference exactly as the file writes it (before canonicalisation)."""
-    path = folder / LAYOUTS[name].filename
+    if path.suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        return [str(r["ground_truth"]) for r in pq.read_table(path).column("reward_model").to_pylist()]
     rows = json.loads(path.read_text()) if path.suffix == ".json" else [json.loads(l) for l in path.read_text().splitlines()]
     if name == "gsm8k":
         return [r["answer"].rsplit("####", 1)[1].strip() for r in rows]
@@ -106,9 +125,8 @@ def raw_answers(name: str, folder: Path) -> list[str]:
 
 @pytest.mark.parametrize("name", sorted(LAYOUTS))
 def test_reference_graded_against_itself_scores_100_percent(shared_data: Path, name: str) -> None:
-    folder = shared_data / "bench"
-    bench = load_benchmark(name, folder)
-    raws = raw_answers(name, folder)
+    bench = load_benchmark(name, shared_data / "bench")  # math_test sits beside it, in train/math/
+    raws = raw_answers(name, Path(bench.source))
     assert len(raws) == len(bench.items) > 0
     grader = Grader("math_verify")
     wrong = []

@@ -158,6 +158,8 @@ def test_prepare_data_writes_paired_rows_from_the_real_data(tmp_path: Path, shar
         assert label.rephrased[0] == system and label.rephrased[1]["content"] != user["content"]
     assert len({decode_label(r["label"]).id for r in rows}) == 40  # one id per problem, shared by its views
     evals = [json.loads(line) for line in Path(plan.paths["eval_data"]).read_text().splitlines()]
-    assert len(evals) == 5 and {e["datasource"] for e in evals} == {"math500"}
+    assert len(evals) == 5 and {e["datasource"] for e in evals} == {"math_test"}  # the official validation set
+    first = evals[0]["prompt"][-1]["content"]
+    assert first.startswith("How many vertical asymptotes") and decode_label(evals[0]["label"]).reference == "2"
     stage_plugins(Path(plan.paths["job_dir"]))
     assert (Path(plan.paths["job_dir"]) / "coreward_plugins/openrlhf/reward_func.py").is_file()
