@@ -54,6 +54,7 @@ class DataConfig:
     data_dir: str | None = doc(None, "Local copy of the data laid out like shared/data (train/, bench/; its train/ also works): published names resolve to files under it instead of the hub. Relative to the current directory.")
     eval: list[str] = doc([], "Held-out sets evaluated greedily during training (benchmark names or files).")
     eval_limit: int | None = doc(None, "Evaluate on at most this many problems of each eval set; null for all.", min=1)
+    eval_match: Literal["exact", "normalized", "math_verify"] = doc("normalized", "How held-out answers are graded: normalized is closest to the official validation (verl math.compute_score, Hendrycks-normalised strings); method.match only shapes rewards.")
     max_problems: int | None = doc(None, "Train on at most this many problems; null for all.", min=1)
     shuffle_seed: int = doc(1, "Seed of the training sampler (verl's data.seed; 1 in Co-rewarding-I).")
 

@@ -26,7 +26,7 @@ class HeldOut:
         sets = [load_benchmark(spec, data_dir=recipe.data.data_dir) for spec in recipe.data.eval]
         return cls(
             sets,
-            Grader(recipe.method.match, timeout_s=recipe.method.match_timeout_s),
+            Grader(recipe.data.eval_match, timeout_s=recipe.method.match_timeout_s),
             PromptStyle(recipe.model.system_prompt, recipe.model.chat_template),
             recipe.data.eval_limit,
             recipe.rollout.max_new_tokens,

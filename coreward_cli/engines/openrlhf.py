@@ -305,8 +305,9 @@ def build_plan(recipe: Recipe, run_dir: Path, *, problems: int | None = None, re
             "NCCL_DEBUG": "WARN",
             "RAY_ENABLE_ZERO_COPY_TORCH_TENSORS": "1",
             "PYTHONUNBUFFERED": "1",
-            # how the per-sample reward file compares answers (the recipe's method section)
-            "COREWARD_MATCH": recipe.method.match,
+            # how the per-sample reward file compares answers with references: it scores OpenRLHF's
+            # held-out evaluation, so it grades like the held-out sets (rewards come from the method)
+            "COREWARD_MATCH": recipe.data.eval_match,
             "COREWARD_MATCH_TIMEOUT_S": str(recipe.method.match_timeout_s),
             "COREWARD_EXTRACT_FALLBACKS": ",".join(recipe.method.extract_fallbacks),
         },

@@ -9,9 +9,10 @@ what OpenRLHF's in-training evaluation reports as pass@1, it lets OpenRLHF skip 
 model group, and the controller logs it beside the pseudo-rewards.
 
 It never raises: OpenRLHF swallows an exception here and later fails with an unrelated
-"reward_model_group is required" error. Answers are compared as the recipe says
-(`COREWARD_MATCH`, `COREWARD_EXTRACT_FALLBACKS`, `COREWARD_MATCH_TIMEOUT_S` in the job's
-environment); the matcher bounds every comparison in time from any thread.
+"reward_model_group is required" error. Answers are compared as the recipe grades held-out sets
+(`COREWARD_MATCH` = `data.eval_match`; `COREWARD_EXTRACT_FALLBACKS`, `COREWARD_MATCH_TIMEOUT_S` from
+its method section, in the job's environment); the matcher bounds every comparison in time from
+any thread.
 """
 
 from __future__ import annotations
