@@ -294,8 +294,7 @@ def _candidate_files(folder: Path, filename: str) -> list[Path]:
     root (bench/math500.json, train/math/test.parquet) or as its bench/ or train/ folder."""
     if "/" not in filename:
         return [folder / filename, folder / "bench" / filename]
-    top, rest = filename.split("/", 1)
-    return [folder / filename, folder.parent / filename, folder / rest] if folder.name != top else [folder / rest]
+    return [folder / filename, folder.parent / filename, folder / filename.split("/", 1)[1]]
 
 
 def _load_custom(path: Path, question_key: str, answer_key: str) -> Benchmark:

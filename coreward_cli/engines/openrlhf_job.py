@@ -76,11 +76,8 @@ def prepare_data(recipe: Recipe, plan: LaunchPlan) -> int:
         from coreward_cli.benchdata import load_benchmark
 
         rows = []
-        data_dir = recipe.data.data_dir
-        if data_dir and (Path(data_dir) / "bench").is_dir():  # the layout of shared/data: train/ and bench/
-            data_dir = str(Path(data_dir) / "bench")
         for name in recipe.data.eval:
-            bench = load_benchmark(name, data_dir)
+            bench = load_benchmark(name, recipe.data.data_dir)  # finds bench/ and train/ under a data root
             items = bench.items[: recipe.data.eval_limit] if recipe.data.eval_limit else bench.items
             for item in items:
                 label = Label(id=f"{bench.name}:{item.index}", reference=item.reference)
