@@ -21,7 +21,6 @@ import argparse
 import json
 import logging
 import sys
-import time
 from pathlib import Path
 
 from rich.console import Console
@@ -60,36 +59,6 @@ def reference_answers(data: Path = DATA) -> dict[str, list[str]]:
     return distinct
 
 
-def parse_both(answer: str, ll_first: bool) -> tuple[str, str, bool, float, float]:
-    """(LL result, two-stage result, whether the second stage ran, LL seconds, two-stage seconds)."""
-    import math_verify.parser as mv_parser
-    from math_verify import LatexExtractionConfig, parse
-    from sympy import srepr
-
-    config = [LatexExtractionConfig()]
-
-    def read() -> tuple[str, float]:
-        mv_parser.parse_latex_cached.cache_clear()  # math-verify's 20-entry cache would hide the parser
-        start = time.process_time()
-        result = parse("\\boxed{" + answer + "}", extraction_config=config, parsing_timeout=None)
-        seconds = time.process_time() - start
-        return repr([item if isinstance(item, str) else srepr(item) for item in result]), seconds
-
-    def read_ll() -> tuple[str, float]:
-        latex_parsing.uninstall()
-        try:
-            return read()
-        finally:
-            latex_parsing.install()
-
-    before = latex_parsing.second_stage_runs
-    if ll_first:
-        (ll, ll_s), (two_stage, two_stage_s) = read_ll(), read()
-    else:
-        (two_stage, two_stage_s), (ll, ll_s) = read(), read_ll()
-    return ll, two_stage, latex_parsing.second_stage_runs > before, ll_s, two_stage_s
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=DATA, help="a folder laid out like ../shared/data")
@@ -111,10 +80,11 @@ def main() -> None:
         ll_s = two_stage_s = 0.0
         second_stage = 0
         for i, answer in enumerate(answers):
-            ll, two_stage, used_ll, a, b = parse_both(answer, ll_first=i % 2 == 0)
-            ll_s, two_stage_s, second_stage = ll_s + a, two_stage_s + b, second_stage + used_ll
-            if ll != two_stage:
-                differing.append({"set": name, "answer": answer, "ll": ll, "two_stage": two_stage})
+            both = latex_parsing.read_both_ways(answer, ll_first=i % 2 == 0)  # alternate who pays first
+            ll_s, two_stage_s = ll_s + both.ll_cpu_s, two_stage_s + both.two_stage_cpu_s
+            second_stage += both.second_stage
+            if both.ll != both.two_stage:
+                differing.append({"set": name, "answer": answer, "ll": both.ll, "two_stage": both.two_stage})
         rows.append(
             {
                 "set": name,

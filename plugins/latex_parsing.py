@@ -13,12 +13,15 @@ are unchanged; `tests/test_latex_parsing.py` checks that on thousands of real an
 
 `install()` hooks latex2sympy's parser factory in this process (the math-verify worker calls it at
 start-up). Set `COREWARD_SLL_PARSING=0` to keep latex2sympy's own single-stage LL parsing.
+`read_both_ways()` parses one answer both ways, for the equivalence checks in tests and benchmarks.
 """
 
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 _MARK = "_coreward_two_stage"
@@ -74,3 +77,48 @@ def uninstall() -> None:
     current = _Latex2Sympy.create_parser
     if getattr(current, _MARK, False):
         _Latex2Sympy.create_parser = current.single_stage  # type: ignore[attr-defined]
+
+
+@dataclass(frozen=True)
+class BothWays:
+    """One answer as math-verify reads it with latex2sympy's LL parsing and with two-stage parsing."""
+
+    ll: str  # the parse as comparable text: each extracted item's sympy srepr, or the string itself
+    two_stage: str
+    second_stage: bool  # whether the two-stage parse needed its LL stage
+    ll_cpu_s: float
+    two_stage_cpu_s: float
+
+
+def read_both_ways(answer: str, ll_first: bool = True) -> BothWays:
+    """Parse `\\boxed{answer}` as the math-verify worker does, both ways (for checks and benchmarks).
+
+    Both ways share ANTLR's prediction cache, so whichever reads an answer first pays for new cache
+    entries: `ll_first` picks the order. Leaves two-stage parsing installed.
+    """
+    import math_verify.parser as mv_parser
+    from math_verify import LatexExtractionConfig, parse
+    from sympy import srepr
+
+    def read() -> tuple[str, float]:
+        mv_parser.parse_latex_cached.cache_clear()  # math-verify's 20-entry cache would hide the parser
+        start = time.process_time()
+        result = parse("\\boxed{" + answer + "}", extraction_config=[LatexExtractionConfig()], parsing_timeout=None)
+        seconds = time.process_time() - start
+        return repr([item if isinstance(item, str) else srepr(item) for item in result]), seconds
+
+    def read_ll() -> tuple[str, float]:
+        uninstall()
+        try:
+            return read()
+        finally:
+            install()
+
+    if not install():
+        raise RuntimeError("two-stage parsing is off (COREWARD_SLL_PARSING=0) or latex2sympy has no parser factory")
+    before = second_stage_runs
+    if ll_first:
+        (ll, ll_s), (two_stage, two_stage_s) = read_ll(), read()
+    else:
+        (two_stage, two_stage_s), (ll, ll_s) = read(), read_ll()
+    return BothWays(ll, two_stage, second_stage_runs > before, ll_s, two_stage_s)

@@ -26,32 +26,12 @@ ANSWERS = [
 ]
 
 
-def parse_both(answer: str) -> tuple[str, str, bool]:
-    """math-verify's parse of one answer with LL parsing and with two-stage parsing, as reprs."""
-    import math_verify.parser as mv_parser
-    from math_verify import LatexExtractionConfig, parse
-    from sympy import srepr
-
-    def read() -> str:
-        mv_parser.parse_latex_cached.cache_clear()
-        result = parse("\\boxed{" + answer + "}", extraction_config=[LatexExtractionConfig()], parsing_timeout=None)
-        return repr([item if isinstance(item, str) else srepr(item) for item in result])
-
-    latex_parsing.uninstall()
-    try:
-        ll = read()
-    finally:
-        assert latex_parsing.install()
-    before = latex_parsing.second_stage_runs
-    return ll, read(), latex_parsing.second_stage_runs > before
-
-
 def test_two_stage_parses_like_ll_and_reparses_only_what_sll_rejects() -> None:
-    results = {answer: parse_both(answer) for answer in ANSWERS}
-    assert {a: ll for a, (ll, _, _) in results.items()} == {a: two for a, (_, two, _) in results.items()}
-    assert results["x^2 + 3x - 4"][2] and results["\\pi^2"][2]  # SLL rejects a letter's power: LL reads it
-    assert not results["\\frac{1}{2}"][2] and not results["(1, -2)"][2]  # SLL alone reads these
-    assert "Pow" in results["x^{2}"][1] and "Rational(1, 2)" in results["\\frac12"][1]  # really parsed
+    results = {answer: latex_parsing.read_both_ways(answer) for answer in ANSWERS}
+    assert {a: r.ll for a, r in results.items()} == {a: r.two_stage for a, r in results.items()}
+    assert results["x^2 + 3x - 4"].second_stage and results["\\pi^2"].second_stage  # SLL rejects a letter's power
+    assert not results["\\frac{1}{2}"].second_stage and not results["(1, -2)"].second_stage  # SLL alone reads these
+    assert "Pow" in results["x^{2}"].two_stage and "Rational(1, 2)" in results["\\frac12"].two_stage  # really parsed
 
 
 def test_install_is_idempotent_and_can_be_turned_off(monkeypatch: pytest.MonkeyPatch) -> None:
