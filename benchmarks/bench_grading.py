@@ -142,20 +142,26 @@ def build_groups(references: list[str], n_groups: int, rng: random.Random) -> tu
     return groups, kinds
 
 
+def mv_parse(answer: str) -> list:
+    """math-verify's reading of a final answer, as shipped: LaTeX extraction from `\\boxed{answer}`."""
+    from math_verify import LatexExtractionConfig, parse
+
+    return parse("\\boxed{" + answer + "}", extraction_config=[LatexExtractionConfig()])
+
+
 def naive_pairwise(answers: list[str | None], parse_once: bool = True) -> tuple[tuple[int | None, ...], int]:
     """math-verify on every pair of one group (O(n^2) verify calls, in process), then the same first-fit
     clustering as majority_vote. parse_once=False is the literal naive way, `verify(parse(a), parse(b))`
     for every pair, as a per-pair reward function does; parse_once=True parses each answer once."""
-    from math_verify import LatexExtractionConfig, parse, verify
+    from math_verify import verify
 
-    config = [LatexExtractionConfig()]
     valid = [i for i, a in enumerate(answers) if a is not None and a.strip()]
 
     cache: dict[int, object] = {}
 
     def parsed(i: int):
         if not parse_once or i not in cache:
-            cache[i] = parse("\\boxed{" + answers[i] + "}", extraction_config=config)  # type: ignore[operator]
+            cache[i] = mv_parse(answers[i])  # type: ignore[arg-type]
         return cache[i]
 
     equal: dict[tuple[int, int], bool] = {}
@@ -175,10 +181,7 @@ def naive_pairwise(answers: list[str | None], parse_once: bool = True) -> tuple[
 
 def math_verify_reads(answer: str) -> bool:
     """Whether math-verify reads a value out of `\\boxed{answer}` (`4.` gives only the string '4.')."""
-    from math_verify import LatexExtractionConfig, parse
-
-    parsed = parse("\\boxed{" + answer + "}", extraction_config=[LatexExtractionConfig()])
-    return any(not isinstance(item, str) for item in parsed)
+    return any(not isinstance(item, str) for item in mv_parse(answer))
 
 
 def cpu_seconds() -> float:
@@ -200,14 +203,12 @@ def cpu_seconds() -> float:
 
 def warm_in_process() -> None:
     """The worker's warm-up, here: parse its answers and compare its pairs, as the naive way does."""
-    from math_verify import LatexExtractionConfig, parse, verify
+    from math_verify import verify
 
-    config = [LatexExtractionConfig()]
     for answer in WARM_UP_ANSWERS:
-        parse("\\boxed{" + answer + "}", extraction_config=config)
+        mv_parse(answer)
     for gold, pred in WARM_UP_PAIRS:
-        gold_parsed = parse("\\boxed{" + gold + "}", extraction_config=config)
-        verify(gold_parsed, parse("\\boxed{" + pred + "}", extraction_config=config))
+        verify(mv_parse(gold), mv_parse(pred))
 
 
 def worker_overhead(repeats: int = 100) -> dict[str, float]:
@@ -216,13 +217,12 @@ def worker_overhead(repeats: int = 100) -> dict[str, float]:
     The pairs repeat, so parsing and sympy work are cached on both sides and what remains is the
     comparison itself plus, for the worker, the round trip (JSON over a pipe, select with a deadline).
     """
-    from math_verify import LatexExtractionConfig, parse, verify
+    from math_verify import verify
 
-    config = [LatexExtractionConfig()]
     # pairs that the worker's value probe does not settle, so both sides run math-verify's verify()
     pairs = [("x+1", "1+x"), ("(1,2)", "(1,3)"), ("\\{1,2\\}", "\\{2,1\\}"), ("a b", "b a")]
     pool = shared_pool()
-    cached = {a: parse("\\boxed{" + a + "}", extraction_config=config) for pair in pairs for a in pair}
+    cached = {a: mv_parse(a) for pair in pairs for a in pair}
     for a, b in pairs:
         pool.verify(b, a, 30.0)
         verify(cached[b], cached[a])
