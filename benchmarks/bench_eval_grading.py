@@ -64,7 +64,9 @@ def build_records(references: list[str], n: int, seed: int = 0) -> list[Record]:
             else:
                 responses.append("Let me think about this step by step... I am not sure.")
                 continue
-            responses.append(f"We compute step by step and find the result.\nThe final answer is $\\boxed{{{answer}}}$.")
+            responses.append(
+                f"We compute step by step and find the result.\nThe final answer is $\\boxed{{{answer}}}$."
+            )
         records.append(Record("math500", i, f"question {i}", ref, responses, [], [], [None] * n))
     return records
 
@@ -89,7 +91,9 @@ def main() -> None:
     args = parser.parse_args()
     console = Console(width=max(Console().width, 110))
     if (args.data_dir / "math500.json").is_file():
-        references = [it.reference for it in load_benchmark("math500", args.data_dir).items][: args.questions]
+        references = [it.reference for it in load_benchmark("math500", args.data_dir).items][
+            : args.questions
+        ]
         source = f"MATH500 answers ({args.data_dir})"
     else:
         references = synthetic_references(args.questions)
@@ -99,17 +103,38 @@ def main() -> None:
     console.print(f"{len(base)} questions x {args.n} responses = {total} responses, from {source}")
 
     table = Table(title="coreward eval grading speed (one process)")
-    for col in ["match", "grade s", "responses/s", "x exact", "summary s (maj@n too)", "graded right %", f"maj@{args.n} %"]:
+    for col in [
+        "match",
+        "grade s",
+        "responses/s",
+        "x exact",
+        "summary s (maj@n too)",
+        "graded right %",
+        f"maj@{args.n} %",
+    ]:
         table.add_column(col, justify="left" if col == "match" else "right")
     exact_rate = None
     for mode in MODES:
         grader = Grader(mode)
-        grader.grade(["\\boxed{1}"], "1", LATEX)  # start-up (math-verify's worker pool) outside the timing
+        grader.grade(
+            ["\\boxed{1}"], "1", LATEX
+        )  # start-up (math-verify's worker pool) outside the timing
         started = time.perf_counter()
         graded = []
         for r in base:
             answers, correct = grader.grade(r.responses, r.reference, LATEX)
-            graded.append(Record(r.benchmark, r.index, r.question, r.reference, r.responses, answers, correct, r.n_tokens))
+            graded.append(
+                Record(
+                    r.benchmark,
+                    r.index,
+                    r.question,
+                    r.reference,
+                    r.responses,
+                    answers,
+                    correct,
+                    r.n_tokens,
+                )
+            )
         grade_s = time.perf_counter() - started
         started = time.perf_counter()
         metrics = summarize(graded, grader)
@@ -117,11 +142,18 @@ def main() -> None:
         rate = total / grade_s
         exact_rate = exact_rate or rate
         table.add_row(
-            mode, f"{grade_s:.2f}", f"{rate:,.0f}", f"{rate / exact_rate:.2f}", f"{summary_s:.2f}",
-            f"{100 * metrics[f'avg@{args.n}']:.1f}", f"{100 * metrics[f'maj@{args.n}']:.1f}",
+            mode,
+            f"{grade_s:.2f}",
+            f"{rate:,.0f}",
+            f"{rate / exact_rate:.2f}",
+            f"{summary_s:.2f}",
+            f"{100 * metrics[f'avg@{args.n}']:.1f}",
+            f"{100 * metrics[f'maj@{args.n}']:.1f}",
         )
     console.print(table)
-    console.print("About 55% of responses state the reference (in some form), 35% a wrong answer, 10% none.")
+    console.print(
+        "About 55% of responses state the reference (in some form), 35% a wrong answer, 10% none."
+    )
 
 
 if __name__ == "__main__":

@@ -92,10 +92,17 @@ def equivalent_forms(reference: str) -> list[str]:
     elif value is not None:
         p, q = value.numerator, value.denominator
         forms += [f"\\frac{{{p}}}{{{q}}}", f"\\dfrac{{{p}}}{{{q}}}", f"{p}/{q}"]
-        if Fraction(round(float(value), 6)).limit_denominator(10**6) == value and len(str(float(value))) < 10:
+        if (
+            Fraction(round(float(value), 6)).limit_denominator(10**6) == value
+            and len(str(float(value))) < 10
+        ):
             forms.append(str(float(value)))
     else:
-        forms += [reference.replace(" ", ""), reference.replace(",", ", "), reference.replace("\\frac", "\\dfrac")]
+        forms += [
+            reference.replace(" ", ""),
+            reference.replace(",", ", "),
+            reference.replace("\\frac", "\\dfrac"),
+        ]
         if reference.startswith("(") and reference.endswith(")"):
             forms.append("\\left" + reference[:-1] + "\\right)")
     return list(dict.fromkeys(forms))
@@ -105,21 +112,30 @@ def wrong_answers(reference: str, rng: random.Random) -> list[str]:
     """Wrong answers a model writes for this problem: a nearby value in the same notation."""
     value = as_fraction(normalize_answer(reference))
     if value is not None:
-        candidates = [value + 1, value - 1, 2 * value, -value] + ([1 / value] if value not in (0, 1, -1) else [])
+        candidates = [value + 1, value - 1, 2 * value, -value] + (
+            [1 / value] if value not in (0, 1, -1) else []
+        )
         wrong = [
-            str(c.numerator) if c.denominator == 1 else f"\\frac{{{c.numerator}}}{{{c.denominator}}}"
+            str(c.numerator)
+            if c.denominator == 1
+            else f"\\frac{{{c.numerator}}}{{{c.denominator}}}"
             for c in candidates
         ]
     else:
         digits = [i for i, ch in enumerate(reference) if ch.isdigit()]
-        wrong = [reference + " + 1", "-" + reference if not reference.startswith("-") else reference[1:]]
+        wrong = [
+            reference + " + 1",
+            "-" + reference if not reference.startswith("-") else reference[1:],
+        ]
         for i in digits[:2]:
             wrong.append(reference[:i] + str((int(reference[i]) + 1) % 10) + reference[i + 1 :])
     rng.shuffle(wrong)
     return [w for w in wrong[:2] if normalize_answer(w) != normalize_answer(reference)] or ["-1"]
 
 
-def build_groups(references: list[str], n_groups: int, rng: random.Random) -> tuple[list[list[str | None]], list[str]]:
+def build_groups(
+    references: list[str], n_groups: int, rng: random.Random
+) -> tuple[list[list[str | None]], list[str]]:
     """Groups of 8 answers, and each group's kind: numeric, symbolic (other references), algebra."""
     groups: list[list[str | None]] = []
     kinds: list[str] = []
@@ -131,7 +147,9 @@ def build_groups(references: list[str], n_groups: int, rng: random.Random) -> tu
         else:
             reference = references[g % len(references)]
             forms, wrong = equivalent_forms(reference), wrong_answers(reference, rng)
-            kinds.append("numeric" if as_fraction(normalize_answer(reference)) is not None else "symbolic")
+            kinds.append(
+                "numeric" if as_fraction(normalize_answer(reference)) is not None else "symbolic"
+            )
         n_right = rng.randint(3, 7)
         answers: list[str | None] = [rng.choice(forms) for _ in range(n_right)]
         answers += [rng.choice(wrong) for _ in range(8 - n_right)]
@@ -149,7 +167,9 @@ def mv_parse(answer: str) -> list:
     return parse("\\boxed{" + answer + "}", extraction_config=[LatexExtractionConfig()])
 
 
-def naive_pairwise(answers: list[str | None], parse_once: bool = True) -> tuple[tuple[int | None, ...], int]:
+def naive_pairwise(
+    answers: list[str | None], parse_once: bool = True
+) -> tuple[tuple[int | None, ...], int]:
     """math-verify on every pair of one group (O(n^2) verify calls, in process), then the same first-fit
     clustering as majority_vote. parse_once=False is the literal naive way, `verify(parse(a), parse(b))`
     for every pair, as a per-pair reward function does; parse_once=True parses each answer once."""
@@ -236,7 +256,11 @@ def worker_overhead(repeats: int = 100) -> dict[str, float]:
         for a, b in pairs:
             verify(cached[b], cached[a])
     in_process = (time.perf_counter() - start) / (repeats * len(pairs))
-    return {"worker_ms": worker * 1000, "in_process_ms": in_process * 1000, "overhead_ms": (worker - in_process) * 1000}
+    return {
+        "worker_ms": worker * 1000,
+        "in_process_ms": in_process * 1000,
+        "overhead_ms": (worker - in_process) * 1000,
+    }
 
 
 def main() -> None:
@@ -244,12 +268,21 @@ def main() -> None:
     parser.add_argument("--groups", type=int, default=150)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", action="store_true")
-    parser.add_argument("--builtin", action="store_true", help="use the built-in answers even when MATH500 is present")
+    parser.add_argument(
+        "--builtin",
+        action="store_true",
+        help="use the built-in answers even when MATH500 is present",
+    )
     args = parser.parse_args()
-    console = Console(stderr=args.json, width=None if sys.stdout.isatty() else 150)  # files get the whole table
+    console = Console(
+        stderr=args.json, width=None if sys.stdout.isatty() else 150
+    )  # files get the whole table
 
     if MATH500.is_file() and not args.builtin:
-        references, source = [item["answer"] for item in json.loads(MATH500.read_text())], "MATH500 answers"
+        references, source = (
+            [item["answer"] for item in json.loads(MATH500.read_text())],
+            "MATH500 answers",
+        )
     else:
         references, source = BUILTIN, "built-in answers"
     rng = random.Random(args.seed)
@@ -340,13 +373,20 @@ def main() -> None:
         for i, a in enumerate(answers):
             for j in range(i):
                 b = answers[j]
-                if a is None or b is None or a == b or (ours[i] == ours[j]) == (naive[i] == naive[j]):
+                if (
+                    a is None
+                    or b is None
+                    or a == b
+                    or (ours[i] == ours[j]) == (naive[i] == naive[j])
+                ):
                     continue
                 entry = pairs.setdefault((b, a) if b < a else (a, b), [0, ours[i] == ours[j]])
                 entry[0] += 1
     unreadable = {a for pair in pairs for a in pair if not math_verify_reads(a)}
     # keys merge two forms of one value, and math-verify cannot read one of them at all
-    explained = {pair for pair, (_, together) in pairs.items() if together and unreadable & set(pair)}
+    explained = {
+        pair for pair, (_, together) in pairs.items() if together and unreadable & set(pair)
+    }
     unexplained = [pair for pair in pairs if pair not in explained]
     overhead = worker_overhead()
     result = {
@@ -361,16 +401,28 @@ def main() -> None:
         "cpu_speedup_keys_vs_naive": sum(cpu["naive"]) / max(sum(cpu["math_verify"]), 1e-9),
         "cluster_disagreements": len(disagreements),
         "ll_vs_two_stage_disagreements": sum(
-            a.assignment != b.assignment for a, b in zip(votes["math_verify"], votes["math_verify_ll"], strict=True)
+            a.assignment != b.assignment
+            for a, b in zip(votes["math_verify"], votes["math_verify_ll"], strict=True)
         ),
         "mean_clusters": {m: sum(v.clusters for v in votes[m]) / len(groups) for m in votes},
     }
     if args.json:
-        result["disagreeing_pairs"] = [[a, b, n, together] for (a, b), (n, together) in pairs.items()]
+        result["disagreeing_pairs"] = [
+            [a, b, n, together] for (a, b), (n, together) in pairs.items()
+        ]
         print(json.dumps(result, indent=2))
     else:
         table = Table(title="majority_vote over groups of 8 answers")
-        for column in ("groups", "matcher", "seconds", "answers/s", "verify calls", "x vs naive", "CPU s", "x CPU"):
+        for column in (
+            "groups",
+            "matcher",
+            "seconds",
+            "answers/s",
+            "verify calls",
+            "x vs naive",
+            "CPU s",
+            "x CPU",
+        ):
             table.add_column(column, justify="left" if column in ("groups", "matcher") else "right")
         for row in rows:
             table.add_row(
@@ -385,7 +437,9 @@ def main() -> None:
                 end_section=row["matcher"].startswith("math-verify on every"),
             )
         console.print(table)
-        console.print(f"clusters per group: {', '.join(f'{m} {c:.2f}' for m, c in result['mean_clusters'].items())}")
+        console.print(
+            f"clusters per group: {', '.join(f'{m} {c:.2f}' for m, c in result['mean_clusters'].items())}"
+        )
         console.print(
             f"speed-up, math_verify with keys vs naive pairwise: {result['speedup_keys_vs_naive']:.1f}x"
             f" (vs pairwise with each answer parsed once: {result['speedup_keys_vs_parse_once']:.1f}x);"
@@ -396,14 +450,18 @@ def main() -> None:
             "groups where two-stage and LL-only parsing cluster differently:"
             f" {result['ll_vs_two_stage_disagreements']}"
         )
-        console.print(f"groups where keys and naive pairwise cluster differently: {len(disagreements)}")
+        console.print(
+            f"groups where keys and naive pairwise cluster differently: {len(disagreements)}"
+        )
         console.print(
             f"  answer pairs behind them: {len(pairs)}; in {len(explained)} of them keys merge an answer from"
             f" which math-verify reads no value ({', '.join(repr(a) for a in sorted(unreadable)[:5])}, ...)"
             f" with another form of it; unexplained: {len(unexplained)}"
         )
         for (a, b), (n, together) in sorted(pairs.items(), key=lambda item: -item[1][0])[:10]:
-            side = "keys merge, math-verify splits" if together else "math-verify merges, keys split"
+            side = (
+                "keys merge, math-verify splits" if together else "math-verify merges, keys split"
+            )
             console.print(f"  {a!r} ~ {b!r}: {side} (in {n} groups)")
         console.print(
             f"math-verify worker round trip: {overhead['worker_ms']:.2f} ms per call"

@@ -19,7 +19,9 @@ ROOT = Path(__file__).resolve().parents[1]
 PHASES = ("generate_seconds", "reward_seconds", "train_seconds")
 
 
-def time_method(recipe_path: Path, method: str, steps: int, warmup: int, sets: list[str]) -> dict[str, float]:
+def time_method(
+    recipe_path: Path, method: str, steps: int, warmup: int, sets: list[str]
+) -> dict[str, float]:
     from rich.console import Console
 
     from coreward_cli.engines.local import LocalTrainer, _seed_everything
@@ -41,7 +43,9 @@ def time_method(recipe_path: Path, method: str, steps: int, warmup: int, sets: l
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--recipe", type=Path, default=ROOT / "recipes" / "tiny_cpu.yaml")
     parser.add_argument("--methods", default="co_rewarding_i")
     parser.add_argument("--steps", type=int, default=30)
@@ -53,9 +57,21 @@ def main() -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"local engine, {args.recipe.name}: seconds per step (mean of {args.steps} after {args.warmup} warm-up), "
-                        f"torch threads {torch.get_num_threads()}")
-    for col in ("method", "step s", "generate s", "reward s", "train s", "generate %", "reward %", "train %", "reward <= 2%"):
+    table = Table(
+        title=f"local engine, {args.recipe.name}: seconds per step (mean of {args.steps} after {args.warmup} warm-up), "
+        f"torch threads {torch.get_num_threads()}"
+    )
+    for col in (
+        "method",
+        "step s",
+        "generate s",
+        "reward s",
+        "train s",
+        "generate %",
+        "reward %",
+        "train %",
+        "reward <= 2%",
+    ):
         table.add_column(col, justify="left" if col == "method" else "right")
     started = time.perf_counter()
     for method in args.methods.split(","):
@@ -63,8 +79,14 @@ def main() -> None:
         total = t["step_seconds"]
         share = {p: t[p] / total for p in PHASES}
         table.add_row(
-            method, f"{total:.3f}", f"{t['generate_seconds']:.3f}", f"{t['reward_seconds']:.4f}", f"{t['train_seconds']:.3f}",
-            f"{100 * share['generate_seconds']:.1f}", f"{100 * share['reward_seconds']:.2f}", f"{100 * share['train_seconds']:.1f}",
+            method,
+            f"{total:.3f}",
+            f"{t['generate_seconds']:.3f}",
+            f"{t['reward_seconds']:.4f}",
+            f"{t['train_seconds']:.3f}",
+            f"{100 * share['generate_seconds']:.1f}",
+            f"{100 * share['reward_seconds']:.2f}",
+            f"{100 * share['train_seconds']:.1f}",
             "yes" if share["reward_seconds"] <= 0.02 else "NO",
         )
     Console().print(table)

@@ -44,7 +44,9 @@ def reference_answers(data: Path = DATA) -> dict[str, list[str]]:
     for path in sorted((data / "bench").glob("*.json")):
         sets[path.stem] = [str(item["answer"]) for item in json.loads(path.read_text())]
     for path in sorted((data / "bench").glob("*.jsonl")):
-        field = {"olympiadbench": "final_answer", "minerva_math": None, "gsm8k": None}.get(path.stem, "answer")
+        field = {"olympiadbench": "final_answer", "minerva_math": None, "gsm8k": None}.get(
+            path.stem, "answer"
+        )
         if field is None:
             continue  # worked solutions, not final answers
         answers = []
@@ -55,20 +57,28 @@ def reference_answers(data: Path = DATA) -> dict[str, list[str]]:
     seen: set[str] = set()
     distinct: dict[str, list[str]] = {}
     for name, answers in sets.items():
-        distinct[name] = [a for a in dict.fromkeys(answers) if a.strip() and not (a in seen or seen.add(a))]
+        distinct[name] = [
+            a for a in dict.fromkeys(answers) if a.strip() and not (a in seen or seen.add(a))
+        ]
     return distinct
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, default=DATA, help="a folder laid out like ../shared/data")
-    parser.add_argument("--limit", type=int, default=0, help="at most this many answers per data set (0: all)")
+    parser.add_argument(
+        "--data", type=Path, default=DATA, help="a folder laid out like ../shared/data"
+    )
+    parser.add_argument(
+        "--limit", type=int, default=0, help="at most this many answers per data set (0: all)"
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     logging.disable(logging.WARNING)  # math-verify warns once per call that its own timeout is off
     console = Console(stderr=args.json, width=None if sys.stdout.isatty() else 150)
     if not latex_parsing.install():
-        console.print("two-stage parsing is not available here (COREWARD_SLL_PARSING=0 or no latex2sympy)")
+        console.print(
+            "two-stage parsing is not available here (COREWARD_SLL_PARSING=0 or no latex2sympy)"
+        )
         sys.exit(2)
     sets = reference_answers(args.data)
     if not any(sets.values()):
@@ -80,11 +90,15 @@ def main() -> None:
         ll_s = two_stage_s = 0.0
         second_stage = 0
         for i, answer in enumerate(answers):
-            both = latex_parsing.read_both_ways(answer, ll_first=i % 2 == 0)  # alternate who pays first
+            both = latex_parsing.read_both_ways(
+                answer, ll_first=i % 2 == 0
+            )  # alternate who pays first
             ll_s, two_stage_s = ll_s + both.ll_cpu_s, two_stage_s + both.two_stage_cpu_s
             second_stage += both.second_stage
             if both.ll != both.two_stage:
-                differing.append({"set": name, "answer": answer, "ll": both.ll, "two_stage": both.two_stage})
+                differing.append(
+                    {"set": name, "answer": answer, "ll": both.ll, "two_stage": both.two_stage}
+                )
         rows.append(
             {
                 "set": name,
@@ -95,13 +109,26 @@ def main() -> None:
                 "differing": sum(1 for d in differing if d["set"] == name),
             }
         )
-    total = {k: sum(r[k] for r in rows) for k in ("answers", "second_stage", "ll_cpu_s", "two_stage_cpu_s")}
+    total = {
+        k: sum(r[k] for r in rows)
+        for k in ("answers", "second_stage", "ll_cpu_s", "two_stage_cpu_s")
+    }
     result = {"rows": rows, "total": total, "differing": differing}
     if args.json:
         print(json.dumps(result, indent=2))
     else:
-        table = Table(title="math-verify parse of distinct reference answers: LL vs two-stage (SLL, then LL)")
-        for column in ("data set", "answers", "LL second stage", "LL CPU s", "two-stage CPU s", "x", "differ"):
+        table = Table(
+            title="math-verify parse of distinct reference answers: LL vs two-stage (SLL, then LL)"
+        )
+        for column in (
+            "data set",
+            "answers",
+            "LL second stage",
+            "LL CPU s",
+            "two-stage CPU s",
+            "x",
+            "differ",
+        ):
             table.add_column(column, justify="left" if column == "data set" else "right")
         for r in [*rows, {"set": "all", **total, "differing": len(differing)}]:
             table.add_row(
@@ -115,7 +142,9 @@ def main() -> None:
             )
         console.print(table)
         for d in differing[:20]:
-            console.print(f"  {d['set']}: {d['answer']!r}\n    LL:        {d['ll']}\n    two-stage: {d['two_stage']}")
+            console.print(
+                f"  {d['set']}: {d['answer']!r}\n    LL:        {d['ll']}\n    two-stage: {d['two_stage']}"
+            )
     sys.exit(1 if differing else 0)
 
 

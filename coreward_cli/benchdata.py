@@ -17,9 +17,10 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from coreward_cli.errors import UserError
 
@@ -87,7 +88,9 @@ CONVENTIONS: dict[str, Convention] = {
     "aime25": Convention("aime25", numeric=True),
     "amc": Convention("amc", numeric=True),
     "amc23": Convention("amc23", numeric=True),
-    ARITHMETIC: Convention(ARITHMETIC, numeric=True),  # the toy answers in \boxed{}, like the paper's prompt asks
+    ARITHMETIC: Convention(
+        ARITHMETIC, numeric=True
+    ),  # the toy answers in \boxed{}, like the paper's prompt asks
 }
 LATEX = Convention("latex")  # custom files: answers compared as written
 
@@ -155,7 +158,9 @@ def _plain(key: str) -> Callable[[dict[str, Any]], str | None]:
 
 
 LAYOUTS: dict[str, _Layout] = {
-    "math500": _Layout("math500.json", "prompt", _plain("answer"), hub=("HuggingFaceH4/MATH-500", None, "test")),
+    "math500": _Layout(
+        "math500.json", "prompt", _plain("answer"), hub=("HuggingFaceH4/MATH-500", None, "test")
+    ),
     # the official code's validation set: the whole MATH test split, in verl's layout beside the training data
     "math_test": _Layout(
         "train/math/test.parquet",
@@ -164,12 +169,24 @@ LAYOUTS: dict[str, _Layout] = {
         hub=("DigitalLearningGmbH/MATH-lighteval", "default", "test"),
     ),
     "gsm8k": _Layout(
-        "gsm8k.jsonl", "question", _gsm8k_reference, _plain("answer"), hub=("openai/gsm8k", "main", "test")
+        "gsm8k.jsonl",
+        "question",
+        _gsm8k_reference,
+        _plain("answer"),
+        hub=("openai/gsm8k", "main", "test"),
     ),
-    "amc": _Layout("amc.json", "prompt", _plain("answer"), hub=("AI-MO/aimo-validation-amc", None, "train")),
-    "aime24": _Layout("aime24.json", "prompt", _plain("answer"), hub=("HuggingFaceH4/aime_2024", None, "train")),
-    "aime25": _Layout("aime25.json", "prompt", _plain("answer"), hub=("math-ai/aime25", None, "test")),
-    "amc23": _Layout("amc23.jsonl", "question", _plain("answer"), hub=("math-ai/amc23", None, "test")),
+    "amc": _Layout(
+        "amc.json", "prompt", _plain("answer"), hub=("AI-MO/aimo-validation-amc", None, "train")
+    ),
+    "aime24": _Layout(
+        "aime24.json", "prompt", _plain("answer"), hub=("HuggingFaceH4/aime_2024", None, "train")
+    ),
+    "aime25": _Layout(
+        "aime25.json", "prompt", _plain("answer"), hub=("math-ai/aime25", None, "test")
+    ),
+    "amc23": _Layout(
+        "amc23.jsonl", "question", _plain("answer"), hub=("math-ai/amc23", None, "test")
+    ),
     "minerva_math": _Layout(
         "minerva_math.jsonl",
         "problem",
@@ -194,7 +211,9 @@ def default_data_dir() -> Path | None:
 def read_rows(path: Path) -> list[dict[str, Any]]:
     """Rows of a json array, a jsonl file or a parquet file."""
     if not path.is_file():
-        raise UserError(f"benchmark file {path} does not exist; pass an existing json, jsonl or parquet file")
+        raise UserError(
+            f"benchmark file {path} does not exist; pass an existing json, jsonl or parquet file"
+        )
     suffix = path.suffix.lower()
     try:
         if suffix == ".parquet":
@@ -206,12 +225,16 @@ def read_rows(path: Path) -> list[dict[str, Any]]:
             return [json.loads(line) for line in text.splitlines() if line.strip()]
         data = json.loads(text)
     except (ValueError, OSError) as exc:  # json and arrow errors are ValueErrors
-        raise UserError(f"benchmark file {path} could not be read ({exc.__class__.__name__}: {exc}); fix or replace it") from exc
+        raise UserError(
+            f"benchmark file {path} could not be read ({exc.__class__.__name__}: {exc}); fix or replace it"
+        ) from exc
     if isinstance(data, dict):  # {"data": [...]} or {"test": [...]} style wrappers
         lists = [v for v in data.values() if isinstance(v, list)]
         data = lists[0] if len(lists) == 1 else None
     if not isinstance(data, list):
-        raise UserError(f"benchmark file {path} is not a list of records; use a json array, jsonl or parquet file")
+        raise UserError(
+            f"benchmark file {path} is not a list of records; use a json array, jsonl or parquet file"
+        )
     return data
 
 
@@ -222,7 +245,11 @@ def get_field(row: dict[str, Any], key: str) -> Any:
         if not isinstance(value, dict) or part not in value:
             return None
         value = value[part]
-    if isinstance(value, list) and value and all(isinstance(m, dict) and "content" in m for m in value):
+    if (
+        isinstance(value, list)
+        and value
+        and all(isinstance(m, dict) and "content" in m for m in value)
+    ):
         users = [m["content"] for m in value if m.get("role") == "user"]
         value = users[-1] if users else value[-1]["content"]
     return value
@@ -245,7 +272,9 @@ def _items(
     for i, row in enumerate(rows):
         ref = convention.canonical(reference(row))
         if ref is None:
-            raise UserError(f"{source}: record {i} has no reference answer in '{answer_key_name}'; pass --answer-key")
+            raise UserError(
+                f"{source}: record {i} has no reference answer in '{answer_key_name}'; pass --answer-key"
+            )
         items.append(BenchItem(i, str(get_field(row, question_key)), ref, solution(row)))
     return items
 
@@ -273,7 +302,11 @@ def load_benchmark(
         # then serves both a recipe's training sets and its held-out sets)
         file = next((f for f in _candidate_files(folder, layout.filename) if f.is_file()), None)
         if file is None:
-            where = "nor under bench/" if "/" not in layout.filename else "nor beside or inside this folder"
+            where = (
+                "nor under bench/"
+                if "/" not in layout.filename
+                else "nor beside or inside this folder"
+            )
             raise UserError(
                 f"benchmark {spec}: {folder / layout.filename} does not exist ({where});"
                 f" point --data-dir at a folder holding {layout.filename}"
@@ -284,7 +317,15 @@ def load_benchmark(
             spec,
             str(file),
             convention,
-            _items(rows, str(file), question_key or layout.question_key, reference, layout.solution, convention, answer_key or "answer"),
+            _items(
+                rows,
+                str(file),
+                question_key or layout.question_key,
+                reference,
+                layout.solution,
+                convention,
+                answer_key or "answer",
+            ),
         )
     return _load_from_hub(spec, layout, convention, question_key, answer_key)
 
@@ -302,30 +343,54 @@ def _load_custom(path: Path, question_key: str, answer_key: str) -> Benchmark:
     stem = path.stem
     convention = CONVENTIONS.get(stem, LATEX)
     if rows and get_field(rows[0], answer_key) is None:
-        raise UserError(f"{path}: no field '{answer_key}' in its records (fields: {', '.join(sorted(rows[0]))}); pass --answer-key")
-    reference = _gsm8k_reference if stem == "gsm8k" and answer_key == "answer" else _plain(answer_key)
-    return Benchmark(stem, str(path), convention, _items(rows, str(path), question_key, reference, lambda r: None, convention, answer_key))
+        raise UserError(
+            f"{path}: no field '{answer_key}' in its records (fields: {', '.join(sorted(rows[0]))}); pass --answer-key"
+        )
+    reference = (
+        _gsm8k_reference if stem == "gsm8k" and answer_key == "answer" else _plain(answer_key)
+    )
+    return Benchmark(
+        stem,
+        str(path),
+        convention,
+        _items(rows, str(path), question_key, reference, lambda r: None, convention, answer_key),
+    )
 
 
 def _load_from_hub(
-    name: str, layout: _Layout, convention: Convention, question_key: str | None, answer_key: str | None
+    name: str,
+    layout: _Layout,
+    convention: Convention,
+    question_key: str | None,
+    answer_key: str | None,
 ) -> Benchmark:
     hint = f"pass --data-dir DIR (or set {DATA_DIR_ENV}) with a folder holding {layout.filename}"
     if layout.hub is None:
         raise UserError(f"benchmark {name} has no hub copy coreward knows; {hint}")
-    offline = any(os.environ.get(v, "0") not in {"", "0", "false"} for v in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"))
+    offline = any(
+        os.environ.get(v, "0") not in {"", "0", "false"}
+        for v in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")
+    )
     if offline:
         raise UserError(f"benchmark {name}: no --data-dir given and the hub is offline; {hint}")
     try:
         import datasets
     except ImportError as exc:
-        raise UserError(f"benchmark {name}: loading from the hub needs `pip install datasets`; or {hint}") from exc
+        raise UserError(
+            f"benchmark {name}: loading from the hub needs `pip install datasets`; or {hint}"
+        ) from exc
     hub_id, config, split = layout.hub
     try:
         rows = datasets.load_dataset(hub_id, config, split=split).to_list()
-    except Exception as exc:  # network, auth and missing-dataset errors all end the same way for a user
-        raise UserError(f"benchmark {name}: could not load {hub_id} from the hub ({exc.__class__.__name__}); {hint}") from exc
-    qkey = question_key or next((k for k in _HUB_QUESTION_KEYS if rows and k in rows[0]), layout.question_key)
+    except (
+        Exception
+    ) as exc:  # network, auth and missing-dataset errors all end the same way for a user
+        raise UserError(
+            f"benchmark {name}: could not load {hub_id} from the hub ({exc.__class__.__name__}); {hint}"
+        ) from exc
+    qkey = question_key or next(
+        (k for k in _HUB_QUESTION_KEYS if rows and k in rows[0]), layout.question_key
+    )
     first = rows[0] if rows else {}
     if answer_key:
         reference = _plain(answer_key)
@@ -337,7 +402,12 @@ def _load_from_hub(
         reference = lambda row: _last_boxed(str(row.get("solution", "")))  # noqa: E731
     else:
         reference = _plain("answer")
-    return Benchmark(name, hub_id, convention, _items(rows, hub_id, qkey, reference, layout.solution, convention, answer_key or "answer"))
+    return Benchmark(
+        name,
+        hub_id,
+        convention,
+        _items(rows, hub_id, qkey, reference, layout.solution, convention, answer_key or "answer"),
+    )
 
 
 def _load_arithmetic() -> Benchmark:
@@ -346,5 +416,7 @@ def _load_arithmetic() -> Benchmark:
     convention = CONVENTIONS[ARITHMETIC]
     items = []
     for i, problem in enumerate(toy.problems("eval")):
-        items.append(BenchItem(i, problem.question, convention.canonical(str(problem.answer)) or "", None))
+        items.append(
+            BenchItem(i, problem.question, convention.canonical(str(problem.answer)) or "", None)
+        )
     return Benchmark(ARITHMETIC, toy.BUILTIN, convention, items)

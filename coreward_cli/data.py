@@ -34,7 +34,9 @@ class Problem:
     id: str
     question: str
     rephrased: str | None = None
-    answer: str | None = None  # never read by label-free rewards; metrics (pseudo-label accuracy) only
+    answer: str | None = (
+        None  # never read by label-free rewards; metrics (pseudo-label accuracy) only
+    )
 
 
 @dataclass(frozen=True)
@@ -66,7 +68,9 @@ class Published:
         return self.hub.rephrased_key is not None
 
 
-_PAIRED_HUB = Layout("original_question", "rephrased_question", "solution", "idx")  # TMLR-Group-HF releases
+_PAIRED_HUB = Layout(
+    "original_question", "rephrased_question", "solution", "idx"
+)  # TMLR-Group-HF releases
 PUBLISHED: dict[str, Published] = {
     "TMLR-Group-HF/Co-rewarding-RephrasedMATH": Published(
         {"train": ("math/train_original.parquet", "math/train_rephrased.parquet")},
@@ -85,11 +89,17 @@ PUBLISHED: dict[str, Published] = {
     ),
     # Locally: the 14,109 problems that have a rephrasing (the hub copy has 14,116).
     "open-r1/DAPO-Math-17k-Processed": Published(
-        {"train": ("dapo/train_original.parquet", None)}, Layout("prompt", None, "solution"), config="en"
+        {"train": ("dapo/train_original.parquet", None)},
+        Layout("prompt", None, "solution"),
+        config="en",
     ),
-    "knoveleng/open-rs": Published({"train": ("openrs/train_original.parquet", None)}, Layout("problem", None, "answer")),
+    "knoveleng/open-rs": Published(
+        {"train": ("openrs/train_original.parquet", None)}, Layout("problem", None, "answer")
+    ),
 }
-_BY_NAME = {alias.lower(): entry for name, entry in PUBLISHED.items() for alias in (name, *entry.aliases)}
+_BY_NAME = {
+    alias.lower(): entry for name, entry in PUBLISHED.items() for alias in (name, *entry.aliases)
+}
 
 
 def published(name: str) -> Published | None:
@@ -98,7 +108,11 @@ def published(name: str) -> Published | None:
 
 def is_path_like(spec: str) -> bool:
     """A file path rather than a hub id (`org/name` has one slash and no file suffix)."""
-    return spec.startswith(("/", "./", "../", "~")) or Path(spec).suffix.lower() in FILE_TYPES or Path(spec).is_file()
+    return (
+        spec.startswith(("/", "./", "../", "~"))
+        or Path(spec).suffix.lower() in FILE_TYPES
+        or Path(spec).is_file()
+    )
 
 
 class SourceError(Exception):
@@ -117,7 +131,10 @@ class Resolved:
 
 def _local(data_dir: str, relative: str) -> Path | None:
     root = Path(data_dir).expanduser()
-    for candidate in (root / relative, root / "train" / relative):  # data_dir may be shared/data or shared/data/train
+    for candidate in (
+        root / relative,
+        root / "train" / relative,
+    ):  # data_dir may be shared/data or shared/data/train
         if candidate.is_file():
             return candidate
     return None
@@ -131,15 +148,24 @@ def resolve(spec: str, data_dir: str | None, split: str) -> Resolved:
         if path.suffix.lower() not in FILE_TYPES:
             raise SourceError(f"{spec}: unsupported file type; use parquet, jsonl or a json array")
         if not path.is_file():
-            raise SourceError(f"file {spec} does not exist (relative paths are read from {Path.cwd()}); fix the path")
+            raise SourceError(
+                f"file {spec} does not exist (relative paths are read from {Path.cwd()}); fix the path"
+            )
         return Resolved(str(path), path=path)
     entry = published(spec)
     if entry is None:
         return Resolved(spec, hub=(spec, None, split))
     if data_dir is None:
-        return Resolved(spec, hub=(spec, entry.config, split), layout=entry.hub, carries_rephrased=entry.rephrased)
+        return Resolved(
+            spec,
+            hub=(spec, entry.config, split),
+            layout=entry.hub,
+            carries_rephrased=entry.rephrased,
+        )
     if split not in entry.files:
-        raise SourceError(f"{spec} has no split '{split}' in data_dir; use one of {', '.join(entry.files)}")
+        raise SourceError(
+            f"{spec} has no split '{split}' in data_dir; use one of {', '.join(entry.files)}"
+        )
     original, rephrased = entry.files[split]
     found = [(name, _local(data_dir, name)) for name in (original, rephrased) if name]
     missing = [name for name, path in found if path is None]
@@ -148,13 +174,21 @@ def resolve(spec: str, data_dir: str | None, split: str) -> Resolved:
             f"{spec}: data_dir {data_dir} has no {missing[0]}; point data.data_dir at a folder laid out like shared/data/train"
         )
     paths = [path for _, path in found]
-    return Resolved(spec, path=paths[0], paired=paths[1] if len(paths) > 1 else None, layout=entry.local, carries_rephrased=entry.rephrased)
+    return Resolved(
+        spec,
+        path=paths[0],
+        paired=paths[1] if len(paths) > 1 else None,
+        layout=entry.local,
+        carries_rephrased=entry.rephrased,
+    )
 
 
 # ---------------------------------------------------------------- checks used by the recipe
 
 
-def source_problem(spec: str, data_dir: str | None, split: str = "train", rephrased: bool = False) -> str | None:
+def source_problem(
+    spec: str, data_dir: str | None, split: str = "train", rephrased: bool = False
+) -> str | None:
     """Why a source cannot be used (missing file, unknown builtin, ...), or None. Hub ids are not checked."""
     if spec == BUILTIN:
         return f"{BUILTIN} carries its own rephrasings; remove this field" if rephrased else None
@@ -177,7 +211,11 @@ def eval_set_problem(name: str, data_dir: str | None) -> str | None:
     if is_path_like(name):
         if Path(name).suffix.lower() not in FILE_TYPES:
             return f"{name}: unsupported file type; use parquet, jsonl or a json array"
-        return None if Path(name).expanduser().is_file() else f"file {name} does not exist (relative to {Path.cwd()}); fix the path"
+        return (
+            None
+            if Path(name).expanduser().is_file()
+            else f"file {name} does not exist (relative to {Path.cwd()}); fix the path"
+        )
     from coreward_cli.benchdata import KNOWN_BENCHMARKS
 
     if name in KNOWN_BENCHMARKS:
@@ -192,12 +230,16 @@ def load_train_problems(recipe: Recipe) -> list[Problem]:
     """Every training problem of the recipe, in source order, at most `data.max_problems`."""
     cfg = recipe.data
     if not cfg.train:
-        raise UserError("data.train: no training data; add a source (a file, a hub dataset id or builtin:tiny-arith)")
+        raise UserError(
+            "data.train: no training data; add a source (a file, a hub dataset id or builtin:tiny-arith)"
+        )
     limit = cfg.max_problems
     problems: list[Problem] = []
     for i, source in enumerate(cfg.train):
         items = _load_source(source, cfg, f"data.train[{i}]")
-        if len(cfg.train) > 1:  # ids restart in every source; a pair's id must stay unique in a step
+        if (
+            len(cfg.train) > 1
+        ):  # ids restart in every source; a pair's id must stay unique in a step
             items = [Problem(f"{i}:{p.id}", p.question, p.rephrased, p.answer) for p in items]
         problems.extend(items)
         if limit is not None and len(problems) >= limit:
@@ -220,7 +262,9 @@ def _load_source(source: TrainSource, cfg: DataConfig, field: str) -> list[Probl
     rephrased: list[str] | None = None
     partner = extra or (Resolved(str(main.paired), path=main.paired) if main.paired else None)
     if partner is not None:
-        other = _Table.read(partner, Layout(layout.question_key, None, None, layout.id_key), f"{field}.rephrased")
+        other = _Table.read(
+            partner, Layout(layout.question_key, None, None, layout.id_key), f"{field}.rephrased"
+        )
         if len(other.rows) != len(table.rows):
             raise UserError(
                 f"{field}: {table.label} has {len(table.rows)} rows but {other.label} has {len(other.rows)}; "
@@ -245,7 +289,8 @@ def _load_source(source: TrainSource, cfg: DataConfig, field: str) -> list[Probl
             )
         seen[problem_id] = n
     return [
-        Problem(ids[n], questions[n], rephrased[n] if rephrased else None, answers[n]) for n in range(len(questions))
+        Problem(ids[n], questions[n], rephrased[n] if rephrased else None, answers[n])
+        for n in range(len(questions))
     ]
 
 
@@ -263,7 +308,11 @@ class _Table:
 
     @classmethod
     def read(cls, source: Resolved, layout: Layout, recipe_field: str) -> _Table:
-        keys = [k for k in (layout.question_key, layout.rephrased_key, layout.answer_key, layout.id_key) if k]
+        keys = [
+            k
+            for k in (layout.question_key, layout.rephrased_key, layout.answer_key, layout.id_key)
+            if k
+        ]
         if source.hub is not None:
             rows = _hub_rows(*source.hub, recipe_field)
             label = f"{source.hub[0]} ({source.hub[2]})"
@@ -275,16 +324,24 @@ class _Table:
         table = cls(label, rows, columns, layout, recipe_field)
         if not rows:
             raise UserError(f"{recipe_field}: {label} has no rows; use a file with problems in it")
-        for key, name in ((layout.question_key, "question_key"), (layout.rephrased_key, "rephrased_key"),
-                          (layout.answer_key, "answer_key"), (layout.id_key, "id_key")):
+        for key, name in (
+            (layout.question_key, "question_key"),
+            (layout.rephrased_key, "rephrased_key"),
+            (layout.answer_key, "answer_key"),
+            (layout.id_key, "id_key"),
+        ):
             if key is not None and _get(rows[0], key) is _MISSING:
                 table.missing(key, name, 0)
         return table
 
     def missing(self, key: str, name: str, row: int) -> NoReturn:
-        fix = f"set data.{name} to one of them" + (", or null" if name in ("id_key", "answer_key", "rephrased_key") else "")
+        fix = f"set data.{name} to one of them" + (
+            ", or null" if name in ("id_key", "answer_key", "rephrased_key") else ""
+        )
         where = f"row {row} of " if row else ""
-        raise UserError(f"{self.recipe_field}: {where}{self.label} has no column '{key}' (columns: {', '.join(self.columns)}); {fix}")
+        raise UserError(
+            f"{self.recipe_field}: {where}{self.label} has no column '{key}' (columns: {', '.join(self.columns)}); {fix}"
+        )
 
     def column(self, key: str, name: str) -> list[Any]:
         if key not in self._cache:
@@ -302,7 +359,9 @@ class _Table:
         for n, value in enumerate(self.column(key, "question_key")):
             text = _question_text(value)
             if not text:
-                raise UserError(f"{self.recipe_field}: row {n} of {self.label}: column '{key}' holds no question text ({str(value)[:60]!r}); fix the row or the key")
+                raise UserError(
+                    f"{self.recipe_field}: row {n} of {self.label}: column '{key}' holds no question text ({str(value)[:60]!r}); fix the row or the key"
+                )
             out.append(text)
         return out
 
@@ -362,7 +421,9 @@ def _answer_text(value: Any) -> str | None:
     return text or None  # an empty reference is no reference (two MATH rows have one)
 
 
-def _file_rows(path: Path, keys: list[str], recipe_field: str) -> tuple[list[dict[str, Any]], list[str]]:
+def _file_rows(
+    path: Path, keys: list[str], recipe_field: str
+) -> tuple[list[dict[str, Any]], list[str]]:
     suffix = path.suffix.lower()
     try:
         if suffix == ".parquet":
@@ -370,11 +431,15 @@ def _file_rows(path: Path, keys: list[str], recipe_field: str) -> tuple[list[dic
 
             schema = pq.read_schema(path)
             columns = _schema_columns(schema)
-            wanted = sorted({k if k in schema.names else k.split(".")[0] for k in keys} & set(schema.names))
+            wanted = sorted(
+                {k if k in schema.names else k.split(".")[0] for k in keys} & set(schema.names)
+            )
             return pq.read_table(path, columns=wanted).to_pylist(), columns
         text = path.read_text(encoding="utf-8")
     except (OSError, ValueError) as exc:  # arrow and decode errors are ValueErrors
-        raise UserError(f"{recipe_field}: cannot read {path} ({exc.__class__.__name__}: {exc}); fix or replace the file") from exc
+        raise UserError(
+            f"{recipe_field}: cannot read {path} ({exc.__class__.__name__}: {exc}); fix or replace the file"
+        ) from exc
     if suffix == ".jsonl":
         rows = []
         for n, line in enumerate(text.splitlines(), start=1):
@@ -382,21 +447,29 @@ def _file_rows(path: Path, keys: list[str], recipe_field: str) -> tuple[list[dic
                 try:
                     rows.append(json.loads(line))
                 except ValueError as exc:
-                    raise UserError(f"{path}:{n}: not valid JSON ({exc}); fix the line ({recipe_field})") from exc
+                    raise UserError(
+                        f"{path}:{n}: not valid JSON ({exc}); fix the line ({recipe_field})"
+                    ) from exc
     else:
         try:
             data = json.loads(text)
         except ValueError as exc:
-            raise UserError(f"{path}: not valid JSON ({exc}); fix the file ({recipe_field})") from exc
+            raise UserError(
+                f"{path}: not valid JSON ({exc}); fix the file ({recipe_field})"
+            ) from exc
         if isinstance(data, dict):  # {"data": [...]}-style wrappers around one list
             lists = [v for v in data.values() if isinstance(v, list)]
             data = lists[0] if len(lists) == 1 else data
         if not isinstance(data, list):
-            raise UserError(f"{recipe_field}: {path} is not a list of records; use a json array, jsonl or parquet")
+            raise UserError(
+                f"{recipe_field}: {path} is not a list of records; use a json array, jsonl or parquet"
+            )
         rows = data
     bad = next((n for n, row in enumerate(rows) if not isinstance(row, dict)), None)
     if bad is not None:
-        raise UserError(f"{recipe_field}: record {bad} of {path} is not an object with columns; fix the file")
+        raise UserError(
+            f"{recipe_field}: record {bad} of {path} is not an object with columns; fix the file"
+        )
     return rows, _flatten(rows[0]) if rows else []
 
 
@@ -415,20 +488,31 @@ def _schema_columns(schema: Any) -> list[str]:
 
 
 def _hub_offline() -> bool:
-    return any(os.environ.get(v, "").lower() in {"1", "true", "yes", "on"} for v in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"))
+    return any(
+        os.environ.get(v, "").lower() in {"1", "true", "yes", "on"}
+        for v in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")
+    )
 
 
-def _hub_rows(hub_id: str, config: str | None, split: str, recipe_field: str) -> list[dict[str, Any]]:
+def _hub_rows(
+    hub_id: str, config: str | None, split: str, recipe_field: str
+) -> list[dict[str, Any]]:
     hint = "set data.data_dir to a local copy laid out like shared/data/train, or use a file path"
     if _hub_offline():
-        raise UserError(f"{recipe_field}: '{hub_id}' is a hub dataset and the hub is offline (HF_HUB_OFFLINE); {hint}")
+        raise UserError(
+            f"{recipe_field}: '{hub_id}' is a hub dataset and the hub is offline (HF_HUB_OFFLINE); {hint}"
+        )
     try:
         import datasets
     except ImportError as exc:
-        raise UserError(f"{recipe_field}: reading hub dataset '{hub_id}' needs `pip install datasets`; or {hint}") from exc
+        raise UserError(
+            f"{recipe_field}: reading hub dataset '{hub_id}' needs `pip install datasets`; or {hint}"
+        ) from exc
     try:
         rows = datasets.load_dataset(hub_id, config, split=split)
     except Exception as exc:  # network, auth, unknown id: all end the same way for a user
         reason = str(exc).splitlines()[0][:200] if str(exc) else ""
-        raise UserError(f"{recipe_field}: cannot load '{hub_id}' (split {split}) from the hub ({exc.__class__.__name__}: {reason}); {hint}") from exc
+        raise UserError(
+            f"{recipe_field}: cannot load '{hub_id}' (split {split}) from the hub ({exc.__class__.__name__}: {reason}); {hint}"
+        ) from exc
     return [dict(row) for row in rows]

@@ -17,12 +17,13 @@ import json
 import os
 import time
 import zlib
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from math import comb
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
-from coreward_cli.benchdata import LATEX, Benchmark, BenchItem, Convention, CONVENTIONS
+from coreward_cli.benchdata import CONVENTIONS, LATEX, BenchItem, Benchmark, Convention
 from coreward_cli.errors import UserError
 
 SAMPLES_FILE = "samples.jsonl"
@@ -70,7 +71,9 @@ class Grader:
 
         return convention.canonical(extract_answer(response, fallbacks=convention.fallbacks))
 
-    def grade(self, responses: Sequence[str], reference: str, convention: Convention) -> tuple[list[str | None], list[bool]]:
+    def grade(
+        self, responses: Sequence[str], reference: str, convention: Convention
+    ) -> tuple[list[str | None], list[bool]]:
         answers = [self.extract(r, convention) for r in responses]
         verdicts: dict[str, bool] = {}  # the n answers repeat a lot: compare each distinct one once
         for a in answers:
@@ -108,10 +111,16 @@ def summarize(records: Sequence[Record], grader: Grader) -> dict[str, Any]:
         return {"questions": 0}
     n = min(len(r.responses) for r in records)
     counts = [sum(r.correct[:n]) for r in records]
-    out: dict[str, Any] = {"questions": len(records), "n": n, f"avg@{n}": sum(counts) / (n * len(records))}
+    out: dict[str, Any] = {
+        "questions": len(records),
+        "n": n,
+        f"avg@{n}": sum(counts) / (n * len(records)),
+    }
     for k in ks_for(n):
         out[f"pass@{k}"] = sum(pass_at_k(n, c, k) for c in counts) / len(records)
-    out[f"maj@{n}"] = sum(grader.majority_correct(r.answers[:n], r.reference) for r in records) / len(records)
+    out[f"maj@{n}"] = sum(
+        grader.majority_correct(r.answers[:n], r.reference) for r in records
+    ) / len(records)
     all_answers = [a for r in records for a in r.answers[:n]]
     out["no_answer"] = sum(a is None for a in all_answers) / len(all_answers)
     lengths = [t for r in records for t in r.n_tokens[:n] if t is not None]
@@ -119,11 +128,18 @@ def summarize(records: Sequence[Record], grader: Grader) -> dict[str, Any]:
     return out
 
 
-def results_of(records_by_bench: dict[str, list[Record]], grader: Grader, meta: dict[str, Any]) -> dict[str, Any]:
+def results_of(
+    records_by_bench: dict[str, list[Record]], grader: Grader, meta: dict[str, Any]
+) -> dict[str, Any]:
     """results.json: per benchmark, and `overall` pooled over every question (micro average)."""
     benches = {name: summarize(recs, grader) for name, recs in records_by_bench.items()}
     pooled = [r for recs in records_by_bench.values() for r in recs]
-    return {**meta, "match": grader.match, "benchmarks": benches, "overall": summarize(pooled, grader)}
+    return {
+        **meta,
+        "match": grader.match,
+        "benchmarks": benches,
+        "overall": summarize(pooled, grader),
+    }
 
 
 # ---------------------------------------------------------------- files
@@ -151,7 +167,9 @@ def read_records(path: Path) -> list[Record]:
             try:
                 records.append(Record(**json.loads(line)))
             except (ValueError, TypeError) as exc:
-                raise UserError(f"{path}:{i}: not a coreward samples line ({exc}); use another --out or remove the file") from exc
+                raise UserError(
+                    f"{path}:{i}: not a coreward samples line ({exc}); use another --out or remove the file"
+                ) from exc
     return records
 
 
@@ -184,9 +202,15 @@ def check_config(out_dir: Path, config: dict[str, Any], write: bool = True) -> N
         except ValueError:
             old = None
         if old != config:
-            changed = sorted(k for k in set(config) | set(old or {}) if (old or {}).get(k) != config.get(k))
-            shown = ", ".join(f"{k}: {(old or {}).get(k)!r} -> {config.get(k)!r}" for k in changed[:3])
-            raise UserError(f"{out_dir} holds results of another config ({shown}); pass another --out or delete that folder")
+            changed = sorted(
+                k for k in set(config) | set(old or {}) if (old or {}).get(k) != config.get(k)
+            )
+            shown = ", ".join(
+                f"{k}: {(old or {}).get(k)!r} -> {config.get(k)!r}" for k in changed[:3]
+            )
+            raise UserError(
+                f"{out_dir} holds results of another config ({shown}); pass another --out or delete that folder"
+            )
         return
     if write:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -234,7 +258,9 @@ def rich_table(results: dict[str, Any]) -> Any:
 
     table = Table(title=f"{results.get('model', 'responses')}  (match: {results['match']}, %)")
     for col in ["benchmark", "items", *metric_columns(results), "tokens"]:
-        table.add_column(col, justify="left" if col == "benchmark" else "right", no_wrap=col == "benchmark")
+        table.add_column(
+            col, justify="left" if col == "benchmark" else "right", no_wrap=col == "benchmark"
+        )
     rows = table_rows(results)
     for i, row in enumerate(rows):
         table.add_row(*row, end_section=i == len(rows) - 2)
@@ -252,9 +278,13 @@ class PromptStyle:
     def render(self, tokenizer: Any, question: str) -> tuple[str, bool]:
         """The prompt text, and whether it still needs the tokenizer's special tokens."""
         if self.chat_template and getattr(tokenizer, "chat_template", None):
-            messages = [{"role": "system", "content": self.system_prompt}] if self.system_prompt else []
+            messages = (
+                [{"role": "system", "content": self.system_prompt}] if self.system_prompt else []
+            )
             messages.append({"role": "user", "content": question})
-            return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True), False
+            return tokenizer.apply_chat_template(
+                messages, tokenize=False, add_generation_prompt=True
+            ), False
         return (f"{self.system_prompt}\n\n{question}" if self.system_prompt else question), True
 
 
@@ -282,50 +312,87 @@ def batch_seed(seed: int, benchmark: str, index: int) -> int:
     return (seed * 1_000_003 + zlib.crc32(f"{benchmark}:{index}".encode())) % 2**31
 
 
-def run_eval(request: EvalRequest, backend: Any, console: Any, meta: dict[str, Any]) -> dict[str, Any]:
+def run_eval(
+    request: EvalRequest, backend: Any, console: Any, meta: dict[str, Any]
+) -> dict[str, Any]:
     """Generate what is missing, grade, and write every output; returns results.json's content."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
     check_config(request.out_dir, request.config)
     log = SampleLog(request.out_dir / SAMPLES_FILE)
     grader = Grader(request.match)
-    batch_size = request.batch_size or max(1, (256 if backend.name == "vllm" else 64) // max(1, request.sampling.n))
-    pending = [(b, item) for b in request.benchmarks for item in selected(b, request.limit) if (b.name, item.index) not in log.done]
+    batch_size = request.batch_size or max(
+        1, (256 if backend.name == "vllm" else 64) // max(1, request.sampling.n)
+    )
+    pending = [
+        (b, item)
+        for b in request.benchmarks
+        for item in selected(b, request.limit)
+        if (b.name, item.index) not in log.done
+    ]
     total = sum(len(selected(b, request.limit)) for b in request.benchmarks)
     meta = {**meta, "generated_now": len(pending)}
     started = time.perf_counter()
     try:
         with Progress(
-            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-            TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=False,
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=console,
+            transient=False,
         ) as progress:
             task = progress.add_task("eval", total=total, completed=total - len(pending))
             for start in range(0, len(pending), batch_size):
-                chunk = pending[start:start + batch_size]
+                chunk = pending[start : start + batch_size]
                 progress.update(task, description=f"eval {chunk[0][0].name}")
                 log.append(_generate_chunk(chunk, backend, request, grader))
                 progress.advance(task, len(chunk))
     finally:
         log.close()
     meta["generation_s"] = round(time.perf_counter() - started, 2)
-    by_bench = {b.name: [log.done[(b.name, it.index)] for it in selected(b, request.limit)] for b in request.benchmarks}
+    by_bench = {
+        b.name: [log.done[(b.name, it.index)] for it in selected(b, request.limit)]
+        for b in request.benchmarks
+    }
     results = results_of(by_bench, grader, meta)
     write_reports(request.out_dir, results)
     return results
 
 
-def _generate_chunk(chunk: list[tuple[Benchmark, BenchItem]], backend: Any, request: EvalRequest, grader: Grader) -> list[Record]:
+def _generate_chunk(
+    chunk: list[tuple[Benchmark, BenchItem]], backend: Any, request: EvalRequest, grader: Grader
+) -> list[Record]:
     rendered = [request.prompt.render(backend.tokenizer, item.question) for _, item in chunk]
     add_special = rendered[0][1]
     first_bench, first_item = chunk[0]
     seed = batch_seed(request.sampling.seed, first_bench.name, first_item.index)
-    completions = backend.generate([text for text, _ in rendered], request.sampling, seed, add_special_tokens=add_special)
+    completions = backend.generate(
+        [text for text, _ in rendered], request.sampling, seed, add_special_tokens=add_special
+    )
     records = []
     for (bench, item), group in zip(chunk, completions):
         texts = [c.text for c in group]
         answers, correct = grader.grade(texts, item.reference, bench.convention)
         records.append(
-            Record(bench.name, item.index, item.question, item.reference, texts, answers, correct, [c.n_tokens for c in group])
+            Record(
+                bench.name,
+                item.index,
+                item.question,
+                item.reference,
+                texts,
+                answers,
+                correct,
+                [c.n_tokens for c in group],
+            )
         )
     return records
 
@@ -341,7 +408,9 @@ class ResponseKeys:
     benchmark: str = "benchmark"
 
 
-def grade_file(path: Path, keys: ResponseKeys, match: str, default_bench: str | None, out_dir: Path) -> dict[str, Any]:
+def grade_file(
+    path: Path, keys: ResponseKeys, match: str, default_bench: str | None, out_dir: Path
+) -> dict[str, Any]:
     """Grade responses made elsewhere: one question per line, no model involved."""
     from coreward_cli.benchdata import get_field, read_rows
 
@@ -357,7 +426,9 @@ def grade_file(path: Path, keys: ResponseKeys, match: str, default_bench: str | 
         reference = get_field(row, keys.reference)
         if responses is None or reference is None:
             missing = keys.response if responses is None else keys.reference
-            raise UserError(f"{path}:{i + 1}: no field '{missing}' (fields: {', '.join(sorted(row))}); pass --response-key/--answer-key")
+            raise UserError(
+                f"{path}:{i + 1}: no field '{missing}' (fields: {', '.join(sorted(row))}); pass --response-key/--answer-key"
+            )
         responses = [responses] if isinstance(responses, str) else [str(r) for r in responses]
         bench = str(get_field(row, keys.benchmark) or default_bench or path.stem)
         convention = CONVENTIONS.get(bench, CONVENTIONS.get(default_bench or "", LATEX))
@@ -365,8 +436,16 @@ def grade_file(path: Path, keys: ResponseKeys, match: str, default_bench: str | 
         answers, correct = grader.grade(responses, ref, convention)
         index = get_field(row, "index")
         by_bench.setdefault(bench, []).append(
-            Record(bench, int(index) if isinstance(index, int) else i, str(get_field(row, keys.question) or ""), ref,
-                   responses, answers, correct, [None] * len(responses))
+            Record(
+                bench,
+                int(index) if isinstance(index, int) else i,
+                str(get_field(row, keys.question) or ""),
+                ref,
+                responses,
+                answers,
+                correct,
+                [None] * len(responses),
+            )
         )
     if not by_bench:
         raise UserError(f"--responses {path} holds no lines to grade")

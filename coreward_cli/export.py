@@ -15,9 +15,10 @@ import os
 import re
 import shutil
 import sys
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Literal
+from typing import Any, Literal
 
 import click
 import torch
@@ -71,8 +72,17 @@ def parse_shard_size(text: str) -> int:
     match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B|B)?\s*", text, re.IGNORECASE)
     if not match:
         raise UserError(f"--max-shard-size {text!r}: give a size like 2GB, 500MB or 1GiB")
-    units = {"B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
-             "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}
+    units = {
+        "B": 1,
+        "KB": 10**3,
+        "MB": 10**6,
+        "GB": 10**9,
+        "TB": 10**12,
+        "KIB": 2**10,
+        "MIB": 2**20,
+        "GIB": 2**30,
+        "TIB": 2**40,
+    }
     size = int(float(match.group(1)) * units[(match.group(2) or "B").upper()])
     if size < 1:
         raise UserError(f"--max-shard-size {text!r}: must be positive")
@@ -83,16 +93,28 @@ def check_destination(out: Path, source: ExportSource, force: bool) -> None:
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out}: is a file; pick a folder")
     if out.is_dir() and any(out.iterdir()) and not force:
-        raise UserError(f"--out {out}: folder is not empty; pick another or pass --force to replace it")
-    protected = [source.weights] + ([Path(source.config_from)] if source.config_from and Path(source.config_from).exists() else [])
+        raise UserError(
+            f"--out {out}: folder is not empty; pick another or pass --force to replace it"
+        )
+    protected = [source.weights] + (
+        [Path(source.config_from)]
+        if source.config_from and Path(source.config_from).exists()
+        else []
+    )
     target = out.resolve()
     for path in protected:
         if target == path.resolve() or target in path.resolve().parents:
             raise UserError(f"--out {out}: would replace the source {path}; pick another folder")
 
 
-def export_model(source: ExportSource, out: Path, dtype: Dtype = "auto", force: bool = False,
-                 max_shard_size: int = 2 * 10**9, status: Callable[[str], Any] | None = None) -> ExportResult:
+def export_model(
+    source: ExportSource,
+    out: Path,
+    dtype: Dtype = "auto",
+    force: bool = False,
+    max_shard_size: int = 2 * 10**9,
+    status: Callable[[str], Any] | None = None,
+) -> ExportResult:
     """Export, self-check, and rename into `out`. Raises UserError (bad input) or SelfCheckFailed."""
     with _quiet_transformers():
         return _export(source, out, dtype, force, max_shard_size, status or (lambda message: None))
@@ -115,8 +137,14 @@ def _quiet_transformers() -> Iterator[None]:
             hf_logging.enable_progress_bar()
 
 
-def _export(source: ExportSource, out: Path, dtype: Dtype, force: bool, max_shard_size: int,
-            step: Callable[[str], Any]) -> ExportResult:
+def _export(
+    source: ExportSource,
+    out: Path,
+    dtype: Dtype,
+    force: bool,
+    max_shard_size: int,
+    step: Callable[[str], Any],
+) -> ExportResult:
     check_destination(out, source, force)
     step(f"loading {source.label}")
     model, tokenizer, source_dtype = load_source(source)
@@ -139,12 +167,21 @@ def _export(source: ExportSource, out: Path, dtype: Dtype, force: bool, max_shar
             _write_model(model, partial, max_shard_size)
             tokenizer.save_pretrained(partial)
         except OSError as e:
-            raise UserError(f"--out {out}: cannot write beside it ({e.strerror or e}); check space and permissions") from e
+            raise UserError(
+                f"--out {out}: cannot write beside it ({e.strerror or e}); check space and permissions"
+            ) from e
         del model
         gc.collect()
         step("reloading the export with transformers to check it")
         check = verify_export(partial, reference, probes, tokenizer, generation, export_dtype)
-        card = render_card(source, check, export_dtype, params, out.name, chat=bool(getattr(tokenizer, "chat_template", None)))
+        card = render_card(
+            source,
+            check,
+            export_dtype,
+            params,
+            out.name,
+            chat=bool(getattr(tokenizer, "chat_template", None)),
+        )
         (partial / "README.md").write_text(card, encoding="utf-8")
         _share_like_umask(partial)
         files = sorted(p.name for p in partial.iterdir())
@@ -162,24 +199,44 @@ def load_source(source: ExportSource):
 
     where = str(source.config_from if source.bare_weights else source.weights)
     config = _loading(where, "config", lambda: AutoConfig.from_pretrained(where))
-    source_dtype = _dtype_name(getattr(config, "dtype", None) or getattr(config, "torch_dtype", None))
+    source_dtype = _dtype_name(
+        getattr(config, "dtype", None) or getattr(config, "torch_dtype", None)
+    )
     if Path(where).is_dir() and not any((Path(where) / name).is_file() for name in TOKENIZER_FILES):
         # transformers would quietly build an empty tokenizer from config.json alone
-        raise UserError(f"{where}: has no tokenizer files (tokenizer.json / tokenizer_config.json); "
-                        "pass --base with the folder the model was trained from")
+        raise UserError(
+            f"{where}: has no tokenizer files (tokenizer.json / tokenizer_config.json); "
+            "pass --base with the folder the model was trained from"
+        )
     tokenizer = _loading(where, "tokenizer", lambda: AutoTokenizer.from_pretrained(where))
     if not source.bare_weights:
-        model, info = _loading(where, "model", lambda: AutoModelForCausalLM.from_pretrained(
-            where, dtype=torch.float32, output_loading_info=True))
+        model, info = _loading(
+            where,
+            "model",
+            lambda: AutoModelForCausalLM.from_pretrained(
+                where, dtype=torch.float32, output_loading_info=True
+            ),
+        )
         if info.get("missing_keys") or info.get("mismatched_keys"):
             # transformers would fill them with random values and the export would carry them on
             broken = sorted(map(str, info.get("missing_keys") or info.get("mismatched_keys")))
-            raise UserError(f"{where}: the weights are incomplete ({len(broken)} tensors missing or misshapen, "
-                            f"e.g. {broken[0]}); is the save complete?")
+            raise UserError(
+                f"{where}: the weights are incomplete ({len(broken)} tensors missing or misshapen, "
+                f"e.g. {broken[0]}); is the save complete?"
+            )
     else:
-        model = _loading(where, "model", lambda: AutoModelForCausalLM.from_config(config, dtype=torch.float32))
-        state = merge_deepspeed(source.weights, source.deepspeed_tag) if source.is_deepspeed else \
-            _loading(str(source.shadow_file), "teacher state", lambda: torch.load(source.shadow_file, map_location="cpu"))
+        model = _loading(
+            where, "model", lambda: AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+        )
+        state = (
+            merge_deepspeed(source.weights, source.deepspeed_tag)
+            if source.is_deepspeed
+            else _loading(
+                str(source.shadow_file),
+                "teacher state",
+                lambda: torch.load(source.shadow_file, map_location="cpu"),
+            )
+        )
         load_merged_state(model, state, source)
         try:
             model.generation_config = GenerationConfig.from_pretrained(where)
@@ -194,33 +251,47 @@ def merge_deepspeed(root: Path, tag: str | None) -> dict[str, torch.Tensor]:
     try:
         from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
     except ImportError as e:
-        raise UserError("exporting a DeepSpeed checkpoint needs deepspeed: "
-                        "pip install deepspeed==0.19.6 (or pip install -e '.[cluster]')") from e
+        raise UserError(
+            "exporting a DeepSpeed checkpoint needs deepspeed: "
+            "pip install deepspeed==0.19.6 (or pip install -e '.[cluster]')"
+        ) from e
     try:
-        with contextlib.redirect_stdout(sys.stderr):  # its progress prints must not pollute --json on stdout
+        with contextlib.redirect_stdout(
+            sys.stderr
+        ):  # its progress prints must not pollute --json on stdout
             return get_fp32_state_dict_from_zero_checkpoint(str(root), tag=tag)
     except (OSError, ValueError, KeyError, RuntimeError, AssertionError, EOFError) as e:
-        raise UserError(f"{root / (tag or '')}: DeepSpeed could not merge this checkpoint ({_one_line(e)})") from e
+        raise UserError(
+            f"{root / (tag or '')}: DeepSpeed could not merge this checkpoint ({_one_line(e)})"
+        ) from e
 
 
-def load_merged_state(model: torch.nn.Module, state: dict[str, torch.Tensor], source: ExportSource) -> None:
+def load_merged_state(
+    model: torch.nn.Module, state: dict[str, torch.Tensor], source: ExportSource
+) -> None:
     """Load merged weights, accepting a wrapper prefix (module./model.) and tied weights left out."""
     expected = set(model.state_dict())
-    prefix = max(("", "module.", "model."),
-                 key=lambda p: len(expected & {k[len(p):] for k in state if k.startswith(p)}))
-    state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+    prefix = max(
+        ("", "module.", "model."),
+        key=lambda p: len(expected & {k[len(p) :] for k in state if k.startswith(p)}),
+    )
+    state = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
     try:
         missing, unexpected = model.load_state_dict(state, strict=False)
     except RuntimeError as e:
-        raise UserError(f"{source.label}: weights do not fit the config from "
-                        f"{source.config_from} ({_one_line(e)}); pass the right --base") from e
+        raise UserError(
+            f"{source.label}: weights do not fit the config from "
+            f"{source.config_from} ({_one_line(e)}); pass the right --base"
+        ) from e
     current = model.state_dict()
     loaded = {current[k].data_ptr() for k in state if k in current}
     untied = [k for k in missing if current[k].data_ptr() not in loaded]
     if untied or unexpected:
-        raise UserError(f"{source.label}: weights do not fit the config from "
-                        f"{source.config_from} (missing {untied[:3]}, unexpected {sorted(unexpected)[:3]}); "
-                        "pass the right --base")
+        raise UserError(
+            f"{source.label}: weights do not fit the config from "
+            f"{source.config_from} (missing {untied[:3]}, unexpected {sorted(unexpected)[:3]}); "
+            "pass the right --base"
+        )
 
 
 def probe_inputs(tokenizer, config) -> list[tuple[str, list[int]]]:
@@ -228,15 +299,24 @@ def probe_inputs(tokenizer, config) -> list[tuple[str, list[int]]]:
     texts = list(PROBE_TEXTS)
     if getattr(tokenizer, "chat_template", None):
         try:
-            texts.append(tokenizer.apply_chat_template([{"role": "user", "content": PROBE_CHAT}],
-                                                       tokenize=False, add_generation_prompt=True))
-        except Exception:  # noqa: BLE001 - a template that needs other inputs just isn't probed
+            texts.append(
+                tokenizer.apply_chat_template(
+                    [{"role": "user", "content": PROBE_CHAT}],
+                    tokenize=False,
+                    add_generation_prompt=True,
+                )
+            )
+        except Exception:
             pass
-    limit = min(PROBE_MAX_TOKENS, getattr(config, "max_position_embeddings", None) or PROBE_MAX_TOKENS)
+    limit = min(
+        PROBE_MAX_TOKENS, getattr(config, "max_position_embeddings", None) or PROBE_MAX_TOKENS
+    )
     probes = [(text, tokenizer(text)["input_ids"][:limit]) for text in texts]
     probes = [(text, ids) for text, ids in probes if ids]
     if not probes:
-        raise UserError("the tokenizer turns the check prompts into no tokens; is it the model's tokenizer?")
+        raise UserError(
+            "the tokenizer turns the check prompts into no tokens; is it the model's tokenizer?"
+        )
     return probes
 
 
@@ -245,34 +325,55 @@ def probe_logits(model: torch.nn.Module, probes: list[tuple[str, list[int]]]) ->
     return [model(input_ids=torch.tensor([ids])).logits[0].float() for _, ids in probes]
 
 
-def verify_export(folder: Path, reference: list[torch.Tensor], probes: list[tuple[str, list[int]]], tokenizer,
-                  generation: dict[str, Any], dtype: str) -> CheckResult:
+def verify_export(
+    folder: Path,
+    reference: list[torch.Tensor],
+    probes: list[tuple[str, list[int]]],
+    tokenizer,
+    generation: dict[str, Any],
+    dtype: str,
+) -> CheckResult:
     """Reload `folder` with plain transformers (fp32 compute) and compare with the source."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     problems: list[str] = []
     try:
-        model, info = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32, output_loading_info=True)
+        model, info = AutoModelForCausalLM.from_pretrained(
+            folder, dtype=torch.float32, output_loading_info=True
+        )
         reloaded_tokenizer = AutoTokenizer.from_pretrained(folder)
-    except Exception as e:  # noqa: BLE001 - whatever the reason, the folder is not loadable
-        raise SelfCheckFailed(f"self-check failed: the written folder does not load ({_one_line(e)})") from e
+    except Exception as e:
+        raise SelfCheckFailed(
+            f"self-check failed: the written folder does not load ({_one_line(e)})"
+        ) from e
     for kind in ("missing_keys", "unexpected_keys", "mismatched_keys"):
         if info.get(kind):
-            problems.append(f"{kind.replace('_', ' ')} on reload: {sorted(map(str, info[kind]))[:3]}")
+            problems.append(
+                f"{kind.replace('_', ' ')} on reload: {sorted(map(str, info[kind]))[:3]}"
+            )
     model.eval()
     got = probe_logits(model, probes)
-    diffs = [(r - g).abs().max().item() if r.shape == g.shape else float("inf") for r, g in zip(reference, got)]
+    diffs = [
+        (r - g).abs().max().item() if r.shape == g.shape else float("inf")
+        for r, g in zip(reference, got)
+    ]
     max_diff = max(diffs)
     absolute, relative = TOLERANCE[dtype]
     tolerance = absolute + relative * max(r.abs().max().item() for r in reference)
     if not max_diff <= tolerance:  # also catches nan
         worst = diffs.index(max_diff)
-        problems.append(f"logits differ from the source by {max_diff:.3g} (> {tolerance:.3g} allowed for "
-                        f"{dtype}) on check prompt {worst + 1}: a weight was not written faithfully")
+        problems.append(
+            f"logits differ from the source by {max_diff:.3g} (> {tolerance:.3g} allowed for "
+            f"{dtype}) on check prompt {worst + 1}: a weight was not written faithfully"
+        )
     texts = [text for text, _ in probes]
-    if [reloaded_tokenizer(t)["input_ids"] for t in texts] != [tokenizer(t)["input_ids"] for t in texts]:
+    if [reloaded_tokenizer(t)["input_ids"] for t in texts] != [
+        tokenizer(t)["input_ids"] for t in texts
+    ]:
         problems.append("the reloaded tokenizer encodes the check prompts differently")
-    if getattr(reloaded_tokenizer, "chat_template", None) != getattr(tokenizer, "chat_template", None):
+    if getattr(reloaded_tokenizer, "chat_template", None) != getattr(
+        tokenizer, "chat_template", None
+    ):
         problems.append("the reloaded tokenizer lost or changed the chat template")
     if _generation_dict(model.generation_config) != generation:
         problems.append("the generation config changed on its way to disk")
@@ -317,8 +418,10 @@ def _loading(where: str, what: str, load: Callable[[], Any]) -> Any:
         return load()
     except UserError:
         raise
-    except Exception as e:  # noqa: BLE001 - transformers/safetensors raise many kinds; all mean "does not load"
-        raise UserError(f"{where}: the {what} does not load with transformers ({_one_line(e)})") from e
+    except Exception as e:
+        raise UserError(
+            f"{where}: the {what} does not load with transformers ({_one_line(e)})"
+        ) from e
 
 
 def _dtype_name(value: Any) -> str:

@@ -29,7 +29,7 @@ METHODS = {
     "gt": "the reference answer as reward (the supervised upper bound)",
     "majority_vote": "reward for agreeing with the majority answer of the same group (TTRL/SRT-style)",
     "co_rewarding_i": "Co-rewarding-I: each question view is rewarded by the majority answer of the other view "
-                      "(original <-> rephrased question)",
+    "(original <-> rephrased question)",
     "co_rewarding_ii": "Co-rewarding-II: rewarded by the majority answer of a slowly updated EMA teacher",
     "co_rewarding_iii": "Co-rewarding-III: rewarded by the EMA teacher's majority answer on the other question view",
     "self_certainty": "reward = mean token self-certainty (Intuitor-style)",
@@ -38,20 +38,32 @@ METHODS = {
 }
 
 
-def render_card(source: ExportSource, check: CheckResult, dtype: str, params: int, name: str = "",
-                chat: bool = True) -> str:
+def render_card(
+    source: ExportSource,
+    check: CheckResult,
+    dtype: str,
+    params: int,
+    name: str = "",
+    chat: bool = True,
+) -> str:
     recipe = source.recipe or {}
     base = str(_get(recipe, "model.path") or "")
     method = str(_get(recipe, "method.name") or "")
     title = name or (source.run_dir.name if source.run_dir else source.weights.name)
     rows = [
         ("Base model", f"`{base}`" if base else "unknown (not a coreward run directory)"),
-        ("Method", f"`{method}`: {METHODS.get(method, 'a custom reward method')}" if method else "unknown"),
+        (
+            "Method",
+            f"`{method}`: {METHODS.get(method, 'a custom reward method')}" if method else "unknown",
+        ),
         ("Training data", _data_line(recipe) or "unknown"),
         ("Steps", str(source.step) if source.step is not None else "unknown"),
         ("Exported", f"{source.label}; {dtype} safetensors; {_params(params)} parameters"),
-        ("Self-check", f"reloaded with transformers: max |logit difference| {check.max_abs_diff:.3g} vs the source "
-                       f"on {check.prompts} prompts (tolerance {check.tolerance:.3g})"),
+        (
+            "Self-check",
+            f"reloaded with transformers: max |logit difference| {check.max_abs_diff:.3g} vs the source "
+            f"on {check.prompts} prompts (tolerance {check.tolerance:.3g})",
+        ),
         ("Exported by", f"coreward {_version()}"),
     ]
     parts = [
@@ -66,25 +78,34 @@ def render_card(source: ExportSource, check: CheckResult, dtype: str, params: in
     if evaluation:
         parts.append("## Evaluation\n\n" + evaluation)
     if source.recipe_text:
-        parts.append("## Recipe\n\nThe resolved recipe of the run (`coreward run` reads it back as is):\n\n"
-                     "```yaml\n" + source.recipe_text.rstrip() + "\n```\n")
+        parts.append(
+            "## Recipe\n\nThe resolved recipe of the run (`coreward run` reads it back as is):\n\n"
+            "```yaml\n" + source.recipe_text.rstrip() + "\n```\n"
+        )
     parts.append("## Citation\n\n```bibtex\n" + CITATION + "\n```\n")
     return "\n".join(parts)
 
 
 def usage_snippet(folder: str, chat: bool) -> str:
     """How to load and prompt the export with plain transformers (through the chat template if it has one)."""
-    lines = ["from transformers import AutoModelForCausalLM, AutoTokenizer", "",
-             f'tokenizer = AutoTokenizer.from_pretrained("{folder}")',
-             f'model = AutoModelForCausalLM.from_pretrained("{folder}")']
+    lines = [
+        "from transformers import AutoModelForCausalLM, AutoTokenizer",
+        "",
+        f'tokenizer = AutoTokenizer.from_pretrained("{folder}")',
+        f'model = AutoModelForCausalLM.from_pretrained("{folder}")',
+    ]
     if chat:
-        lines += ['messages = [{"role": "user", "content": "What is 17 + 25? Put the final answer within \\\\boxed{}."}]',
-                  "inputs = tokenizer.apply_chat_template(messages, add_generation_prompt=True, "
-                  'return_tensors="pt", return_dict=True)']
+        lines += [
+            'messages = [{"role": "user", "content": "What is 17 + 25? Put the final answer within \\\\boxed{}."}]',
+            "inputs = tokenizer.apply_chat_template(messages, add_generation_prompt=True, "
+            'return_tensors="pt", return_dict=True)',
+        ]
     else:
         lines += ['inputs = tokenizer("17+25=", return_tensors="pt")']
-    lines += ["output = model.generate(**inputs, max_new_tokens=256, do_sample=False)",
-              'print(tokenizer.decode(output[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True))']
+    lines += [
+        "output = model.generate(**inputs, max_new_tokens=256, do_sample=False)",
+        'print(tokenizer.decode(output[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True))',
+    ]
     return "## Use\n\n```python\n" + "\n".join(lines) + "\n```\n"
 
 
@@ -121,7 +142,8 @@ def _front_matter(base: str, method: str) -> str:
     if re.fullmatch(r"[\w.-]+/[\w.-]+", base) and not Path(base).exists():
         meta["base_model"] = base  # only hub ids: a local path or builtin is no valid hub reference
     meta["tags"] = ["coreward", "reinforcement-learning", "label-free-rl", "reasoning"] + (
-        [method.replace("_", "-")] if method else [])
+        [method.replace("_", "-")] if method else []
+    )
     return "---\n" + yaml.safe_dump(meta, sort_keys=False) + "---\n"
 
 
@@ -149,7 +171,10 @@ def _get(mapping: dict, dotted: str) -> Any:
 
 def _same_folder(measured: Path, weights: Path) -> bool:
     """eval may have recorded a path relative to another working directory: the tail decides then."""
-    return measured.resolve() == weights.resolve() or measured.parts[-2:] == weights.resolve().parts[-2:]
+    return (
+        measured.resolve() == weights.resolve()
+        or measured.parts[-2:] == weights.resolve().parts[-2:]
+    )
 
 
 def _demote_headings(text: str) -> str:

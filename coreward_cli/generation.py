@@ -11,8 +11,8 @@ import importlib.util
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from coreward_cli.models import ModelSource, load_causal_lm, load_tokenizer, pick_device
 from coreward_cli.errors import UserError
+from coreward_cli.models import ModelSource, load_causal_lm, load_tokenizer, pick_device
 
 
 @dataclass(frozen=True)
@@ -39,7 +39,11 @@ class Backend(Protocol):
     tokenizer: Any
 
     def generate(
-        self, prompts: list[str], sampling: SamplingConfig, seed: int, add_special_tokens: bool = False
+        self,
+        prompts: list[str],
+        sampling: SamplingConfig,
+        seed: int,
+        add_special_tokens: bool = False,
     ) -> list[list[Completion]]:
         """n completions per prompt. `add_special_tokens`: True for plain prompts (the tokenizer's
         BOS etc.), False for chat-templated ones, which carry their special tokens already."""
@@ -50,13 +54,21 @@ def vllm_available() -> bool:
     return importlib.util.find_spec("vllm") is not None
 
 
-def open_backend(source: ModelSource, kind: str = "auto", device: str = "auto", dtype: str = "auto") -> Backend:
+def open_backend(
+    source: ModelSource, kind: str = "auto", device: str = "auto", dtype: str = "auto"
+) -> Backend:
     """vLLM when asked for or (auto) when importable with a GPU; transformers otherwise."""
     if kind == "auto":
-        kind = "vllm" if vllm_available() and pick_device(device).startswith("cuda") and not source.gguf_file else "hf"
+        kind = (
+            "vllm"
+            if vllm_available() and pick_device(device).startswith("cuda") and not source.gguf_file
+            else "hf"
+        )
     if kind == "vllm":
         if not vllm_available():
-            raise UserError("--backend vllm needs vLLM installed (pip install vllm on a GPU machine); or use --backend hf")
+            raise UserError(
+                "--backend vllm needs vLLM installed (pip install vllm on a GPU machine); or use --backend hf"
+            )
         return VllmBackend(source, dtype)
     if kind == "hf":
         return HfBackend(source, device, dtype)
@@ -84,15 +96,28 @@ class HfBackend:
         return set(ids)
 
     def generate(
-        self, prompts: list[str], sampling: SamplingConfig, seed: int, add_special_tokens: bool = False
+        self,
+        prompts: list[str],
+        sampling: SamplingConfig,
+        seed: int,
+        add_special_tokens: bool = False,
     ) -> list[list[Completion]]:
         import torch
 
         n = 1 if sampling.greedy else sampling.n  # greedy: the n samples are the same response
-        encoded = self.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=add_special_tokens).to(self.device)
-        kwargs: dict[str, Any] = {"do_sample": False} if sampling.greedy else {
-            "do_sample": True, "temperature": sampling.temperature, "top_p": sampling.top_p, "top_k": 0,
-        }
+        encoded = self.tokenizer(
+            prompts, return_tensors="pt", padding=True, add_special_tokens=add_special_tokens
+        ).to(self.device)
+        kwargs: dict[str, Any] = (
+            {"do_sample": False}
+            if sampling.greedy
+            else {
+                "do_sample": True,
+                "temperature": sampling.temperature,
+                "top_p": sampling.top_p,
+                "top_k": 0,
+            }
+        )
         torch.manual_seed(seed)
         with torch.no_grad():
             output = self.model.generate(
@@ -103,12 +128,14 @@ class HfBackend:
                 eos_token_id=sorted(self._stop_ids) or None,
                 **kwargs,
             )
-        new_tokens = output[:, encoded["input_ids"].shape[1]:].tolist()
+        new_tokens = output[:, encoded["input_ids"].shape[1] :].tolist()
         results: list[list[Completion]] = []
         for p in range(len(prompts)):
             group = []
-            for tokens in new_tokens[p * n:(p + 1) * n]:
-                length = next((i + 1 for i, t in enumerate(tokens) if t in self._stop_ids), len(tokens))
+            for tokens in new_tokens[p * n : (p + 1) * n]:
+                length = next(
+                    (i + 1 for i, t in enumerate(tokens) if t in self._stop_ids), len(tokens)
+                )
                 text = self.tokenizer.decode(tokens[:length], skip_special_tokens=True)
                 group.append(Completion(text, length))
             results.append(group * sampling.n if n == 1 else group)
@@ -124,15 +151,23 @@ class VllmBackend:
         from vllm import LLM
 
         self.tokenizer = load_tokenizer(source)
-        vllm_dtype = {"auto": "auto", "bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}.get(dtype, dtype)
+        vllm_dtype = {"auto": "auto", "bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}.get(
+            dtype, dtype
+        )
         try:
             self.llm = LLM(model=source.path, dtype=vllm_dtype, trust_remote_code=False)
         except Exception as exc:
             first = (str(exc).strip().splitlines() or [""])[0][:200]
-            raise UserError(f"vLLM could not load {source.path} ({exc.__class__.__name__}: {first}); try --backend hf") from exc
+            raise UserError(
+                f"vLLM could not load {source.path} ({exc.__class__.__name__}: {first}); try --backend hf"
+            ) from exc
 
     def generate(
-        self, prompts: list[str], sampling: SamplingConfig, seed: int, add_special_tokens: bool = False
+        self,
+        prompts: list[str],
+        sampling: SamplingConfig,
+        seed: int,
+        add_special_tokens: bool = False,
     ) -> list[list[Completion]]:
         from vllm import SamplingParams
 
@@ -145,7 +180,8 @@ class VllmBackend:
         )
         # Tokenized here so both backends see the same ids (vLLM would add special tokens itself).
         token_prompts = [
-            {"prompt_token_ids": self.tokenizer(p, add_special_tokens=add_special_tokens).input_ids} for p in prompts
+            {"prompt_token_ids": self.tokenizer(p, add_special_tokens=add_special_tokens).input_ids}
+            for p in prompts
         ]
         outputs = self.llm.generate(token_prompts, params, use_tqdm=False)
         results = []

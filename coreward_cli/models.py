@@ -47,7 +47,11 @@ def _resolve_run_dir(run_dir: Path, step: int | None, teacher: bool) -> Path:
     if step is not None:
         ckpt = checkpoint_dir(run_dir, step)
         if not ckpt.is_dir():
-            have = sorted(p.name for p in (run_dir / "checkpoints").glob("step-*")) if (run_dir / "checkpoints").is_dir() else []
+            have = (
+                sorted(p.name for p in (run_dir / "checkpoints").glob("step-*"))
+                if (run_dir / "checkpoints").is_dir()
+                else []
+            )
             raise UserError(
                 f"run {run_dir} has no checkpoint for step {step} ({ckpt.name}); available: {', '.join(have) or 'none'}"
             )
@@ -60,10 +64,14 @@ def _resolve_run_dir(run_dir: Path, step: int | None, teacher: bool) -> Path:
             return run_dir / "model"
         latest = _latest_checkpoint(run_dir)
         if latest is None:
-            raise UserError(f"run {run_dir} has no {final.name}/ and no checkpoint yet; wait for a checkpoint or pass --step N")
+            raise UserError(
+                f"run {run_dir} has no {final.name}/ and no checkpoint yet; wait for a checkpoint or pass --step N"
+            )
         model = latest / role
     if not model.is_dir():
-        raise UserError(f"run {run_dir}: {model} does not exist (a {role} model is saved only by methods that have one)")
+        raise UserError(
+            f"run {run_dir}: {model} does not exist (a {role} model is saved only by methods that have one)"
+        )
     return model
 
 
@@ -71,7 +79,9 @@ def resolve_model(spec: str, step: int | None = None, teacher: bool = False) -> 
     """The folder, `.gguf` file or hub id that `spec` names (see module doc)."""
     if spec == BUILTIN:
         if step is not None or teacher:
-            raise UserError(f"{BUILTIN} is a fixed model; --step and teacher apply only to run directories")
+            raise UserError(
+                f"{BUILTIN} is a fixed model; --step and teacher apply only to run directories"
+            )
         from coreward_cli import toy
 
         return str(toy.warm_start())
@@ -80,15 +90,21 @@ def resolve_model(spec: str, step: int | None = None, teacher: bool = False) -> 
         if path.is_dir() and is_run_dir(path):
             return str(_resolve_run_dir(path, step, teacher))
         if step is not None:
-            raise UserError(f"--step applies to run directories; {spec} is not one (no recipe.yaml)")
+            raise UserError(
+                f"--step applies to run directories; {spec} is not one (no recipe.yaml)"
+            )
         if path.is_file() and path.suffix != ".gguf":
-            raise UserError(f"model {spec} is a file; pass a model folder, a run directory, a .gguf file or a hub id")
+            raise UserError(
+                f"model {spec} is a file; pass a model folder, a run directory, a .gguf file or a hub id"
+            )
         return str(path)
     if spec.startswith("builtin:"):
         raise UserError(f"unknown built-in model '{spec}'; the built-in model is {BUILTIN}")
     if _HUB_ID.match(spec) and not spec.startswith((".", "/", "~")):
         return spec
-    raise UserError(f"model {spec} not found: pass an existing model folder, run directory, .gguf file or hub id (org/name)")
+    raise UserError(
+        f"model {spec} not found: pass an existing model folder, run directory, .gguf file or hub id (org/name)"
+    )
 
 
 @dataclass(frozen=True)
@@ -128,7 +144,11 @@ def pick_dtype(dtype: str, device: str) -> Any:
 
     table = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
     if dtype == "auto":
-        return torch.bfloat16 if device.startswith("cuda") and torch.cuda.is_bf16_supported() else torch.float32
+        return (
+            torch.bfloat16
+            if device.startswith("cuda") and torch.cuda.is_bf16_supported()
+            else torch.float32
+        )
     if dtype not in table:
         raise UserError(f"dtype '{dtype}' is not one of auto, {', '.join(table)}")
     return table[dtype]
@@ -139,8 +159,12 @@ def load_tokenizer(source: ModelSource) -> Any:
 
     try:
         tokenizer = AutoTokenizer.from_pretrained(source.path, gguf_file=source.gguf_file)
-    except Exception as exc:  # transformers raises OSError, ValueError, KeyError... for unloadable folders
-        raise UserError(f"tokenizer of {source.path} does not load ({_one_line(exc)}); check the model path") from exc
+    except (
+        Exception
+    ) as exc:  # transformers raises OSError, ValueError, KeyError... for unloadable folders
+        raise UserError(
+            f"tokenizer of {source.path} does not load ({_one_line(exc)}); check the model path"
+        ) from exc
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     tokenizer.padding_side = "left"
@@ -166,9 +190,13 @@ def load_causal_lm(source: ModelSource, device: str = "auto", dtype: str = "auto
 
     device = pick_device(device)
     try:
-        model = AutoModelForCausalLM.from_pretrained(source.path, gguf_file=source.gguf_file, dtype=pick_dtype(dtype, device))
+        model = AutoModelForCausalLM.from_pretrained(
+            source.path, gguf_file=source.gguf_file, dtype=pick_dtype(dtype, device)
+        )
     except Exception as exc:  # OSError, ValueError, KeyError...: all mean "this does not load"
-        raise UserError(f"model {source.path} does not load ({_one_line(exc)}); check the path, or that it is a causal LM") from exc
+        raise UserError(
+            f"model {source.path} does not load ({_one_line(exc)}); check the path, or that it is a causal LM"
+        ) from exc
     return model.to(device).eval()
 
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import difflib
 import string
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from yaml.nodes import Node
@@ -39,7 +39,9 @@ class Where:
                 value = self.converter.nodes[path]
                 key = self.converter.key_nodes.get(path)
                 from_file = not value.start_mark.name.startswith(SET_PREFIX)
-                return key if key is not None and from_file else value  # a section's error points at its key
+                return (
+                    key if key is not None and from_file else value
+                )  # a section's error points at its key
             cut = max(path.rfind("."), path.rfind("["))
             path = path[:cut] if cut > 0 else ""
         return self.root
@@ -77,10 +79,15 @@ def method_class(recipe: Recipe, where: Where) -> type:
         known = available_methods()
         reason = f"{exc.__class__.__name__}: {exc}".splitlines()[0]
         if ":" in name or name in known:
-            raise where.error("method.name", f"cannot load method '{name}' ({reason}); check that it imports") from exc
+            raise where.error(
+                "method.name", f"cannot load method '{name}' ({reason}); check that it imports"
+            ) from exc
         near = difflib.get_close_matches(name, known, n=1)
         hint = f"did you mean '{near[0]}'? " if near else ""
-        raise where.error("method.name", f"unknown method '{name}'; {hint}choose one of {', '.join(known)} or module:Class") from exc
+        raise where.error(
+            "method.name",
+            f"unknown method '{name}'; {hint}choose one of {', '.join(known)} or module:Class",
+        ) from exc
 
 
 def _check_method(recipe: Recipe, where: Where, warn: Warn) -> None:
@@ -92,11 +99,21 @@ def _check_method(recipe: Recipe, where: Where, warn: Warn) -> None:
     if needs_teacher and recipe.teacher is None:
         recipe.teacher = TeacherConfig()  # the paper's EMA: 0.99 -> 0.99999, cosine, every step
     if not needs_teacher and where.given("teacher") and recipe.teacher is not None:
-        raise where.error("teacher", f"method {name} has no teacher; remove the teacher section or use co_rewarding_ii/iii")
+        raise where.error(
+            "teacher",
+            f"method {name} has no teacher; remove the teacher section or use co_rewarding_ii/iii",
+        )
     if recipe.train.kl_target == "teacher" and not needs_teacher:
-        raise where.error("train.kl_target", f"method {name} has no teacher to anchor the KL to; use kl_target: initial")
+        raise where.error(
+            "train.kl_target",
+            f"method {name} has no teacher to anchor the KL to; use kl_target: initial",
+        )
     teacher = recipe.teacher
-    if teacher is not None and teacher.schedule == "cosine" and teacher.decay_start > teacher.decay_end:
+    if (
+        teacher is not None
+        and teacher.schedule == "cosine"
+        and teacher.decay_start > teacher.decay_end
+    ):
         raise where.error(
             "teacher.decay_start",
             f"decay_start {teacher.decay_start} > decay_end {teacher.decay_end}: the teacher would speed up over the run; "
@@ -104,13 +121,25 @@ def _check_method(recipe: Recipe, where: Where, warn: Warn) -> None:
         )
     if recipe.method.min_votes > recipe.rollout.n:
         raise where.error(
-            "method.min_votes", f"{recipe.method.min_votes} agreeing answers can never come from rollout.n={recipe.rollout.n} samples; use <= {recipe.rollout.n}"
+            "method.min_votes",
+            f"{recipe.method.min_votes} agreeing answers can never come from rollout.n={recipe.rollout.n} samples; use <= {recipe.rollout.n}",
         )
     views = tuple(getattr(cls, "policy_views", ("original",)))
     if len(views) < 2 and where.changed("train.view_loss", recipe.train.view_loss, "sum"):
-        warn(where.warning("train.view_loss", f"method {name} trains one view, so view_loss has no effect"))
-    if getattr(cls, "name", name) == "gt" and recipe.data.answer_key is None and not _all_builtin(recipe):
-        raise where.error("data.answer_key", "method gt rewards agreement with the reference answer; set the answer column")
+        warn(
+            where.warning(
+                "train.view_loss", f"method {name} trains one view, so view_loss has no effect"
+            )
+        )
+    if (
+        getattr(cls, "name", name) == "gt"
+        and recipe.data.answer_key is None
+        and not _all_builtin(recipe)
+    ):
+        raise where.error(
+            "data.answer_key",
+            "method gt rewards agreement with the reference answer; set the answer column",
+        )
 
 
 def uses_rephrased(cls: type) -> bool:
@@ -119,15 +148,23 @@ def uses_rephrased(cls: type) -> bool:
 
 
 def _all_builtin(recipe: Recipe) -> bool:
-    return bool(recipe.data.train) and all(s.original == train_data.BUILTIN for s in recipe.data.train)
+    return bool(recipe.data.train) and all(
+        s.original == train_data.BUILTIN for s in recipe.data.train
+    )
 
 
 def _check_data(recipe: Recipe, where: Where, warn: Warn) -> None:
     cfg = recipe.data
     if not cfg.train:
-        raise where.error("data.train", "no training data; add a source, e.g. train: [{original: TMLR-Group-HF/Co-rewarding-RephrasedMATH}]")
+        raise where.error(
+            "data.train",
+            "no training data; add a source, e.g. train: [{original: TMLR-Group-HF/Co-rewarding-RephrasedMATH}]",
+        )
     if cfg.data_dir is not None and not Path(cfg.data_dir).expanduser().is_dir():
-        raise where.error("data.data_dir", f"folder {cfg.data_dir} does not exist (relative to {Path.cwd()}); point it at a copy laid out like shared/data")
+        raise where.error(
+            "data.data_dir",
+            f"folder {cfg.data_dir} does not exist (relative to {Path.cwd()}); point it at a copy laid out like shared/data",
+        )
     needs_rephrased = uses_rephrased(method_class(recipe, where))
     for i, source in enumerate(cfg.train):
         for field in ("original", "rephrased"):
@@ -136,7 +173,9 @@ def _check_data(recipe: Recipe, where: Where, warn: Warn) -> None:
                 continue
             path = f"data.train[{i}].{field}"
             if not spec.strip():
-                raise where.error(path, "is empty; name a file, a hub dataset id or builtin:tiny-arith")
+                raise where.error(
+                    path, "is empty; name a file, a hub dataset id or builtin:tiny-arith"
+                )
             problem = train_data.source_problem(spec, cfg.data_dir, rephrased=field == "rephrased")
             if problem:
                 raise where.error(path, problem)
@@ -147,9 +186,21 @@ def _check_data(recipe: Recipe, where: Where, warn: Warn) -> None:
                 f"method {recipe.method.name} needs rephrased questions but '{source.original}' has none; set "
                 f"data.train[{i}].rephrased to a row-aligned file, or data.rephrased_key to the column that holds them",
             )
-        if not needs_rephrased and (source.rephrased is not None or (cfg.rephrased_key and source.original != train_data.BUILTIN)):
-            field = f"data.train[{i}].rephrased" if source.rephrased is not None else "data.rephrased_key"
-            warn(where.warning(field, f"method {recipe.method.name} trains on the original questions only; the rephrased ones are not used"))
+        if not needs_rephrased and (
+            source.rephrased is not None
+            or (cfg.rephrased_key and source.original != train_data.BUILTIN)
+        ):
+            field = (
+                f"data.train[{i}].rephrased"
+                if source.rephrased is not None
+                else "data.rephrased_key"
+            )
+            warn(
+                where.warning(
+                    field,
+                    f"method {recipe.method.name} trains on the original questions only; the rephrased ones are not used",
+                )
+            )
     for i, name in enumerate(cfg.eval):
         problem = train_data.eval_set_problem(name, cfg.data_dir)
         if problem:
@@ -159,9 +210,14 @@ def _check_data(recipe: Recipe, where: Where, warn: Warn) -> None:
 def _check_training(recipe: Recipe, where: Where) -> None:
     betas = recipe.train.betas
     if len(betas) != 2 or not all(0.0 <= b < 1.0 for b in betas):
-        raise where.error("train.betas", f"{betas} is not two numbers in [0, 1); the paper uses [0.9, 0.999]")
+        raise where.error(
+            "train.betas", f"{betas} is not two numbers in [0, 1); the paper uses [0.9, 0.999]"
+        )
     if recipe.rollout.temperature == 0.0:
-        raise where.error("rollout.temperature", "0 makes all n samples of a prompt identical, so groups carry no signal; use > 0 (paper: 1.0)")
+        raise where.error(
+            "rollout.temperature",
+            "0 makes all n samples of a prompt identical, so groups carry no signal; use > 0 (paper: 1.0)",
+        )
     if recipe.rollout.top_p == 0.0:
         raise where.error("rollout.top_p", "0 keeps no tokens; use a value in (0, 1] (paper: 1.0)")
 
@@ -173,9 +229,15 @@ def _check_engine(recipe: Recipe, where: Where, warn: Warn) -> None:
     builtin = recipe.model.path == train_data.BUILTIN
     if engine.kind == "openrlhf":
         if builtin:
-            raise where.error("model.path", f"{train_data.BUILTIN} runs on the local engine only; set engine.kind: local or use a real model")
+            raise where.error(
+                "model.path",
+                f"{train_data.BUILTIN} runs on the local engine only; set engine.kind: local or use a real model",
+            )
         if any(s.original == train_data.BUILTIN for s in recipe.data.train):
-            raise where.error("data.train", f"{train_data.BUILTIN} data runs on the local engine only; set engine.kind: local")
+            raise where.error(
+                "data.train",
+                f"{train_data.BUILTIN} data runs on the local engine only; set engine.kind: local",
+            )
         cluster = engine.cluster
         gpus = cluster.nodes * cluster.gpus_per_node
         if cluster.colocate and cluster.vllm_engines * cluster.vllm_tensor_parallel != gpus:
@@ -186,16 +248,34 @@ def _check_engine(recipe: Recipe, where: Where, warn: Warn) -> None:
             )
         for field, default in (("device", "auto"), ("threads", None)):
             if where.changed(f"engine.{field}", getattr(engine, field), default):
-                warn(where.warning(f"engine.{field}", "is read by the local engine only; the openrlhf engine ignores it"))
+                warn(
+                    where.warning(
+                        f"engine.{field}",
+                        "is read by the local engine only; the openrlhf engine ignores it",
+                    )
+                )
     elif where.changed("engine.cluster", engine.cluster, ClusterConfig()):
-        warn(where.warning("engine.cluster", "is read by the openrlhf engine only; engine.kind is local"))
+        warn(
+            where.warning(
+                "engine.cluster", "is read by the openrlhf engine only; engine.kind is local"
+            )
+        )
 
 
 def _check_output(recipe: Recipe, where: Where) -> None:
     try:
-        names = {name for _, name, _, _ in string.Formatter().parse(recipe.output.dir) if name is not None}
+        names = {
+            name
+            for _, name, _, _ in string.Formatter().parse(recipe.output.dir)
+            if name is not None
+        }
     except ValueError as exc:
-        raise where.error("output.dir", f"unbalanced braces ({exc}); the only placeholder is {{recipe}}") from exc
+        raise where.error(
+            "output.dir", f"unbalanced braces ({exc}); the only placeholder is {{recipe}}"
+        ) from exc
     unknown = names - {"recipe"}
     if unknown:
-        raise where.error("output.dir", f"unknown placeholder {{{sorted(unknown)[0]}}}; the only placeholder is {{recipe}}")
+        raise where.error(
+            "output.dir",
+            f"unknown placeholder {{{sorted(unknown)[0]}}}; the only placeholder is {{recipe}}",
+        )

@@ -16,9 +16,10 @@ import os
 import random
 import shutil
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Literal, Sequence
+from typing import Literal
 
 import torch
 from rich.console import Console
@@ -156,7 +157,9 @@ def build_model(seed: int = 0):
 
 
 @torch.no_grad()
-def generate_greedy(model, tokenizer, prompts: Sequence[str], max_new_tokens: int = 12, batch_size: int = 256) -> list[str]:
+def generate_greedy(
+    model, tokenizer, prompts: Sequence[str], max_new_tokens: int = 12, batch_size: int = 256
+) -> list[str]:
     """Batched greedy decoding with left padding (position ids follow the attention mask)."""
     was_training = model.training
     model.eval()
@@ -164,7 +167,9 @@ def generate_greedy(model, tokenizer, prompts: Sequence[str], max_new_tokens: in
     device = next(model.parameters()).device
     out: list[str] = []
     for start in range(0, len(prompts), batch_size):
-        enc = tokenizer(list(prompts[start : start + batch_size]), return_tensors="pt", padding=True).to(device)
+        enc = tokenizer(
+            list(prompts[start : start + batch_size]), return_tensors="pt", padding=True
+        ).to(device)
         generated = model.generate(
             **enc,
             do_sample=False,
@@ -172,16 +177,24 @@ def generate_greedy(model, tokenizer, prompts: Sequence[str], max_new_tokens: in
             pad_token_id=tokenizer.pad_token_id,
             eos_token_id=tokenizer.eos_token_id,
         )
-        out.extend(tokenizer.batch_decode(generated[:, enc["input_ids"].shape[1] :], skip_special_tokens=True))
+        out.extend(
+            tokenizer.batch_decode(
+                generated[:, enc["input_ids"].shape[1] :], skip_special_tokens=True
+            )
+        )
     model.train(was_training)
     return out
 
 
-def greedy_accuracy(model, tokenizer, items: Sequence[Problem], view: ViewName = "original", batch_size: int = 256) -> float:
+def greedy_accuracy(
+    model, tokenizer, items: Sequence[Problem], view: ViewName = "original", batch_size: int = 256
+) -> float:
     """Share of problems whose greedy response's last \\boxed{} answer equals the reference."""
     if not items:
         return 0.0
-    responses = generate_greedy(model, tokenizer, [prompt_of(p, view) for p in items], batch_size=batch_size)
+    responses = generate_greedy(
+        model, tokenizer, [prompt_of(p, view) for p in items], batch_size=batch_size
+    )
     right = sum(extract_answer(r) == p.answer for r, p in zip(responses, items))
     return right / len(items)
 
@@ -207,7 +220,9 @@ class WarmStartConfig:
     original_share: float = 0.5  # the rest is spread evenly over the rephrasings
     target_accuracy: float = 0.68
     first_check: int = 150
-    check_every: int = 5  # near the target; every 4x as many steps while dev accuracy is under half of it
+    check_every: int = (
+        5  # near the target; every 4x as many steps while dev accuracy is under half of it
+    )
     max_steps: int = 900
     threads: int = 2  # fixed: the bits depend on it (on a CPU shared with other busy work, 2 threads stall badly)
 
@@ -216,7 +231,9 @@ def _examples(tokenizer, items: Sequence[Problem]) -> list[list[tuple[list[int],
     """Per problem, (prompt ids, response ids) for each template, original first."""
     eos = tokenizer.eos_token_id
     operands = [tuple(int(x) for x in p.id.split("+")) for p in items]
-    responses = tokenizer([format_answer(a + b) for a, b in operands], add_special_tokens=False).input_ids
+    responses = tokenizer(
+        [format_answer(a + b) for a, b in operands], add_special_tokens=False
+    ).input_ids
     prompts = [tokenizer([t.format(a=a, b=b) for a, b in operands]).input_ids for t in TEMPLATES]
     return [[(views[i], responses[i] + [eos]) for views in prompts] for i in range(len(items))]
 
@@ -235,14 +252,16 @@ def _batch(examples, rng: random.Random, cfg: WarmStartConfig, pad_id: int):
     ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(seqs), width), dtype=torch.long)
     lab = torch.full((len(seqs), width), -100, dtype=torch.long)
-    for i, (s, l) in enumerate(zip(seqs, labels)):
+    for i, (s, lbl) in enumerate(zip(seqs, labels)):
         ids[i, : len(s)] = torch.tensor(s)
         mask[i, : len(s)] = 1
-        lab[i, : len(l)] = torch.tensor(l)
+        lab[i, : len(lbl)] = torch.tensor(lbl)
     return ids, mask, lab
 
 
-def train_warm_start(cfg: WarmStartConfig, progress: Progress | None = None) -> tuple[object, object, dict]:
+def train_warm_start(
+    cfg: WarmStartConfig, progress: Progress | None = None
+) -> tuple[object, object, dict]:
     """Supervised training from scratch; returns (model, tokenizer, stats). Deterministic on CPU."""
     threads = torch.get_num_threads()
     torch.set_num_threads(cfg.threads)
@@ -253,8 +272,12 @@ def train_warm_start(cfg: WarmStartConfig, progress: Progress | None = None) -> 
         examples = _examples(tokenizer, problems("train"))
         dev = problems("dev")
         rng = random.Random(cfg.seed)
-        opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / cfg.warmup_steps))
+        opt = torch.optim.AdamW(
+            model.parameters(), lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay
+        )
+        sched = torch.optim.lr_scheduler.LambdaLR(
+            opt, lambda s: min(1.0, (s + 1) / cfg.warmup_steps)
+        )
         task = progress.add_task("warm start", total=cfg.max_steps) if progress else None
         dev_acc, step = 0.0, 0
         with torch.random.fork_rng(devices=[]):
@@ -268,8 +291,14 @@ def train_warm_start(cfg: WarmStartConfig, progress: Progress | None = None) -> 
                 opt.step()
                 sched.step()
                 if progress is not None:
-                    progress.update(task, advance=1, description=f"warm start  loss {loss.item():.3f}  dev {dev_acc:.0%}")
-                every = cfg.check_every if dev_acc >= cfg.target_accuracy / 2 else 4 * cfg.check_every
+                    progress.update(
+                        task,
+                        advance=1,
+                        description=f"warm start  loss {loss.item():.3f}  dev {dev_acc:.0%}",
+                    )
+                every = (
+                    cfg.check_every if dev_acc >= cfg.target_accuracy / 2 else 4 * cfg.check_every
+                )
                 if step >= cfg.first_check and (step - cfg.first_check) % every == 0:
                     dev_acc = greedy_accuracy(model, tokenizer, dev)
                     model.train()
@@ -278,7 +307,11 @@ def train_warm_start(cfg: WarmStartConfig, progress: Progress | None = None) -> 
         if progress is not None:
             progress.update(task, completed=cfg.max_steps)
         model.eval()
-        return model, tokenizer, {"steps": step, "dev_accuracy": dev_acc, "final_loss": float(loss.item())}
+        return (
+            model,
+            tokenizer,
+            {"steps": step, "dev_accuracy": dev_acc, "final_loss": float(loss.item())},
+        )
     finally:
         torch.set_num_threads(threads)
 
@@ -329,13 +362,25 @@ def warm_start(console: Console | None = None, cfg: WarmStartConfig = WarmStartC
             return final
         console.print(f"Building the {BUILTIN} warm start (supervised, once; cached in {final})")
         started = time.perf_counter()
-        with Progress(TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(), console=console, transient=True) as progress:
+        with Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            TimeElapsedColumn(),
+            console=console,
+            transient=True,
+        ) as progress:
             model, tokenizer, stats = train_warm_start(cfg, progress)
         tmp = root / f".{final.name}.tmp-{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)
         _save_quietly(model, tokenizer, tmp)
         elapsed = time.perf_counter() - started
-        meta = {"builtin": BUILTIN, "fingerprint": final.name, "seconds": round(elapsed, 1), **stats, "config": asdict(cfg)}
+        meta = {
+            "builtin": BUILTIN,
+            "fingerprint": final.name,
+            "seconds": round(elapsed, 1),
+            **stats,
+            "config": asdict(cfg),
+        }
         (tmp / MARKER).write_text(json.dumps(meta, indent=2) + "\n")
         if final.exists():  # incomplete leftover of an interrupted build
             shutil.rmtree(final)
@@ -366,7 +411,7 @@ class _lock:
     def __init__(self, path: Path) -> None:
         self.path = path
 
-    def __enter__(self) -> "_lock":
+    def __enter__(self) -> _lock:
         self.handle = open(self.path, "a+")
         try:
             import fcntl

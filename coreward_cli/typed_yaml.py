@@ -63,7 +63,9 @@ def compose(text: str, name: str) -> Node | None:
         return loader.get_single_node()
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
-        if exc.context_mark and "<stream end>" in (exc.problem or ""):  # an unclosed [ or {: where it opened
+        if exc.context_mark and "<stream end>" in (
+            exc.problem or ""
+        ):  # an unclosed [ or {: where it opened
             mark = exc.context_mark
         line = f":{mark.line + 1}" if mark and not name.startswith(SET_PREFIX) else ""
         problem = exc.problem or exc.context or "invalid YAML"
@@ -93,7 +95,9 @@ def parse_override(text: str) -> tuple[list[str | int], str, Node]:
                 path.append(match.group(1))
             path.extend(int(i) for i in re.findall(r"\[(\d+)\]", match.group(2)))
         else:
-            raise UserError(f"{SET_PREFIX}{key}: '{part}' is not a field name; use dotted names like train.lr")
+            raise UserError(
+                f"{SET_PREFIX}{key}: '{part}' is not a field name; use dotted names like train.lr"
+            )
     name = f"{SET_PREFIX}{key}"
     node = compose(value, name)
     if node is None:  # `--set model.system_prompt=` means null
@@ -116,15 +120,26 @@ def apply_override(root: MappingNode, path: list[str | int], key: str, value: No
             if not isinstance(node, SequenceNode):
                 raise UserError(f"{name}: {_dotted(path[:depth])} is not a list; drop the [{step}]")
             if step >= len(node.value):
-                raise UserError(f"{name}: {_dotted(path[:depth])} has {len(node.value)} entries; index {step} is out of range")
+                raise UserError(
+                    f"{name}: {_dotted(path[:depth])} has {len(node.value)} entries; index {step} is out of range"
+                )
             if last:
                 node.value[step] = value
             else:
                 node = node.value[step]
             continue
         if not isinstance(node, MappingNode):
-            raise UserError(f"{name}: {_dotted(path[:depth])} is not a section; '{step}' cannot go inside it")
-        existing = next((pair for pair in node.value if isinstance(pair[0], ScalarNode) and pair[0].value == step), None)
+            raise UserError(
+                f"{name}: {_dotted(path[:depth])} is not a section; '{step}' cannot go inside it"
+            )
+        existing = next(
+            (
+                pair
+                for pair in node.value
+                if isinstance(pair[0], ScalarNode) and pair[0].value == step
+            ),
+            None,
+        )
         if last:
             if existing is not None:
                 node.value[node.value.index(existing)] = (existing[0], value)
@@ -170,7 +185,9 @@ def _describe(node: Node) -> str:
     value = _value(node)
     if value is None:
         return "null"
-    kind = {bool: "a boolean", int: "an integer", float: "a number", str: "text"}.get(type(value), type(value).__name__)
+    kind = {bool: "a boolean", int: "an integer", float: "a number", str: "text"}.get(
+        type(value), type(value).__name__
+    )
     return f"{kind} ({node.value!r})" if node.value else kind
 
 
@@ -179,14 +196,22 @@ class Converter:
 
     def __init__(self) -> None:
         self.nodes: dict[str, Node] = {}  # "data.train[0].original" -> its value node
-        self.key_nodes: dict[str, Node] = {}  # field path -> the node of its key (for "remove this")
+        self.key_nodes: dict[
+            str, Node
+        ] = {}  # field path -> the node of its key (for "remove this")
 
     def build(self, cls: type, node: Node, path: str = "") -> Any:
         """An instance of dataclass `cls` from a mapping node; absent fields take their defaults."""
         if not isinstance(node, MappingNode):
-            raise fail(node, path, f"expected a section with fields ({', '.join(_field_names(cls))}), got {_describe(node)}")
+            raise fail(
+                node,
+                path,
+                f"expected a section with fields ({', '.join(_field_names(cls))}), got {_describe(node)}",
+            )
         written = {id(k) for k, _ in node.value}
-        _constructor.flatten_mapping(node)  # `<<: *anchor` merge keys first, then the keys written here
+        _constructor.flatten_mapping(
+            node
+        )  # `<<: *anchor` merge keys first, then the keys written here
         hints = typing.get_type_hints(cls)
         fields = {f.name: f for f in dataclasses.fields(cls)}
         kwargs: dict[str, Any] = {}
@@ -196,7 +221,9 @@ class Converter:
             if key not in fields:
                 raise fail(key_node, child, self._unknown(key, cls, path))
             if key in kwargs and id(key_node) in written and id(self.key_nodes[child]) in written:
-                raise fail(key_node, child, f"'{key}' appears twice in {path or 'the recipe'}; keep one")
+                raise fail(
+                    key_node, child, f"'{key}' appears twice in {path or 'the recipe'}; keep one"
+                )
             self.nodes[child] = value_node
             self.key_nodes[child] = key_node
             value = self.convert(hints[key], value_node, child)
@@ -240,19 +267,33 @@ class Converter:
             if value is None:
                 raise fail(node, path, "must not be empty (null); give a value")
             if isinstance(value, bool):
-                raise fail(node, path, f"expected text, got a boolean; quote it ('{node.value}') if you mean the text")
-            return value if isinstance(value, str) else node.value  # numbers and dates keep their spelling
-        raise TypeError(f"unsupported field type {tp!r} at {path}")  # a schema bug, not a user error
+                raise fail(
+                    node,
+                    path,
+                    f"expected text, got a boolean; quote it ('{node.value}') if you mean the text",
+                )
+            return (
+                value if isinstance(value, str) else node.value
+            )  # numbers and dates keep their spelling
+        raise TypeError(
+            f"unsupported field type {tp!r} at {path}"
+        )  # a schema bug, not a user error
 
     def _list(self, item_tp: Any, node: Node, path: str) -> list[Any]:
         if not isinstance(node, SequenceNode):
-            example = "[a, b]" if not dataclasses.is_dataclass(item_tp) else "a list of entries (- ...)"
+            example = (
+                "[a, b]" if not dataclasses.is_dataclass(item_tp) else "a list of entries (- ...)"
+            )
             raise fail(node, path, f"expected a list, e.g. {example}; got {_describe(node)}")
         out = []
         for i, item in enumerate(node.value):
             child = f"{path}[{i}]"
             self.nodes[child] = item
-            shorthand = dataclasses.is_dataclass(item_tp) and isinstance(item, ScalarNode) and not _is_null(item)
+            shorthand = (
+                dataclasses.is_dataclass(item_tp)
+                and isinstance(item, ScalarNode)
+                and not _is_null(item)
+            )
             if shorthand:  # `- file.parquet` for an entry whose first field is the only one given
                 first = dataclasses.fields(item_tp)[0].name
                 self.nodes[f"{child}.{first}"] = item
@@ -265,7 +306,9 @@ class Converter:
         value = _value(node) if isinstance(node, ScalarNode) else None
         if isinstance(node, ScalarNode) and (value in choices or node.value in choices):
             return value if value in choices else node.value
-        near = difflib.get_close_matches(str(node.value) if isinstance(node, ScalarNode) else "", [str(c) for c in choices], n=1)
+        near = difflib.get_close_matches(
+            str(node.value) if isinstance(node, ScalarNode) else "", [str(c) for c in choices], n=1
+        )
         hint = f"; did you mean '{near[0]}'?" if near else ""
         got = f"'{node.value}'" if isinstance(node, ScalarNode) else _describe(node)
         raise fail(node, path, f"{got} is not one of {', '.join(map(str, choices))}{hint}")
@@ -301,7 +344,9 @@ def _find_field(name: str, root: type | None) -> str | None:
 
 
 def _type_name(tp: Any) -> str:
-    return {bool: "true or false", int: "a whole number", float: "a number", str: "text"}.get(tp, str(tp))
+    return {bool: "true or false", int: "a whole number", float: "a number", str: "text"}.get(
+        tp, str(tp)
+    )
 
 
 def _check_range(f: dataclasses.Field, value: Any, node: Node, path: str) -> None:
@@ -336,7 +381,9 @@ def _emit_fields(obj: Any, indent: int, explain: bool) -> list[str]:
             lines.append(f"{pad}{f.name}:")
             for item in value:
                 item_lines = _emit_fields(item, indent + 4, explain)
-                first = next(i for i, line in enumerate(item_lines) if not line.lstrip().startswith("#"))
+                first = next(
+                    i for i, line in enumerate(item_lines) if not line.lstrip().startswith("#")
+                )
                 item_lines[first] = f"{pad}  - {item_lines[first].lstrip()}"
                 lines.extend(item_lines)
         else:
@@ -346,5 +393,7 @@ def _emit_fields(obj: Any, indent: int, explain: bool) -> list[str]:
 
 def flow(value: Any) -> str:
     """One value in YAML flow style, quoted where YAML needs it (`[0.9, 0.999]`, `'runs/{recipe}'`)."""
-    text = yaml.safe_dump([value], default_flow_style=True, width=1 << 30, allow_unicode=True).strip()
+    text = yaml.safe_dump(
+        [value], default_flow_style=True, width=1 << 30, allow_unicode=True
+    ).strip()
     return text[1:-1]

@@ -13,7 +13,8 @@ give it none. The paper's runs never have groups of one: n = 8.)
 from __future__ import annotations
 
 import math
-from typing import Literal, Sequence
+from collections.abc import Sequence
+from typing import Literal
 
 AdvantageStd = Literal["unbiased", "none"]
 

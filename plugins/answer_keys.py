@@ -30,7 +30,16 @@ _NOISE = re.compile(  # a row break (two backslashes) is matched first, to be ke
 _DEGREES = re.compile(r"\^\s*\{\s*\\circ\s*\}|\^\s*\\circ(?![a-zA-Z])|\\degree(?![a-zA-Z])|°")
 _FRAC_ALIASES = re.compile(r"\\[dt]frac(?![a-zA-Z])")
 _BINOM_ALIASES = re.compile(r"\\[dt]binom(?![a-zA-Z])")
-_WRAPPERS = ("\\boxed", "\\text", "\\textbf", "\\textit", "\\textrm", "\\mathrm", "\\mathbf", "\\mbox")
+_WRAPPERS = (
+    "\\boxed",
+    "\\text",
+    "\\textbf",
+    "\\textit",
+    "\\textrm",
+    "\\mathrm",
+    "\\mathbf",
+    "\\mbox",
+)
 # A trailing text group that names a unit ("\\text{ cm}", "\\mbox{square units}", "\\text{m/s}^2").
 _UNIT_GROUP = re.compile(r"\\(?:text|mbox|textrm)\{\s*[A-Za-z][A-Za-z /.\-]*\}(?:\^\{?[0-9]\}?)?$")
 _UNIT_WORDS = (
@@ -39,7 +48,9 @@ _UNIT_WORDS = (
     "seconds|second|sec|days|day|weeks|years|grams|kg|g|pounds|lbs|ounces|oz|liters|litres|ml|people|students"
 )
 # A plain number followed by a unit word: "12 cm", "3.5 hours", "5 square units".
-_NUMBER_THEN_UNIT = re.compile(rf"^([+-]?[0-9][0-9,]*(?:\.[0-9]+)?)\s*(?:{_UNIT_WORDS})(?:\^\{{?[0-9]\}}?)?\.?$")
+_NUMBER_THEN_UNIT = re.compile(
+    rf"^([+-]?[0-9][0-9,]*(?:\.[0-9]+)?)\s*(?:{_UNIT_WORDS})(?:\^\{{?[0-9]\}}?)?\.?$"
+)
 _VARIABLE_PREFIX = re.compile(r"^(?:[a-zA-Z](?:_\{?[a-zA-Z0-9]+\}?)?|\\[a-zA-Z]{1,10})=(?![=<>])")
 _SINGLE_CHAR_GROUP = re.compile(r"([\^_])\{([a-zA-Z0-9])\}")
 _THOUSANDS = re.compile(r"^[+-]?[0-9]{1,3}(?:,[0-9]{3})+(?:\.[0-9]+)?$")
@@ -55,12 +66,16 @@ _FORBIDDEN = re.compile(
     r"verbatim|lstinline|loop|repeat|expandafter)(?![a-zA-Z])"
 )
 _BIG_EXPONENT = re.compile(r"\^\s*\{?\s*[+-]?[0-9]{5,}")  # 2^{100000}
-_TOWER = re.compile(r"\^\s*\{[^{}]*\^|\^\s*[0-9a-zA-Z]\s*\^|\*\*")  # 10^{10^{...}}, 2^3^4, python powers
+_TOWER = re.compile(
+    r"\^\s*\{[^{}]*\^|\^\s*[0-9a-zA-Z]\s*\^|\*\*"
+)  # 10^{10^{...}}, 2^3^4, python powers
 _NESTED_EXP = re.compile(r"\\exp\s*(?:\\left)?\s*[({][^)}]*\\exp")  # \exp(\exp(...))
 # Functions that explode (or need huge precision) on large arguments, and what counts as large for them.
 _FACTORIAL_LIKE = re.compile(r"(?<!\\)!|\\Gamma|\\binom|\\choose")
 _LARGE_FOR_FACTORIAL = re.compile(r"[0-9]{3,}|\^")  # 1000!, (10^6)!, \binom{10^6}{3}
-_TRANSCENDENTAL = re.compile(r"\\(?:sin|cos|tan|sec|csc|cot|sinh|cosh|tanh|exp|log|ln|arc[a-z]+)(?![a-zA-Z])")
+_TRANSCENDENTAL = re.compile(
+    r"\\(?:sin|cos|tan|sec|csc|cot|sinh|cosh|tanh|exp|log|ln|arc[a-z]+)(?![a-zA-Z])"
+)
 _LARGE_FOR_TRANSCENDENTAL = re.compile(r"[0-9]{7,}|\^\s*\{?\s*[+-]?[0-9]{3,}")  # \sin(10^{100})
 _BIG_LITERAL = re.compile(r"[0-9]{13,}")  # fine in a plain number, a hazard inside an expression
 _PLAIN_NUMBER = re.compile(r"^[\s0-9.,+\-]*$")
@@ -114,7 +129,9 @@ def _brace_arguments(s: str, depth: int = 0) -> str:
             continue
         out.append(s[i : m.end()])
         i = m.end()
-        if m.group(1) == "sqrt" and i < len(s) and s[i] == "[":  # \sqrt[3]{x}: keep the index as written
+        if (
+            m.group(1) == "sqrt" and i < len(s) and s[i] == "["
+        ):  # \sqrt[3]{x}: keep the index as written
             close = s.find("]", i)
             if close < 0:
                 break
@@ -168,7 +185,9 @@ def as_fraction(s: str) -> Fraction | None:
 
 
 def format_fraction(value: Fraction) -> str:
-    return str(value.numerator) if value.denominator == 1 else f"{value.numerator}/{value.denominator}"
+    return (
+        str(value.numerator) if value.denominator == 1 else f"{value.numerator}/{value.denominator}"
+    )
 
 
 def _canonical_number(s: str) -> str:
@@ -253,13 +272,19 @@ def safe_for_sympy(answer: str) -> bool:
     """Whether an answer is small and tame enough to hand to latex2sympy/sympy at all."""
     if not answer.strip() or len(answer) > MAX_SYMPY_CHARS:
         return False
-    if answer.count("{") != answer.count("}") or _read_group("{" + answer + "}", 0) != len(answer) + 2:
+    if (
+        answer.count("{") != answer.count("}")
+        or _read_group("{" + answer + "}", 0) != len(answer) + 2
+    ):
         return False
     if _depth(answer) > MAX_SYMPY_DEPTH or answer.count("^") > 8:
         return False
     if any(0xD800 <= ord(ch) <= 0xDFFF for ch in answer):  # lone surrogates (undecodable bytes)
         return False
-    if any(p.search(answer) for p in (_FORBIDDEN, _CODE, _BIG_EXPONENT, _TOWER, _NESTED_EXP, _LONG_NUMBER)):
+    if any(
+        p.search(answer)
+        for p in (_FORBIDDEN, _CODE, _BIG_EXPONENT, _TOWER, _NESTED_EXP, _LONG_NUMBER)
+    ):
         return False
     if _FACTORIAL_LIKE.search(answer) and _LARGE_FOR_FACTORIAL.search(answer):
         return False

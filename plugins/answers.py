@@ -29,7 +29,14 @@ from typing import Literal, get_args
 from coreward_plugins.answer_keys import as_fraction, normalize_answer, safe_for_sympy
 from coreward_plugins.verify_pool import shared_pool
 
-__all__ = ["FALLBACKS", "AnswerMatcher", "MatchMode", "MatcherStats", "extract_answer", "normalize_answer"]
+__all__ = [
+    "FALLBACKS",
+    "AnswerMatcher",
+    "MatchMode",
+    "MatcherStats",
+    "extract_answer",
+    "normalize_answer",
+]
 
 MatchMode = Literal["exact", "normalized", "math_verify"]
 FALLBACKS = ("gsm8k", "answer_is", "last_number")
@@ -80,9 +87,7 @@ def _after_marks(text: str) -> str | None:
 
 
 def _answer_is(text: str) -> str | None:
-    last = None
-    for last in _ANSWER_IS.finditer(text):
-        pass
+    last = next(reversed(list(_ANSWER_IS.finditer(text))), None)
     if last is None:
         return None
     rest = text[last.end() : last.end() + MAX_FALLBACK_CHARS].split("\n", 1)[0]
@@ -91,9 +96,7 @@ def _answer_is(text: str) -> str | None:
 
 
 def _last_number(text: str) -> str | None:
-    last = None
-    for last in _NUMBER.finditer(text):
-        pass
+    last = next(reversed(list(_NUMBER.finditer(text))), None)
     return last.group(0).replace(",", "") if last is not None else None
 
 
@@ -108,7 +111,9 @@ def extract_answer(text: str | None, fallbacks: Sequence[str] = ()) -> str | Non
     """
     unknown = [f for f in fallbacks if f not in _FALLBACK_FUNCTIONS]
     if unknown:
-        raise ValueError(f"unknown answer fallback {unknown[0]!r}; choose from {', '.join(FALLBACKS)}")
+        raise ValueError(
+            f"unknown answer fallback {unknown[0]!r}; choose from {', '.join(FALLBACKS)}"
+        )
     if text is None:
         return None
     text = _as_text(text)
@@ -149,11 +154,15 @@ class AnswerMatcher:
 
     def __init__(self, mode: MatchMode = "exact", timeout_s: float = 5.0) -> None:
         if mode not in get_args(MatchMode):
-            raise ValueError(f"unknown match mode {mode!r}; choose from {', '.join(get_args(MatchMode))}")
+            raise ValueError(
+                f"unknown match mode {mode!r}; choose from {', '.join(get_args(MatchMode))}"
+            )
         if not timeout_s > 0:
             raise ValueError(f"timeout_s must be positive, got {timeout_s}")
         if mode == "math_verify" and importlib.util.find_spec("math_verify") is None:
-            raise ImportError("match mode math_verify needs math-verify: pip install 'math-verify[antlr4_13_2]'")
+            raise ImportError(
+                "match mode math_verify needs math-verify: pip install 'math-verify[antlr4_13_2]'"
+            )
         self.mode: MatchMode = mode
         self.timeout_s = float(timeout_s)
         self.stats = MatcherStats()
@@ -170,7 +179,11 @@ class AnswerMatcher:
     @property
     def max_call_s(self) -> float:
         """The longest an equal() call can take (math_verify: waiting for a worker, its start, the deadline)."""
-        return shared_pool().max_call_s(self.timeout_s) if self.mode == "math_verify" else self.timeout_s
+        return (
+            shared_pool().max_call_s(self.timeout_s)
+            if self.mode == "math_verify"
+            else self.timeout_s
+        )
 
     def key(self, answer: str) -> str:
         text = _as_text(answer)
@@ -197,7 +210,9 @@ class AnswerMatcher:
         if not undecided:
             return decided
         pred = _as_text(a)
-        verdicts = shared_pool().verify_many([(b, pred) for _, b, _ in undecided], self.timeout_s, first=True)
+        verdicts = shared_pool().verify_many(
+            [(b, pred) for _, b, _ in undecided], self.timeout_s, first=True
+        )
         self.stats.verify_calls += len(verdicts) if verdicts and verdicts[-1] else len(undecided)
         for (i, _, pair), verdict in zip(undecided, verdicts):
             if verdict is None:
@@ -234,7 +249,9 @@ class AnswerMatcher:
         if not (safe_for_sympy(a) and safe_for_sympy(b)):
             self.stats.guarded += 1
             return False
-        pair = (key_a, key_b) if key_a < key_b else (key_b, key_a)  # math-verify is symmetric in practice
+        pair = (
+            (key_a, key_b) if key_a < key_b else (key_b, key_a)
+        )  # math-verify is symmetric in practice
         with self._lock:
             cached = self._verdicts.get(pair)
         if cached is not None:

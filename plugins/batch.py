@@ -41,5 +41,7 @@ class MethodResult:
     """One reward list per group of the batch (same order); teacher groups get []."""
 
     rewards: list[list[float]]
-    pseudo_labels: list[str | None]  # per group; None where the method has no label (or it is empty)
+    pseudo_labels: list[
+        str | None
+    ]  # per group; None where the method has no label (or it is empty)
     metrics: dict[str, float] = field(default_factory=dict)

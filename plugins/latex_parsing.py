@@ -41,7 +41,7 @@ class _TwoStageParser:
         parser._interp.predictionMode = PredictionMode.SLL
         try:
             return parser.math()
-        except Exception:  # noqa: BLE001 - a syntax error under SLL: maybe the input, maybe SLL's weakness
+        except Exception:
             global second_stage_runs
             second_stage_runs += 1
             return self._make_parser().math()
@@ -103,7 +103,11 @@ def read_both_ways(answer: str, ll_first: bool = True) -> BothWays:
     def read() -> tuple[str, float]:
         mv_parser.parse_latex_cached.cache_clear()  # math-verify's 20-entry cache would hide the parser
         start = time.process_time()
-        result = parse("\\boxed{" + answer + "}", extraction_config=[LatexExtractionConfig()], parsing_timeout=None)
+        result = parse(
+            "\\boxed{" + answer + "}",
+            extraction_config=[LatexExtractionConfig()],
+            parsing_timeout=None,
+        )
         seconds = time.process_time() - start
         return repr([item if isinstance(item, str) else srepr(item) for item in result]), seconds
 
@@ -115,7 +119,9 @@ def read_both_ways(answer: str, ll_first: bool = True) -> BothWays:
             install()
 
     if not install():
-        raise RuntimeError("two-stage parsing is off (COREWARD_SLL_PARSING=0) or latex2sympy has no parser factory")
+        raise RuntimeError(
+            "two-stage parsing is off (COREWARD_SLL_PARSING=0) or latex2sympy has no parser factory"
+        )
     before = second_stage_runs
     if ll_first:
         (ll, ll_s), (two_stage, two_stage_s) = read_ll(), read()

@@ -12,8 +12,9 @@ change (1 - decay) * (policy - teacher) is far below bf16's resolution, so a bf1
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from typing import Iterable, Iterator, Literal, Mapping
+from typing import Literal
 
 import torch
 
@@ -68,7 +69,7 @@ class EmaTeacher:
         }
 
     @classmethod
-    def from_module(cls, module: torch.nn.Module, device: torch.device | str = "cpu") -> "EmaTeacher":
+    def from_module(cls, module: torch.nn.Module, device: torch.device | str = "cpu") -> EmaTeacher:
         return cls(module.named_parameters(), device=device)
 
     def names(self) -> list[str]:
@@ -84,7 +85,9 @@ class EmaTeacher:
         for name, teacher in self._tensors.items():
             source = policy[name].detach().to(device=self.device, dtype=torch.float32)
             if source.shape != teacher.shape:
-                raise ValueError(f"EMA update: {name} has shape {tuple(source.shape)}, the teacher {tuple(teacher.shape)}")
+                raise ValueError(
+                    f"EMA update: {name} has shape {tuple(source.shape)}, the teacher {tuple(teacher.shape)}"
+                )
             # lerp = teacher + (1 - decay) * (policy - teacher): the same EMA, and exact where
             # policy == teacher (step 1 leaves the base model bit for bit unchanged)
             teacher.lerp_(source, 1.0 - decay)
@@ -98,7 +101,9 @@ class EmaTeacher:
         _check_names(self._tensors, state, "EMA load_state_dict")
         for name, teacher in self._tensors.items():
             if state[name].shape != teacher.shape:
-                raise ValueError(f"EMA load_state_dict: {name} has shape {tuple(state[name].shape)}, the teacher {tuple(teacher.shape)}")
+                raise ValueError(
+                    f"EMA load_state_dict: {name} has shape {tuple(state[name].shape)}, the teacher {tuple(teacher.shape)}"
+                )
             teacher.copy_(state[name].to(dtype=torch.float32))
 
     @contextmanager
@@ -112,7 +117,9 @@ class EmaTeacher:
         _check_names(self._tensors, params, "teacher swap")
         for name, param in params.items():
             if param.shape != self._tensors[name].shape:
-                raise ValueError(f"teacher swap: {name} has shape {tuple(param.shape)}, the teacher {tuple(self._tensors[name].shape)}")
+                raise ValueError(
+                    f"teacher swap: {name} has shape {tuple(param.shape)}, the teacher {tuple(self._tensors[name].shape)}"
+                )
         backup: dict[str, torch.Tensor] = {}
         try:
             with torch.no_grad():

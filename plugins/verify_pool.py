@@ -186,7 +186,9 @@ class VerifyPool:
             raise PoolBusy(f"no math-verify worker free within {timeout_s}s")
         return verdicts[0]
 
-    def verify_many(self, pairs: Sequence[tuple[str, str]], timeout_s: float, first: bool = False) -> list[bool | None]:
+    def verify_many(
+        self, pairs: Sequence[tuple[str, str]], timeout_s: float, first: bool = False
+    ) -> list[bool | None]:
         """Verdicts on (gold, pred) pairs, in order, sent to one worker in one message.
 
         Each verdict has its own deadline (timeout_s after the previous one); a late pair gets None,
@@ -212,14 +214,20 @@ class VerifyPool:
                 if not healthy:
                     break
                 reply = worker.receive(request_id, time.monotonic() + timeout_s)  # type: ignore[arg-type]
-                healthy = reply is not None and reply.get("i") == i and isinstance(reply.get("equal"), bool)
+                healthy = (
+                    reply is not None
+                    and reply.get("i") == i
+                    and isinstance(reply.get("equal"), bool)
+                )
                 verdicts.append(bool(reply["equal"]) if healthy else None)  # type: ignore[index]
                 if healthy and first and reply["equal"]:  # type: ignore[index]
                     break
             if not healthy:
                 with self._cond:
                     self.stats.timeouts += 1
-                if len(verdicts) == answered:  # it never got to answer: the pending pair counts as late
+                if (
+                    len(verdicts) == answered
+                ):  # it never got to answer: the pending pair counts as late
                     verdicts.append(None)
             self._release(worker, healthy)
         return verdicts
@@ -242,7 +250,9 @@ class VerifyPool:
             return [worker.proc.pid for worker in self._idle]
 
     def close(self) -> None:
-        if os.getpid() != self._owner_pid:  # inherited by a forked child: the workers are the parent's
+        if (
+            os.getpid() != self._owner_pid
+        ):  # inherited by a forked child: the workers are the parent's
             return
         with self._cond:
             self._closed = True
@@ -261,7 +271,9 @@ def shared_pool() -> VerifyPool:
     global _pool, _pool_pid
     with _pool_lock:
         if _pool is None or _pool_pid != os.getpid():
-            workers = int(os.environ.get("COREWARD_VERIFY_WORKERS", "0")) or min(8, max(2, os.cpu_count() or 2))
+            workers = int(os.environ.get("COREWARD_VERIFY_WORKERS", "0")) or min(
+                8, max(2, os.cpu_count() or 2)
+            )
             _pool, _pool_pid = VerifyPool(max_workers=workers), os.getpid()
             atexit.register(_pool.close)
         return _pool

@@ -45,7 +45,10 @@ def _confine() -> None:
     threading.Thread(target=watch_parent, daemon=True).start()
 
 
-PROBE_POINTS = ((2, 3, 5, 7, 11, 13), (3, 7, 2, 13, 5, 11))  # positive integers: valid for real, positive
+PROBE_POINTS = (
+    (2, 3, 5, 7, 11, 13),
+    (3, 7, 2, 13, 5, 11),
+)  # positive integers: valid for real, positive
 # and integer symbols alike
 
 
@@ -60,11 +63,17 @@ def clearly_different(gold: list, pred: list) -> bool:
     pred_exprs = [p for p in pred if not isinstance(p, str)]
     if len(gold_exprs) != 1 or len(pred_exprs) != 1:
         return False
-    if any(g.strip() == p.strip() for g in gold if isinstance(g, str) for p in pred if isinstance(p, str)):
+    if any(
+        g.strip() == p.strip()
+        for g in gold
+        if isinstance(g, str)
+        for p in pred
+        if isinstance(p, str)
+    ):
         return False
     try:
         return _values_differ(gold_exprs[0], pred_exprs[0])
-    except Exception:  # noqa: BLE001 - the probe is only a shortcut: when in doubt, ask math-verify
+    except Exception:
         return False
 
 
@@ -73,7 +82,12 @@ def _values_differ(a, b) -> bool:  # sympy expressions
     from sympy.matrices.expressions import MatrixExpr
 
     for e in (a, b):
-        if not isinstance(e, Expr) or isinstance(e, (Symbol, MatrixExpr)) or e.has(Float) or e.has(UnevaluatedExpr):
+        if (
+            not isinstance(e, Expr)
+            or isinstance(e, (Symbol, MatrixExpr))
+            or e.has(Float)
+            or e.has(UnevaluatedExpr)
+        ):
             return False
     symbols = sorted(a.free_symbols | b.free_symbols, key=str)
     for point in PROBE_POINTS:
@@ -95,19 +109,68 @@ def _values_differ(a, b) -> bool:  # sympy expressions
 # sympy and mpmath also load parts of themselves on first use. Warming them up front, between requests,
 # keeps those one-time costs out of the first real comparisons.
 WARM_UP_ANSWERS = (
-    "7", "-12", "3.25", "\\frac{5}{9}", "-\\dfrac{7}{4}", "\\sqrt{6}", "4\\sqrt{5}", "\\frac{\\sqrt{7}}{3}",
-    "\\frac{3}{\\sqrt{11}}", "2\\pi", "\\frac{3\\pi}{4}", "\\pi/6", "5 + 2i", "-3 - 4i", "(2, -5)",
-    "\\left( 6, \\frac{\\pi}{5} \\right)", "(1, 4, -2)", "[3, 8)", "(-\\infty, 4]", "(-3, 2) \\cup (5, \\infty)",
-    "\\{3, 4\\}", "y^3 - 4y + 2", "3t(t-1)", "(y+2)^3", "m + n", "2a - b", "y = 3x - 2", "k \\le 5",
-    "1011_2", "\\text{Monday}", "45^\\circ", "12\\%", "\\begin{pmatrix} 2 \\\\ -1 \\end{pmatrix}",
-    "\\log_3 9", "\\sin 30^\\circ", "e^{2}", "4, 6, 9", "\\infty", "2 \\pm \\sqrt{3}", "3 \\cdot 5",
-    "\\frac{a+b}{2}", "x^{2} + y^{2} = 9", "\\sqrt[3]{4}", "\\dfrac{\\sqrt{3}}{2}", "6!", "\\binom{6}{2}",
+    "7",
+    "-12",
+    "3.25",
+    "\\frac{5}{9}",
+    "-\\dfrac{7}{4}",
+    "\\sqrt{6}",
+    "4\\sqrt{5}",
+    "\\frac{\\sqrt{7}}{3}",
+    "\\frac{3}{\\sqrt{11}}",
+    "2\\pi",
+    "\\frac{3\\pi}{4}",
+    "\\pi/6",
+    "5 + 2i",
+    "-3 - 4i",
+    "(2, -5)",
+    "\\left( 6, \\frac{\\pi}{5} \\right)",
+    "(1, 4, -2)",
+    "[3, 8)",
+    "(-\\infty, 4]",
+    "(-3, 2) \\cup (5, \\infty)",
+    "\\{3, 4\\}",
+    "y^3 - 4y + 2",
+    "3t(t-1)",
+    "(y+2)^3",
+    "m + n",
+    "2a - b",
+    "y = 3x - 2",
+    "k \\le 5",
+    "1011_2",
+    "\\text{Monday}",
+    "45^\\circ",
+    "12\\%",
+    "\\begin{pmatrix} 2 \\\\ -1 \\end{pmatrix}",
+    "\\log_3 9",
+    "\\sin 30^\\circ",
+    "e^{2}",
+    "4, 6, 9",
+    "\\infty",
+    "2 \\pm \\sqrt{3}",
+    "3 \\cdot 5",
+    "\\frac{a+b}{2}",
+    "x^{2} + y^{2} = 9",
+    "\\sqrt[3]{4}",
+    "\\dfrac{\\sqrt{3}}{2}",
+    "6!",
+    "\\binom{6}{2}",
 )
 WARM_UP_PAIRS = (  # comparisons that take sympy's simplify, set, interval, tuple and probe paths
-    ("3t(t-1)", "3t^2-3t"), ("\\frac{3}{\\sqrt{11}}", "\\frac{3\\sqrt{11}}{11}"), ("\\{3, 4\\}", "\\{4, 3\\}"),
-    ("[3, 8)", "[3, 8]"), ("(2, -5)", "(2, 5)"), ("5 + 2i", "2i + 5"), ("y^3 - 4y + 2", "y^3 - 4y + 3"),
-    ("\\frac{3\\pi}{4}", "135^\\circ"), ("4\\sqrt{5}", "\\sqrt{80}"), ("m + n", "n + m"),
-    ("y^2 + 5y", "y(y + 5)"),  # sympy's simplify(), which imports sympy.physics on first use (~0.2 s)
+    ("3t(t-1)", "3t^2-3t"),
+    ("\\frac{3}{\\sqrt{11}}", "\\frac{3\\sqrt{11}}{11}"),
+    ("\\{3, 4\\}", "\\{4, 3\\}"),
+    ("[3, 8)", "[3, 8]"),
+    ("(2, -5)", "(2, 5)"),
+    ("5 + 2i", "2i + 5"),
+    ("y^3 - 4y + 2", "y^3 - 4y + 3"),
+    ("\\frac{3\\pi}{4}", "135^\\circ"),
+    ("4\\sqrt{5}", "\\sqrt{80}"),
+    ("m + n", "n + m"),
+    (
+        "y^2 + 5y",
+        "y(y + 5)",
+    ),  # sympy's simplify(), which imports sympy.physics on first use (~0.2 s)
 )
 
 
@@ -143,7 +206,9 @@ class _Requests:
 
 def main() -> None:
     _confine()
-    logging.disable(logging.CRITICAL)  # math-verify warns about its disabled timeouts on every start
+    logging.disable(
+        logging.CRITICAL
+    )  # math-verify warns about its disabled timeouts on every start
     from math_verify import LatexExtractionConfig, parse
 
     from coreward_plugins.latex_parsing import install
@@ -158,7 +223,7 @@ def main() -> None:
     def judge(gold: str, pred: str) -> bool:
         try:
             return compare(parsed(gold), parsed(pred))
-        except Exception:  # noqa: BLE001 - RecursionError, MemoryError, sympy internals: not provably equal
+        except Exception:
             return False
 
     warm_up = [functools.partial(parsed, a) for a in WARM_UP_ANSWERS]
@@ -180,7 +245,7 @@ def main() -> None:
         if warm_up and not requests.pending():  # one small step at a time, only while idle
             try:
                 warm_up.pop()()
-            except Exception:  # noqa: BLE001 - warming up is best effort
+            except Exception:
                 pass
             continue
         line = requests.next()
@@ -191,7 +256,7 @@ def main() -> None:
             while warm_up:
                 try:
                     warm_up.pop()()
-                except Exception:  # noqa: BLE001
+                except Exception:
                     pass
             answer({"id": request["id"], "warm": True})
             continue

@@ -66,7 +66,9 @@ def majority_vote(
             if first_equal is not None:  # one batched comparison against every representative
                 cluster = first_equal(answer, representatives)
             else:
-                cluster = next((i for i, rep in enumerate(representatives) if matcher.equal(answer, rep)), None)
+                cluster = next(
+                    (i for i, rep in enumerate(representatives) if matcher.equal(answer, rep)), None
+                )
         if cluster is None:
             cluster = len(representatives)
             representatives.append(answer)

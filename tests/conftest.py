@@ -33,11 +33,17 @@ def openrlhf_import_stubs():
     never imports the stubs: only test modules that ask for this fixture see them.
     """
     stubs = str(ROOT / "tests" / "stubs")
-    added = stubs not in sys.path and any(importlib.util.find_spec(n) is None for n in ("flash_attn", "vllm"))
+    added = stubs not in sys.path and any(
+        importlib.util.find_spec(n) is None for n in ("flash_attn", "vllm")
+    )
     if added:
         sys.path.insert(0, stubs)
     yield
     if added:
         sys.path.remove(stubs)
-        for name in [m for m, mod in sys.modules.items() if str(getattr(mod, "__file__", "") or "").startswith(stubs)]:
+        for name in [
+            m
+            for m, mod in sys.modules.items()
+            if str(getattr(mod, "__file__", "") or "").startswith(stubs)
+        ]:
             del sys.modules[name]  # later modules' find_spec("vllm") must not see the stub

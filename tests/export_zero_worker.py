@@ -18,7 +18,13 @@ import torch
 
 rank, world, port, stage = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
 base, out = sys.argv[5], Path(sys.argv[6])
-os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world), MASTER_ADDR="127.0.0.1", MASTER_PORT=port)
+os.environ.update(
+    RANK=str(rank),
+    LOCAL_RANK=str(rank),
+    WORLD_SIZE=str(world),
+    MASTER_ADDR="127.0.0.1",
+    MASTER_PORT=port,
+)
 torch.set_num_threads(1)
 
 import deepspeed  # noqa: E402
@@ -29,7 +35,10 @@ model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
 config = {
     "train_micro_batch_size_per_gpu": 2,
     "gradient_accumulation_steps": 1,
-    "optimizer": {"type": "AdamW", "params": {"lr": 1e-2, "torch_adam": True}},  # no fused_adam JIT on CPU
+    "optimizer": {
+        "type": "AdamW",
+        "params": {"lr": 1e-2, "torch_adam": True},
+    },  # no fused_adam JIT on CPU
     # threshold 0: ZeRO-3 partitions every parameter, the small ones too
     "zero_optimization": {"stage": stage, "stage3_param_persistence_threshold": 0},
     "steps_per_print": 10**9,

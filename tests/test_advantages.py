@@ -13,7 +13,10 @@ from coreward_plugins.advantages import group_advantages
 def test_grpo_matches_hand_values() -> None:
     # rewards 1,0,0,0: mean 0.25, unbiased var = (0.5625 + 3 * 0.0625) / 3 = 0.25, std 0.5
     adv = group_advantages([1.0, 0.0, 0.0, 0.0])
-    assert adv == pytest.approx([0.75 / (0.5 + 1e-6), -0.25 / (0.5 + 1e-6), -0.25 / (0.5 + 1e-6), -0.25 / (0.5 + 1e-6)], abs=1e-12)
+    assert adv == pytest.approx(
+        [0.75 / (0.5 + 1e-6), -0.25 / (0.5 + 1e-6), -0.25 / (0.5 + 1e-6), -0.25 / (0.5 + 1e-6)],
+        abs=1e-12,
+    )
     assert sum(adv) == pytest.approx(0.0, abs=1e-12)
 
 
@@ -29,11 +32,15 @@ def test_binary_group_of_eight() -> None:
     rewards = [1, 1, 1, 0, 0, 0, 0, 0]
     mean = 3 / 8
     std = math.sqrt((3 * (5 / 8) ** 2 + 5 * (3 / 8) ** 2) / 7)
-    assert group_advantages(rewards) == pytest.approx([(r - mean) / (std + 1e-6) for r in rewards], abs=1e-12)
+    assert group_advantages(rewards) == pytest.approx(
+        [(r - mean) / (std + 1e-6) for r in rewards], abs=1e-12
+    )
 
 
 def test_dr_grpo_is_centred_only() -> None:
-    assert group_advantages([1.0, 0.0, 0.0, 1.0, 1.0], std="none") == pytest.approx([0.4, -0.6, -0.6, 0.4, 0.4])
+    assert group_advantages([1.0, 0.0, 0.0, 1.0, 1.0], std="none") == pytest.approx(
+        [0.4, -0.6, -0.6, 0.4, 0.4]
+    )
 
 
 def test_eps_is_used() -> None:
@@ -43,7 +50,11 @@ def test_eps_is_used() -> None:
 
 
 def test_degenerate_groups() -> None:
-    assert group_advantages([1.0, 1.0, 1.0]) == [0.0, 0.0, 0.0]  # no signal: only the KL term remains
+    assert group_advantages([1.0, 1.0, 1.0]) == [
+        0.0,
+        0.0,
+        0.0,
+    ]  # no signal: only the KL term remains
     assert group_advantages([0.0] * 8, std="none") == [0.0] * 8
     assert group_advantages([1.0]) == [0.0]
     assert group_advantages([0.7], std="none") == [0.0]

@@ -30,7 +30,7 @@ def payloads(sentinel: str) -> list[str]:
     touch = f"touch {sentinel}"
     return [
         f"__import__('os').system('{touch}')",
-        f"__import__(\"os\").system(\"{touch}\")",
+        f'__import__("os").system("{touch}")',
         f"eval(\"__import__('os').system('{touch}')\")",
         f"exec(\"open('{sentinel}','w').write('x')\")",
         f"open('{sentinel}', 'w').write('pwned')",
@@ -64,26 +64,104 @@ def monsters() -> list[str]:
     """Answers built to hang, exhaust or confuse a parser."""
     out = []
     for n in (50, 500, 3000, 10000):
-        out += ["{" * n + "1" + "}" * n, "(" * n + "1" + ")" * n, "\\frac{" * n + "1", "\\sqrt{" * n + "2" + "}" * n]
+        out += [
+            "{" * n + "1" + "}" * n,
+            "(" * n + "1" + ")" * n,
+            "\\frac{" * n + "1",
+            "\\sqrt{" * n + "2" + "}" * n,
+        ]
         out += ["{" * n, "}" * n, "\\left(" * n, "[" * n + "]", "\\boxed{" * n + "7" + "}" * n]
         out += ["x^{" * n + "2" + "}" * n]
     out += [
-        "10^{10^{10^{10}}}", "2^{2^{2^{2^{2^{2}}}}}", "9^9^9^9", "10^{100000}", "10^{10^{10}}+1", "(10^{10})^{10^{10}}",
-        "10**10**10", "2**(2**100)", "e^{e^{e^{e^{100}}}}", "\\exp(\\exp(\\exp(100)))", "x^{99999999999}",
-        "1000000!", "(10^6)!", "100000!!", "12345678!", "(1000000)!", "\\Gamma(10^{6})", "\\binom{1000000}{500000}",
-        "\\prod_{k=1}^{1000000} k", "\\sum_{n=1}^{10^{9}} n^{n}", "\\int_0^{10^{9}} e^{x^2} dx",
-        "\\lim_{x\\to\\infty} x^{x^{x}}", "\\sin(10^{100})", "99999999999999999999" * 300, "1e999999", "1e-999999",
-        "0." + "0" * 5000 + "1", "9" * 5000, "-" + "9" * 5000 + ".5", "1" * 100_000, "1," * 50_000,
-        "a+" * 50_000 + "a", "x" * 100_000, "\\frac" * 20_000, "\\text{" * 20_000, "the answer is " * 7000,
-        "\\boxed{" + "x" * 100_000 + "}", "$" * 50_000, "\\" * 10_000, "%" * 10_000, "^" * 10_000, "!" * 10_000,
-        "\\begin{pmatrix}" + "1&" * 3000 + "1\\end{pmatrix}", "\\begin{pmatrix}" + "1\\\\" * 3000 + "\\end{pmatrix}",
-        "\\frac{1}{0}", "0/0", "\\frac{0}{0}", "1/0", "\\infty - \\infty", "\\log(0)", "\\sqrt{-1}",
-        "nan", "NaN", "inf",
-        "\\frac{1}{2", "}{", "\\left(", "\\right)", "{{{", "}}}", "\\boxed{", "\\frac{}{}", "\\sqrt[", "^_^", "", "   ",
-        "\x00", "\x00" * 1000, "\ud800", "\udfff1", "a\udc80b", b"\xff\xfe\x80abc".decode("utf-8", "surrogateescape"),
-        "\u202e42\u202c", "4\u200b2", "\ufeff42", "٣", "４２", "\u2212 5", "🙂" * 1000, "\u0301" * 5000,
-        "\\text{" + "a" * 999 + "}", "x" + "=" * 5000, "=" * 10, "1,000," * 2000, "(" + "1," * 5000 + "1)",
-        "\\{" * 2000, "\\left\\{" + "1," * 3000 + "\\right\\}", "\\mathrm{" * 3000, "\\sqrt" * 5000 + "2",
+        "10^{10^{10^{10}}}",
+        "2^{2^{2^{2^{2^{2}}}}}",
+        "9^9^9^9",
+        "10^{100000}",
+        "10^{10^{10}}+1",
+        "(10^{10})^{10^{10}}",
+        "10**10**10",
+        "2**(2**100)",
+        "e^{e^{e^{e^{100}}}}",
+        "\\exp(\\exp(\\exp(100)))",
+        "x^{99999999999}",
+        "1000000!",
+        "(10^6)!",
+        "100000!!",
+        "12345678!",
+        "(1000000)!",
+        "\\Gamma(10^{6})",
+        "\\binom{1000000}{500000}",
+        "\\prod_{k=1}^{1000000} k",
+        "\\sum_{n=1}^{10^{9}} n^{n}",
+        "\\int_0^{10^{9}} e^{x^2} dx",
+        "\\lim_{x\\to\\infty} x^{x^{x}}",
+        "\\sin(10^{100})",
+        "99999999999999999999" * 300,
+        "1e999999",
+        "1e-999999",
+        "0." + "0" * 5000 + "1",
+        "9" * 5000,
+        "-" + "9" * 5000 + ".5",
+        "1" * 100_000,
+        "1," * 50_000,
+        "a+" * 50_000 + "a",
+        "x" * 100_000,
+        "\\frac" * 20_000,
+        "\\text{" * 20_000,
+        "the answer is " * 7000,
+        "\\boxed{" + "x" * 100_000 + "}",
+        "$" * 50_000,
+        "\\" * 10_000,
+        "%" * 10_000,
+        "^" * 10_000,
+        "!" * 10_000,
+        "\\begin{pmatrix}" + "1&" * 3000 + "1\\end{pmatrix}",
+        "\\begin{pmatrix}" + "1\\\\" * 3000 + "\\end{pmatrix}",
+        "\\frac{1}{0}",
+        "0/0",
+        "\\frac{0}{0}",
+        "1/0",
+        "\\infty - \\infty",
+        "\\log(0)",
+        "\\sqrt{-1}",
+        "nan",
+        "NaN",
+        "inf",
+        "\\frac{1}{2",
+        "}{",
+        "\\left(",
+        "\\right)",
+        "{{{",
+        "}}}",
+        "\\boxed{",
+        "\\frac{}{}",
+        "\\sqrt[",
+        "^_^",
+        "",
+        "   ",
+        "\x00",
+        "\x00" * 1000,
+        "\ud800",
+        "\udfff1",
+        "a\udc80b",
+        b"\xff\xfe\x80abc".decode("utf-8", "surrogateescape"),
+        "\u202e42\u202c",
+        "4\u200b2",
+        "\ufeff42",
+        "٣",
+        "４２",
+        "\u2212 5",
+        "🙂" * 1000,
+        "\u0301" * 5000,
+        "\\text{" + "a" * 999 + "}",
+        "x" + "=" * 5000,
+        "=" * 10,
+        "1,000," * 2000,
+        "(" + "1," * 5000 + "1)",
+        "\\{" * 2000,
+        "\\left\\{" + "1," * 3000 + "\\right\\}",
+        "\\mathrm{" * 3000,
+        "\\sqrt" * 5000 + "2",
     ]
     return out
 
@@ -112,14 +190,20 @@ def _timed(limit: float, fn, *args):
     start = time.monotonic()
     result = fn(*args)
     elapsed = time.monotonic() - start
-    assert elapsed <= limit, f"{getattr(fn, '__name__', fn)} took {elapsed:.2f}s > {limit}s on {str(args)[:120]!r}"
+    assert elapsed <= limit, (
+        f"{getattr(fn, '__name__', fn)} took {elapsed:.2f}s > {limit}s on {str(args)[:120]!r}"
+    )
     return result, elapsed
 
 
 def run_everything(answer: str, index: int, matchers: dict[str, AnswerMatcher]) -> float:
     """One hostile answer through every entry point; returns the slowest single call."""
     slowest = 0.0
-    for text in (answer, f"Let me think.\n\\boxed{{{answer}}}\nThe answer is {answer}.", f"#### {answer}"):
+    for text in (
+        answer,
+        f"Let me think.\n\\boxed{{{answer}}}\nThe answer is {answer}.",
+        f"#### {answer}",
+    ):
         extracted, t = _timed(CHEAP_LIMIT_S, extract_answer, text, FALLBACKS)
         assert extracted is None or isinstance(extracted, str)
         slowest = max(slowest, t)
@@ -190,7 +274,9 @@ def test_hostile_answers_from_threads(sentinel: Path, global_sentinel: Path) -> 
     answers = adversarial_answers(str(sentinel)) + payloads(str(global_sentinel))
     matchers = fresh_matchers()
     with ThreadPoolExecutor(max_workers=4) as pool:
-        slowest = max(pool.map(lambda item: run_everything(item[1], item[0], matchers), enumerate(answers)))
+        slowest = max(
+            pool.map(lambda item: run_everything(item[1], item[0], matchers), enumerate(answers))
+        )
         groups = [answers[start : start + 8] for start in range(0, len(answers), 8)]
         list(pool.map(lambda group: vote_everything(group, matchers), groups))
     assert not sentinel.exists()

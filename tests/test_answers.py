@@ -28,7 +28,10 @@ SLOW_PAIR = ("(x+y+z+w)^{60} + 0.5", "(x-y+z-w)^{60} + 0.5")  # simplify() takes
         (r"$\boxed{x^{2}}$ done", "x^{2}"),
         (r"The answer is $\boxed 5$. Yes", "5"),  # verl's "\boxed " form: up to the next $
         (r"\boxed 42", "42"),
-        (r"$\boxed 3$ then \boxed{5}", "3"),  # verl quirk, kept: any "\boxed " wins over a later \boxed{}
+        (
+            r"$\boxed 3$ then \boxed{5}",
+            "3",
+        ),  # verl quirk, kept: any "\boxed " wins over a later \boxed{}
         (r"\fbox{7}", "7"),
         (r"\boxed{ 7 }", " 7 "),  # raw content: exact mode compares it as written
         (r"\boxed{\text{(B)}}", r"\text{(B)}"),
@@ -40,7 +43,15 @@ def test_extract_last_boxed(text: str, answer: str) -> None:
 
 @pytest.mark.parametrize(
     "text",
-    ["no box here 42", r"\boxed{1 + ", r"\boxed{}", r"\boxed{   }", r"\boxed$", "", r"\boxed" + "\n{5}"],
+    [
+        "no box here 42",
+        r"\boxed{1 + ",
+        r"\boxed{}",
+        r"\boxed{   }",
+        r"\boxed$",
+        "",
+        r"\boxed" + "\n{5}",
+    ],
 )
 def test_extract_nothing(text: str) -> None:
     assert extract_answer(text) is None
@@ -106,7 +117,9 @@ def test_half_forms_cluster_under_normalized_and_math_verify_not_exact() -> None
     for mode, distinct in (("exact", 4), ("normalized", 1), ("math_verify", 1)):
         matcher = AnswerMatcher(mode)
         assert len({matcher.key(a) for a in HALF_FORMS}) == distinct
-        assert all(matcher.equal(a, b) == (distinct == 1 or a == b) for a in HALF_FORMS for b in HALF_FORMS)
+        assert all(
+            matcher.equal(a, b) == (distinct == 1 or a == b) for a in HALF_FORMS for b in HALF_FORMS
+        )
 
 
 def test_blank_and_missing_answers_never_equal() -> None:
@@ -138,7 +151,12 @@ def test_math_verify_keys_first_then_cache() -> None:
 def test_math_verify_off_the_main_thread() -> None:
     """math-verify's own timeout raises ValueError off the main thread; ours must not."""
     matcher = AnswerMatcher("math_verify")
-    pairs = [("x^2+2x", "x(x+2)"), ("(1,2)", "[1,2]"), (r"2\sqrt{2}", r"\sqrt{8}"), ("a+b", "b+a")] * 3
+    pairs = [
+        ("x^2+2x", "x(x+2)"),
+        ("(1,2)", "[1,2]"),
+        (r"2\sqrt{2}", r"\sqrt{8}"),
+        ("a+b", "b+a"),
+    ] * 3
     with ThreadPoolExecutor(4) as pool:
         verdicts = list(pool.map(lambda p: matcher.equal(*p), pairs))
     assert verdicts == [True, False, True, True] * 3
@@ -167,7 +185,11 @@ def test_pool_bounds_every_call() -> None:
         def stuck(_: int) -> str:
             start = time.monotonic()
             try:
-                outcome = "late" if pool.verify(SLOW_PAIR[1], SLOW_PAIR[0], timeout_s=0.4) is None else "verdict"
+                outcome = (
+                    "late"
+                    if pool.verify(SLOW_PAIR[1], SLOW_PAIR[0], timeout_s=0.4) is None
+                    else "verdict"
+                )
             except PoolBusy:
                 outcome = "busy"
             assert time.monotonic() - start < pool.max_call_s(0.4)
@@ -187,7 +209,10 @@ def test_math_verify_in_daemonic_worker_processes(method: str) -> None:
     matcher = AnswerMatcher("math_verify", timeout_s=20)
     assert matcher.equal("y^2", "y y")  # the parent has a pool of its own before forking
     with multiprocessing.get_context(method).Pool(2) as pool:  # pool workers are daemonic
-        assert pool.starmap(matcher.equal, [("x^2+2x", "x(x+2)"), ("(1,2)", "[1,2]")]) == [True, False]
+        assert pool.starmap(matcher.equal, [("x^2+2x", "x(x+2)"), ("(1,2)", "[1,2]")]) == [
+            True,
+            False,
+        ]
 
 
 def test_matcher_pickles() -> None:
@@ -204,12 +229,26 @@ def test_probe_settles_plain_expressions_that_differ_and_leaves_the_rest() -> No
     from coreward_plugins.verify_worker import clearly_different
 
     def parsed(answer: str) -> list:
-        return parse("\\boxed{" + answer + "}", extraction_config=[LatexExtractionConfig()], parsing_timeout=None)
+        return parse(
+            "\\boxed{" + answer + "}",
+            extraction_config=[LatexExtractionConfig()],
+            parsing_timeout=None,
+        )
 
     differ = [("x^2+2x", "x^2+3x"), (r"\sqrt{3}", "x(x+2)"), ("p-q", "-p-q"), ("6-5i", "6+5i")]
-    differ += [("(x+y+z+w)^{60}", "(x-y+z-w)^{60}")]  # settled in ms, where simplify() takes tens of seconds
-    unsure = [("x^2+2x", "x(x+2)"), (r"\sin^2 x + \cos^2 x", "1"), ("1/3", "0.333333"), (r"50\%", "0.5")]
-    unsure += [("(1,2)", "(1,3)"), ("x", "y")]  # intervals and bare symbols are math-verify's to judge
+    differ += [
+        ("(x+y+z+w)^{60}", "(x-y+z-w)^{60}")
+    ]  # settled in ms, where simplify() takes tens of seconds
+    unsure = [
+        ("x^2+2x", "x(x+2)"),
+        (r"\sin^2 x + \cos^2 x", "1"),
+        ("1/3", "0.333333"),
+        (r"50\%", "0.5"),
+    ]
+    unsure += [
+        ("(1,2)", "(1,3)"),
+        ("x", "y"),
+    ]  # intervals and bare symbols are math-verify's to judge
     assert all(clearly_different(parsed(b), parsed(a)) for a, b in differ)
     assert not any(clearly_different(parsed(b), parsed(a)) for a, b in unsure)
 
@@ -218,12 +257,17 @@ def test_probe_settles_plain_expressions_that_differ_and_leaves_the_rest() -> No
 
 
 def test_first_equal_agrees_with_equal_one_by_one() -> None:
-    batched, single = AnswerMatcher("math_verify", timeout_s=20), AnswerMatcher("math_verify", timeout_s=20)
+    batched, single = (
+        AnswerMatcher("math_verify", timeout_s=20),
+        AnswerMatcher("math_verify", timeout_s=20),
+    )
     candidates = ["x^2", r"\sqrt{3}", "x(x+2)", "x^2+2x", None, "", "7"]
     for answer in ["x^2+2x", r"\sqrt{3}", "y", "7.0", None, r"\frac{14}{2}"]:
         expected = next((i for i, c in enumerate(candidates) if single.equal(answer, c)), None)
         assert batched.first_equal(answer, candidates) == expected, answer
-    assert batched.first_equal("x^2+2x", candidates) == 2  # the first equal one, not a later equal one
+    assert (
+        batched.first_equal("x^2+2x", candidates) == 2
+    )  # the first equal one, not a later equal one
     assert batched.first_equal("x", []) is None
     for mode in ("exact", "normalized"):
         matcher = AnswerMatcher(mode)
@@ -233,7 +277,12 @@ def test_first_equal_agrees_with_equal_one_by_one() -> None:
 def test_first_equal_sends_every_undecided_pair_in_one_round_trip() -> None:
     pool = VerifyPool(max_workers=1, startup_timeout_s=30)
     try:
-        pairs = [("x^2", "x(x+2)"), (r"\sqrt{3}", "x(x+2)"), ("x^2+2x", "x(x+2)"), ("2x+x^2", "x(x+2)")]
+        pairs = [
+            ("x^2", "x(x+2)"),
+            (r"\sqrt{3}", "x(x+2)"),
+            ("x^2+2x", "x(x+2)"),
+            ("2x+x^2", "x(x+2)"),
+        ]
         verdicts = pool.verify_many(pairs, timeout_s=20, first=True)
         assert verdicts == [False, False, True]  # stops at the first equal pair
         assert pool.stats.calls == 1 and pool.stats.timeouts == 0
@@ -260,7 +309,9 @@ def test_a_late_pair_in_a_batch_gets_none_and_the_rest_go_to_a_fresh_worker() ->
 def test_worker_warm_up_finishes_and_does_not_block_requests() -> None:
     pool = VerifyPool(max_workers=1, startup_timeout_s=30)
     try:
-        assert pool.verify(r"\frac{1}{\sqrt{2}}", r"\frac{\sqrt{2}}{2}", timeout_s=20) is True  # mid warm-up
+        assert (
+            pool.verify(r"\frac{1}{\sqrt{2}}", r"\frac{\sqrt{2}}{2}", timeout_s=20) is True
+        )  # mid warm-up
         assert pool.wait_warm(timeout_s=120)
         assert pool.verify("(1,2)", "[1,2]", timeout_s=20) is False
     finally:

@@ -14,8 +14,19 @@ from coreward_cli.evaluate import Grader
 
 @pytest.mark.parametrize(
     ("raw", "canonical"),
-    [("070", "70"), ("142.0", "142"), ("1,234", "1234"), ("-0012", "-12"), ("27.00", "27"), ("$18", "18"),
-     ("\\$18", "18"), ("0", "0"), ("3.5", "3.5"), ("\\frac{1}{2}", "\\frac{1}{2}"), ("1,2", "1,2")],
+    [
+        ("070", "70"),
+        ("142.0", "142"),
+        ("1,234", "1234"),
+        ("-0012", "-12"),
+        ("27.00", "27"),
+        ("$18", "18"),
+        ("\\$18", "18"),
+        ("0", "0"),
+        ("3.5", "3.5"),
+        ("\\frac{1}{2}", "\\frac{1}{2}"),
+        ("1,2", "1,2"),
+    ],
 )
 def test_canonical_number(raw: str, canonical: str) -> None:
     assert canonical_number(raw) == canonical
@@ -28,10 +39,26 @@ def _write(path: Path, rows: list[dict], jsonl: bool) -> Path:
 
 
 def test_names_resolve_under_data_dir_with_each_layout(tmp_path: Path) -> None:
-    _write(tmp_path / "gsm8k.jsonl", [{"question": "q1", "answer": "work\n#### 1,200", "idx": 0}], jsonl=True)
-    _write(tmp_path / "aime25.json", [{"prompt": "q2", "answer": "070", "source": "aime", "id": "0"}], jsonl=False)
-    _write(tmp_path / "olympiadbench.jsonl", [{"question": "q3", "final_answer": ["$\\frac{1}{2}$"], "solution": ["s"]}], jsonl=True)
-    _write(tmp_path / "minerva_math.jsonl", [{"problem": "q4", "solution": "so $\\boxed{1.6}$ cm", "idx": 0}], jsonl=True)
+    _write(
+        tmp_path / "gsm8k.jsonl",
+        [{"question": "q1", "answer": "work\n#### 1,200", "idx": 0}],
+        jsonl=True,
+    )
+    _write(
+        tmp_path / "aime25.json",
+        [{"prompt": "q2", "answer": "070", "source": "aime", "id": "0"}],
+        jsonl=False,
+    )
+    _write(
+        tmp_path / "olympiadbench.jsonl",
+        [{"question": "q3", "final_answer": ["$\\frac{1}{2}$"], "solution": ["s"]}],
+        jsonl=True,
+    )
+    _write(
+        tmp_path / "minerva_math.jsonl",
+        [{"problem": "q4", "solution": "so $\\boxed{1.6}$ cm", "idx": 0}],
+        jsonl=True,
+    )
     assert load_benchmark("gsm8k", tmp_path).items[0].reference == "1200"
     assert load_benchmark("aime25", tmp_path).items[0].reference == "70"
     olymp = load_benchmark("olympiadbench", tmp_path).items[0]
@@ -42,7 +69,11 @@ def test_names_resolve_under_data_dir_with_each_layout(tmp_path: Path) -> None:
 def test_a_copy_of_the_published_data_serves_as_data_dir(tmp_path: Path) -> None:
     # one data_dir for a recipe's training sets (train/...) and its held-out sets (bench/...)
     (tmp_path / "bench").mkdir()
-    _write(tmp_path / "bench" / "aime24.json", [{"prompt": "q", "answer": "033", "source": "aime", "id": "0"}], jsonl=False)
+    _write(
+        tmp_path / "bench" / "aime24.json",
+        [{"prompt": "q", "answer": "033", "source": "aime", "id": "0"}],
+        jsonl=False,
+    )
     assert load_benchmark("aime24", tmp_path).items[0].reference == "33"
     with pytest.raises(UserError, match="nor under bench/"):
         load_benchmark("math500", tmp_path)
@@ -54,10 +85,21 @@ def test_math_test_is_the_verl_test_split_beside_the_training_data(tmp_path: Pat
 
     (tmp_path / "train" / "math").mkdir(parents=True)
     (tmp_path / "bench").mkdir()
-    rows = [{"prompt": [{"role": "system", "content": "S"}, {"role": "user", "content": "How many?"}],
-             "reward_model": {"ground_truth": "\\frac{1}{2}", "style": "rule"}}]
+    rows = [
+        {
+            "prompt": [
+                {"role": "system", "content": "S"},
+                {"role": "user", "content": "How many?"},
+            ],
+            "reward_model": {"ground_truth": "\\frac{1}{2}", "style": "rule"},
+        }
+    ]
     pq.write_table(pa.Table.from_pylist(rows), tmp_path / "train" / "math" / "test.parquet")
-    for folder in (tmp_path, tmp_path / "bench", tmp_path / "train"):  # the data root, or its bench/ or train/
+    for folder in (
+        tmp_path,
+        tmp_path / "bench",
+        tmp_path / "train",
+    ):  # the data root, or its bench/ or train/
         item = load_benchmark("math_test", folder).items[0]
         assert (item.question, item.reference) == ("How many?", "\\frac{1}{2}")
     with pytest.raises(UserError, match="train/math/test.parquet"):
@@ -68,11 +110,23 @@ def test_custom_files_with_keys_and_parquet(tmp_path: Path) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    rows = [{"prompt": [{"role": "system", "content": "S"}, {"role": "user", "content": "what?"}],
-             "reward_model": {"ground_truth": "\\sqrt{2}"}}]
+    rows = [
+        {
+            "prompt": [{"role": "system", "content": "S"}, {"role": "user", "content": "what?"}],
+            "reward_model": {"ground_truth": "\\sqrt{2}"},
+        }
+    ]
     pq.write_table(pa.Table.from_pylist(rows), tmp_path / "mine.parquet")
-    bench = load_benchmark(str(tmp_path / "mine.parquet"), question_key="prompt", answer_key="reward_model.ground_truth")
-    assert bench.name == "mine" and bench.items[0].question == "what?" and bench.items[0].reference == "\\sqrt{2}"
+    bench = load_benchmark(
+        str(tmp_path / "mine.parquet"),
+        question_key="prompt",
+        answer_key="reward_model.ground_truth",
+    )
+    assert (
+        bench.name == "mine"
+        and bench.items[0].question == "what?"
+        and bench.items[0].reference == "\\sqrt{2}"
+    )
     with pytest.raises(UserError, match="no field 'answer'"):
         load_benchmark(str(tmp_path / "mine.parquet"), question_key="prompt")
 
@@ -110,8 +164,14 @@ def raw_answers(name: str, path: Path) -> list[str]:
     if path.suffix == ".parquet":
         import pyarrow.parquet as pq
 
-        return [str(r["ground_truth"]) for r in pq.read_table(path).column("reward_model").to_pylist()]
-    rows = json.loads(path.read_text()) if path.suffix == ".json" else [json.loads(l) for l in path.read_text().splitlines()]
+        return [
+            str(r["ground_truth"]) for r in pq.read_table(path).column("reward_model").to_pylist()
+        ]
+    rows = (
+        json.loads(path.read_text())
+        if path.suffix == ".json"
+        else [json.loads(line) for line in path.read_text().splitlines()]
+    )
     if name == "gsm8k":
         return [r["answer"].rsplit("####", 1)[1].strip() for r in rows]
     if name == "olympiadbench":
@@ -131,22 +191,30 @@ def test_reference_graded_against_itself_scores_100_percent(shared_data: Path, n
     grader = Grader("math_verify")
     wrong = []
     for item, raw in zip(bench.items, raws):
-        _, correct = grader.grade([own_convention_response(name, raw)], item.reference, bench.convention)
+        _, correct = grader.grade(
+            [own_convention_response(name, raw)], item.reference, bench.convention
+        )
         if not correct[0]:
             wrong.append((item.index, raw, item.reference))
     assert not wrong, f"{name}: {len(wrong)} references do not match themselves, e.g. {wrong[:3]}"
 
 
-@pytest.mark.parametrize("name", sorted(n for n in LAYOUTS if n in {"gsm8k", "minerva_math", "olympiadbench"}))
+@pytest.mark.parametrize(
+    "name", sorted(n for n in LAYOUTS if n in {"gsm8k", "minerva_math", "olympiadbench"})
+)
 def test_worked_solutions_grade_right(shared_data: Path, name: str) -> None:
     bench = load_benchmark(name, shared_data / "bench")
     with_solution = [it for it in bench.items if it.solution]
     assert with_solution, f"{name} should carry worked solutions"
     grader = Grader("math_verify")
-    right = sum(grader.grade([it.solution], it.reference, bench.convention)[1][0] for it in with_solution)
+    right = sum(
+        grader.grade([it.solution], it.reference, bench.convention)[1][0] for it in with_solution
+    )
     share = right / len(with_solution)
     if name in SOLUTION_EXCEPTIONS:
-        assert share < 0.99, f"{name} is listed as an exception but now scores {share:.1%}: remove the exception"
+        assert share < 0.99, (
+            f"{name} is listed as an exception but now scores {share:.1%}: remove the exception"
+        )
         return
     assert share >= 0.99, f"{name}: worked solutions grade {share:.1%} right"
 

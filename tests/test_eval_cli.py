@@ -18,7 +18,7 @@ def run(args: list[str]):
 
 
 def lines(path: Path) -> list[dict]:
-    return [json.loads(l) for l in path.read_text().splitlines()]
+    return [json.loads(line) for line in path.read_text().splitlines()]
 
 
 def test_tiny_model_writes_all_outputs_and_resumes(tmp_path: Path) -> None:
@@ -30,11 +30,23 @@ def test_tiny_model_writes_all_outputs_and_resumes(tmp_path: Path) -> None:
     samples = lines(out / "samples.jsonl")
     assert len(samples) == 10
     for s in samples:
-        assert s["benchmark"] == "arithmetic" and len(s["responses"]) == len(s["answers"]) == len(s["correct"]) == 4
+        assert (
+            s["benchmark"] == "arithmetic"
+            and len(s["responses"]) == len(s["answers"]) == len(s["correct"]) == 4
+        )
         assert s["question"].endswith("=") and s["reference"].isdigit()
         assert all(t >= 1 for t in s["n_tokens"])
     bench = results["benchmarks"]["arithmetic"]
-    assert set(bench) >= {"questions", "avg@4", "pass@1", "pass@2", "pass@4", "maj@4", "no_answer", "mean_tokens"}
+    assert set(bench) >= {
+        "questions",
+        "avg@4",
+        "pass@1",
+        "pass@2",
+        "pass@4",
+        "maj@4",
+        "no_answer",
+        "mean_tokens",
+    }
     assert bench["questions"] == 10 and results["match"] == "math_verify"
     right = sum(sum(s["correct"]) for s in samples)
     assert bench["avg@4"] == pytest.approx(right / 40)
@@ -68,15 +80,33 @@ def test_tiny_model_writes_all_outputs_and_resumes(tmp_path: Path) -> None:
     assert (out / "samples.jsonl").read_bytes() == before
 
     # grade-only on the samples file gives the same numbers without a model
-    graded = run(["eval", "--responses", str(out / "samples.jsonl"), "--out", str(tmp_path / "g"), "--json"])
+    graded = run(
+        ["eval", "--responses", str(out / "samples.jsonl"), "--out", str(tmp_path / "g"), "--json"]
+    )
     assert graded.exit_code == 0, graded.output
     regraded = json.loads(graded.stdout)["benchmarks"]["arithmetic"]
     final = json.loads((out / "results.json").read_text())["benchmarks"]["arithmetic"]
-    assert regraded["avg@4"] == pytest.approx(final["avg@4"]) and regraded["maj@4"] == pytest.approx(final["maj@4"])
+    assert regraded["avg@4"] == pytest.approx(final["avg@4"]) and regraded[
+        "maj@4"
+    ] == pytest.approx(final["maj@4"])
 
 
 def test_greedy_repeats_one_response(tmp_path: Path) -> None:
-    result = run(["eval", "builtin:tiny-arith", "--n", "2", "--temperature", "0", "--limit", "5", "--out", str(tmp_path), "--json"])
+    result = run(
+        [
+            "eval",
+            "builtin:tiny-arith",
+            "--n",
+            "2",
+            "--temperature",
+            "0",
+            "--limit",
+            "5",
+            "--out",
+            str(tmp_path),
+            "--json",
+        ]
+    )
     assert result.exit_code == 0, result.output
     for s in lines(tmp_path / "samples.jsonl"):
         assert s["responses"][0] == s["responses"][1]
@@ -89,15 +119,29 @@ def test_grade_only_with_custom_keys(tmp_path: Path) -> None:
     ]
     path = tmp_path / "gens.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    args = ["eval", "--responses", str(path), "--question-key", "q", "--answer-key", "gold", "--response-key", "out"]
+    args = [
+        "eval",
+        "--responses",
+        str(path),
+        "--question-key",
+        "q",
+        "--answer-key",
+        "gold",
+        "--response-key",
+        "out",
+    ]
     result = run([*args, "--out", str(tmp_path / "o"), "--json"])
     assert result.exit_code == 0, result.output
     overall = json.loads(result.stdout)["overall"]
     assert overall["avg@2"] == pytest.approx(2 / 4) and overall["pass@2"] == pytest.approx(1.0)
     assert overall["no_answer"] == pytest.approx(1 / 4)
-    exact = json.loads(run([*args, "--match", "exact", "--out", str(tmp_path / "e"), "--json"]).stdout)["overall"]
+    exact = json.loads(
+        run([*args, "--match", "exact", "--out", str(tmp_path / "e"), "--json"]).stdout
+    )["overall"]
     assert exact["avg@2"] == pytest.approx(1 / 4)  # 0.5 is not the string \frac{1}{2}
-    missing = CliRunner().invoke(cli, ["eval", "--responses", str(path), "--out", str(tmp_path / "x")])
+    missing = CliRunner().invoke(
+        cli, ["eval", "--responses", str(path), "--out", str(tmp_path / "x")]
+    )
     assert missing.exit_code == 2 and "no field 'responses'" in missing.output
 
 
@@ -105,7 +149,10 @@ def test_grade_only_with_custom_keys(tmp_path: Path) -> None:
     ("args", "message"),
     [
         (["eval", "builtin:tiny-arith", "--bench", "nosuch"], "unknown benchmark 'nosuch'"),
-        (["eval", "builtin:tiny-arith", "--bench", "math500", "--data-dir", "/nonexistent-dir"], "math500.json"),
+        (
+            ["eval", "builtin:tiny-arith", "--bench", "math500", "--data-dir", "/nonexistent-dir"],
+            "math500.json",
+        ),
         (["eval", "./no/such/model", "--bench", "arithmetic"], "not found"),
         (["eval"], "missing MODEL"),
     ],

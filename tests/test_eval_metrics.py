@@ -49,8 +49,12 @@ def box(x: str) -> str:
 def test_summary_metrics_match_hand_computed_values() -> None:
     grader = Grader("math_verify")
     records = [
-        _record(grader, [box("5"), box("5"), box("3"), "no idea"], "5"),  # 2 right, majority 5: right
-        _record(grader, [box("2"), box("7"), box("7"), "still thinking"], "2"),  # 1 right, majority 7: wrong
+        _record(
+            grader, [box("5"), box("5"), box("3"), "no idea"], "5"
+        ),  # 2 right, majority 5: right
+        _record(
+            grader, [box("2"), box("7"), box("7"), "still thinking"], "2"
+        ),  # 1 right, majority 7: wrong
         # 1/2 and 0.5 are one cluster under math_verify (2 votes), tied with 3 (2 votes): the first counted wins
         _record(grader, [box("1/2"), box("0.5"), box("3"), box("3")], "\\frac{1}{2}"),
     ]
@@ -83,5 +87,7 @@ def test_numeric_conventions_grade_padded_and_decimal_forms() -> None:
     answers, correct = grader.grade([box("070"), box("70"), box("71")], aime.canonical("070"), aime)
     assert answers == ["70", "70", "71"] and correct == [True, True, False]
     gsm = CONVENTIONS["gsm8k"]
-    answers, correct = grader.grade(["... #### 1,234", box("1234"), box("1,234.00")], gsm.canonical("1,234"), gsm)
+    answers, correct = grader.grade(
+        ["... #### 1,234", box("1234"), box("1,234.00")], gsm.canonical("1,234"), gsm
+    )
     assert correct == [True, True, True]

@@ -27,8 +27,10 @@ from coreward_cli.main import cli
 from coreward_cli.recipe import dump_recipe, load_recipe
 
 ROOT = Path(__file__).resolve().parents[1]
-CHAT_TEMPLATE = ("{% for m in messages %}<s>{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
-                 "{% if add_generation_prompt %}assistant: {% endif %}")
+CHAT_TEMPLATE = (
+    "{% for m in messages %}<s>{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
+    "{% if add_generation_prompt %}assistant: {% endif %}"
+)
 PROMPTS = ["12+34=", "7+58=", "90+9="]
 
 torch.set_num_threads(2)
@@ -47,7 +49,9 @@ def make_local_run(root: Path, method: str = "co_rewarding_ii", eval_results: bo
     """A finished local-engine run: final (seed 0), final_teacher (seed 1), a step-2 checkpoint (seeds 2, 3)."""
     run = root / "run"
     run.mkdir(parents=True)
-    recipe = load_recipe(ROOT / "recipes" / "tiny_cpu.yaml", [f"method.name={method}", "train.max_steps=4"])
+    recipe = load_recipe(
+        ROOT / "recipes" / "tiny_cpu.yaml", [f"method.name={method}", "train.max_steps=4"]
+    )
     (run / "recipe.yaml").write_text(dump_recipe(recipe), encoding="utf-8")
     (run / "summary.json").write_text(json.dumps({"steps": 4}), encoding="utf-8")
     save_tiny(run / "final", seed=0)
@@ -58,9 +62,21 @@ def make_local_run(root: Path, method: str = "co_rewarding_ii", eval_results: bo
     if eval_results:
         from coreward_cli.evaluate import write_reports
 
-        metrics = {"questions": 500, "n": 1, "avg@1": 0.712, "maj@1": 0.712, "no_answer": 0.004, "mean_tokens": 4.0}
-        results = {"model": str(run), "resolved_model": str(run / "final"), "match": "exact",
-                   "benchmarks": {"arithmetic": metrics}, "overall": metrics}
+        metrics = {
+            "questions": 500,
+            "n": 1,
+            "avg@1": 0.712,
+            "maj@1": 0.712,
+            "no_answer": 0.004,
+            "mean_tokens": 4.0,
+        }
+        results = {
+            "model": str(run),
+            "resolved_model": str(run / "final"),
+            "match": "exact",
+            "benchmarks": {"arithmetic": metrics},
+            "overall": metrics,
+        }
         (run / "eval").mkdir()
         write_reports(run / "eval", results)
     return run
@@ -117,15 +133,22 @@ def greedy(folder: Path, prompts: list[str]) -> list[str]:
     outs = []
     for prompt in prompts:
         ids = tokenizer(prompt, return_tensors="pt").input_ids
-        out = model.generate(ids, max_new_tokens=8, do_sample=False, pad_token_id=tokenizer.pad_token_id)
-        outs.append(tokenizer.decode(out[0, ids.shape[1]:]))
+        out = model.generate(
+            ids, max_new_tokens=8, do_sample=False, pad_token_id=tokenizer.pad_token_id
+        )
+        outs.append(tokenizer.decode(out[0, ids.shape[1] :]))
     return outs
 
 
 def reload_in_plain_transformers(folder: Path, prompts: list[str]) -> dict:
     """Greedy outputs of `folder` in a fresh interpreter that never imports coreward."""
-    done = subprocess.run([sys.executable, "-c", GREEDY_SCRIPT, str(folder), json.dumps(prompts)],
-                          capture_output=True, text=True, timeout=300, cwd=folder.parent)
+    done = subprocess.run(
+        [sys.executable, "-c", GREEDY_SCRIPT, str(folder), json.dumps(prompts)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=folder.parent,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     report = json.loads(done.stdout.strip().splitlines()[-1])
     assert report["coreward_modules"] == [], "the reload must not need coreward"
@@ -136,24 +159,39 @@ def test_run_final_exports_and_reloads_without_coreward(run: Path, tmp_path: Pat
     out = tmp_path / "hf"
     result = invoke(str(run), "--out", str(out))
     assert result.exit_code == 0, result.output
-    assert "OK: reloaded" in result.stdout and "max |logit difference| vs the source 0 " in result.stdout
+    assert (
+        "OK: reloaded" in result.stdout
+        and "max |logit difference| vs the source 0 " in result.stdout
+    )
     names = {p.name for p in out.iterdir()}
-    assert {"model.safetensors", "config.json", "generation_config.json", "tokenizer.json",
-            "tokenizer_config.json", "README.md"} <= names
+    assert {
+        "model.safetensors",
+        "config.json",
+        "generation_config.json",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "README.md",
+    } <= names
     assert same_tensors(out, run / "final")
     umask = os.umask(0)
     os.umask(umask)
-    assert (out / "model.safetensors").stat().st_mode & 0o777 == 0o666 & ~umask  # shareable, not 0600
+    assert (
+        out / "model.safetensors"
+    ).stat().st_mode & 0o777 == 0o666 & ~umask  # shareable, not 0600
     report = reload_in_plain_transformers(out, PROMPTS)
     assert report["outputs"] == greedy(run / "final", PROMPTS)
     assert report["chat_template"] == CHAT_TEMPLATE
-    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".hf.")], "no temp folder left behind"
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".hf.")], (
+        "no temp folder left behind"
+    )
 
 
 def test_step_and_teacher_pick_the_right_weights(run: Path, tmp_path: Path) -> None:
-    cases = {("--teacher",): run / "final_teacher",
-             ("--step", "2"): run / "checkpoints" / "step-000002" / "policy",
-             ("--step", "2", "--teacher"): run / "checkpoints" / "step-000002" / "teacher"}
+    cases = {
+        ("--teacher",): run / "final_teacher",
+        ("--step", "2"): run / "checkpoints" / "step-000002" / "policy",
+        ("--step", "2", "--teacher"): run / "checkpoints" / "step-000002" / "teacher",
+    }
     for i, (flags, expected) in enumerate(cases.items()):
         out = tmp_path / f"out{i}"
         result = invoke(str(run), "--out", str(out), *flags)
@@ -166,11 +204,15 @@ def test_step_and_teacher_pick_the_right_weights(run: Path, tmp_path: Path) -> N
 
 def test_bf16_sharded_export_reloads(run: Path, tmp_path: Path) -> None:
     out = tmp_path / "bf16"
-    result = invoke(str(run), "--out", str(out), "--dtype", "bf16", "--max-shard-size", "500KB", "--json")
+    result = invoke(
+        str(run), "--out", str(out), "--dtype", "bf16", "--max-shard-size", "500KB", "--json"
+    )
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     assert report["ok"] and report["dtype"] == "bf16"
-    assert 0 < report["max_abs_diff"] <= report["tolerance"]  # bf16 rounding shows, within its tolerance
+    assert (
+        0 < report["max_abs_diff"] <= report["tolerance"]
+    )  # bf16 rounding shows, within its tolerance
     shards = sorted(p.name for p in out.glob("model-*.safetensors"))
     assert len(shards) >= 2 and (out / "model.safetensors.index.json").is_file()
     assert json.loads((out / "config.json").read_text())["dtype"] == "bfloat16"
@@ -194,15 +236,20 @@ def test_hf_folder_source(tmp_path: Path) -> None:
 def run_usage_snippet(card: str, folder: Path) -> None:
     """The card's "Use" code runs as printed (path filled in, fewer tokens for the 64-position toy)."""
     code = re.search(r"## Use\n\n```python\n(.*?)```", card, re.S).group(1)
-    code = code.replace(f'"{folder.name}"', repr(str(folder))).replace("max_new_tokens=256", "max_new_tokens=4")
+    code = code.replace(f'"{folder.name}"', repr(str(folder))).replace(
+        "max_new_tokens=256", "max_new_tokens=4"
+    )
     exec(compile(code, "model-card-snippet", "exec"), {})
 
 
 def test_openrlhf_run_dir_uses_model_and_per_save_hf_copies(tmp_path: Path) -> None:
     run = tmp_path / "orun"
     run.mkdir()
-    (run / "recipe.yaml").write_text("engine:\n  kind: openrlhf\nmodel:\n  path: Qwen/Qwen2.5-3B\n"
-                                     "method:\n  name: co_rewarding_i\n", encoding="utf-8")
+    (run / "recipe.yaml").write_text(
+        "engine:\n  kind: openrlhf\nmodel:\n  path: Qwen/Qwen2.5-3B\n"
+        "method:\n  name: co_rewarding_i\n",
+        encoding="utf-8",
+    )
     save_tiny(run / "model", seed=6)
     save_tiny(run / "ckpt" / "global_step20_hf", seed=7)
     assert invoke(str(run), "--out", str(tmp_path / "final")).exit_code == 0
@@ -211,8 +258,12 @@ def test_openrlhf_run_dir_uses_model_and_per_save_hf_copies(tmp_path: Path) -> N
     assert same_tensors(tmp_path / "s20", run / "ckpt" / "global_step20_hf")
     card = (tmp_path / "s20" / "README.md").read_text(encoding="utf-8")
     assert "base_model: Qwen/Qwen2.5-3B" in card and "| Steps | 20 |" in card
-    assert_one_line_error(invoke(str(run), "--out", str(tmp_path / "x"), "--step", "30"), 2, "saved steps: 20")
-    assert_one_line_error(invoke(str(run), "--out", str(tmp_path / "x"), "--teacher"), 2, "no final teacher")
+    assert_one_line_error(
+        invoke(str(run), "--out", str(tmp_path / "x"), "--step", "30"), 2, "saved steps: 20"
+    )
+    assert_one_line_error(
+        invoke(str(run), "--out", str(tmp_path / "x"), "--teacher"), 2, "no final teacher"
+    )
 
 
 def test_openrlhf_run_teacher_final_and_checkpoint_shadow(tmp_path: Path) -> None:
@@ -220,13 +271,18 @@ def test_openrlhf_run_teacher_final_and_checkpoint_shadow(tmp_path: Path) -> Non
     fp32 shadow ckpt/_teacher/global_stepN/teacher_rank0.pt (full tensors by parameter name, ZeRO<3)."""
     run = tmp_path / "orun"
     run.mkdir()
-    (run / "recipe.yaml").write_text("engine:\n  kind: openrlhf\nmethod:\n  name: co_rewarding_ii\n", encoding="utf-8")
+    (run / "recipe.yaml").write_text(
+        "engine:\n  kind: openrlhf\nmethod:\n  name: co_rewarding_ii\n", encoding="utf-8"
+    )
     save_tiny(run / "model", seed=6)
     save_tiny(run / "model_teacher", seed=8)
     shadow_model = toy.build_model(seed=9)
     shadow = run / "ckpt" / "_teacher" / "global_step20"
     shadow.mkdir(parents=True)
-    torch.save({n: p.detach().clone() for n, p in shadow_model.named_parameters()}, shadow / "teacher_rank0.pt")
+    torch.save(
+        {n: p.detach().clone() for n, p in shadow_model.named_parameters()},
+        shadow / "teacher_rank0.pt",
+    )
     (shadow / "teacher_meta.json").write_text(json.dumps({"zero3": False, "world": 2, "names": 1}))
 
     assert invoke(str(run), "--teacher", "--out", str(tmp_path / "t")).exit_code == 0
@@ -235,12 +291,20 @@ def test_openrlhf_run_teacher_final_and_checkpoint_shadow(tmp_path: Path) -> Non
     assert result.exit_code == 0, result.output
     exported = load_file(str(tmp_path / "t20" / "model.safetensors"))
     expected = shadow_model.state_dict()
-    assert all(torch.equal(exported[k], expected[k]) for k in exported) and len(exported) >= len(expected) - 1
+    assert (
+        all(torch.equal(exported[k], expected[k]) for k in exported)
+        and len(exported) >= len(expected) - 1
+    )
     assert "teacher at step 20" in (tmp_path / "t20" / "README.md").read_text(encoding="utf-8")
     (shadow / "teacher_meta.json").write_text(json.dumps({"zero3": True, "world": 2, "names": 1}))
-    assert_one_line_error(invoke(str(run), "--teacher", "--step", "20", "--out", str(tmp_path / "x")), 2, "ZeRO-3")
-    assert_one_line_error(invoke(str(run), "--teacher", "--step", "5", "--out", str(tmp_path / "x")), 2,
-                          "no teacher checkpoint")
+    assert_one_line_error(
+        invoke(str(run), "--teacher", "--step", "20", "--out", str(tmp_path / "x")), 2, "ZeRO-3"
+    )
+    assert_one_line_error(
+        invoke(str(run), "--teacher", "--step", "5", "--out", str(tmp_path / "x")),
+        2,
+        "no teacher checkpoint",
+    )
 
 
 def test_force_replaces_only_after_a_passing_check(run: Path, tmp_path: Path) -> None:
@@ -254,7 +318,9 @@ def test_force_replaces_only_after_a_passing_check(run: Path, tmp_path: Path) ->
     assert not (out / "old.txt").exists() and same_tensors(out, run / "final")
     empty = tmp_path / "empty"
     empty.mkdir()
-    assert invoke(str(run), "--out", str(empty)).exit_code == 0  # an empty folder is fine without --force
+    assert (
+        invoke(str(run), "--out", str(empty)).exit_code == 0
+    )  # an empty folder is fine without --force
 
 
 # ------------------------------------------------------------------ the model card
@@ -271,13 +337,20 @@ def test_model_card_renders_recipe_eval_and_citation(run: Path, tmp_path: Path) 
     assert "| Training data | `builtin:tiny-arith` |" in card and "| Steps | 4 |" in card
     assert "## Evaluation" in card and "| arithmetic | 500 | 71.2 |" in card
     assert "Measured by" not in card  # eval measured RUN/final, which is what was exported
-    assert "title={Co-rewarding: Stable Self-supervised RL for Eliciting Reasoning in Large Language Models}" in card
+    assert (
+        "title={Co-rewarding: Stable Self-supervised RL for Eliciting Reasoning in Large Language Models}"
+        in card
+    )
     assert "arXiv preprint arXiv:2508.00410" in card
     front = card.split("---\n")[1]
-    assert "library_name: transformers" in front and "base_model" not in front  # builtin is no hub id
+    assert (
+        "library_name: transformers" in front and "base_model" not in front
+    )  # builtin is no hub id
 
 
-def test_model_card_eval_table_from_results_json_and_teacher_note(run: Path, tmp_path: Path) -> None:
+def test_model_card_eval_table_from_results_json_and_teacher_note(
+    run: Path, tmp_path: Path
+) -> None:
     (run / "eval" / "results.md").unlink()
     out = tmp_path / "teacher"
     assert invoke(str(run), "--out", str(out), "--teacher").exit_code == 0
@@ -300,7 +373,11 @@ def test_model_card_without_eval(tmp_path: Path) -> None:
 def test_missing_source_is_one_line_exit_2(tmp_path: Path) -> None:
     assert_one_line_error(invoke(str(tmp_path / "nope"), "--out", str(tmp_path / "o")), 2, "nope")
     (tmp_path / "junk").mkdir()
-    assert_one_line_error(invoke(str(tmp_path / "junk"), "--out", str(tmp_path / "o")), 2, "not a coreward run directory")
+    assert_one_line_error(
+        invoke(str(tmp_path / "junk"), "--out", str(tmp_path / "o")),
+        2,
+        "not a coreward run directory",
+    )
     assert not (tmp_path / "o").exists()
 
 
@@ -308,12 +385,16 @@ def test_bad_step_and_teacher_are_one_line_exit_2(run: Path, tmp_path: Path) -> 
     out = str(tmp_path / "o")
     assert_one_line_error(invoke(str(run), "--out", out, "--step", "abc"), 2, "--step")
     assert_one_line_error(invoke(str(run), "--out", out, "--step", "0"), 2, "--step")
-    assert_one_line_error(invoke(str(run), "--out", out, "--step", "7"), 2, "no checkpoint for step 7", "step-000002")
+    assert_one_line_error(
+        invoke(str(run), "--out", out, "--step", "7"), 2, "no checkpoint for step 7", "step-000002"
+    )
     plain = make_local_run(tmp_path / "i", method="co_rewarding_i", eval_results=False)
     for folder in ("final_teacher", "checkpoints/step-000002/teacher"):
         shutil.rmtree(plain / folder)
     assert_one_line_error(invoke(str(plain), "--out", out, "--teacher"), 2, "teacher")
-    assert_one_line_error(invoke(str(run), "--out", out, "--max-shard-size", "lots"), 2, "--max-shard-size")
+    assert_one_line_error(
+        invoke(str(run), "--out", out, "--max-shard-size", "lots"), 2, "--max-shard-size"
+    )
     assert not Path(out).exists()
 
 
@@ -321,8 +402,12 @@ def test_unreadable_source_is_one_line_exit_2(run: Path, tmp_path: Path) -> None
     weights = run / "final" / "model.safetensors"
     tensors = load_file(str(weights))
     tensors.pop("model.layers.0.mlp.down_proj.weight")
-    save_file(tensors, str(weights), metadata={"format": "pt"})  # transformers would fill it with random values
-    assert_one_line_error(invoke(str(run), "--out", str(tmp_path / "o")), 2, "incomplete", "down_proj")
+    save_file(
+        tensors, str(weights), metadata={"format": "pt"}
+    )  # transformers would fill it with random values
+    assert_one_line_error(
+        invoke(str(run), "--out", str(tmp_path / "o")), 2, "incomplete", "down_proj"
+    )
     weights.write_bytes(weights.read_bytes()[:5000])
     assert_one_line_error(invoke(str(run), "--out", str(tmp_path / "o")), 2, "does not load")
     (run / "final" / "config.json").write_text("{ not json", encoding="utf-8")
@@ -333,12 +418,18 @@ def test_unreadable_source_is_one_line_exit_2(run: Path, tmp_path: Path) -> None
 
 
 def test_out_may_not_be_the_source(run: Path) -> None:
-    assert_one_line_error(invoke(str(run), "--out", str(run / "final"), "--force"), 2, "would replace the source")
-    assert_one_line_error(invoke(str(run), "--out", str(run), "--force"), 2, "would replace the source")
+    assert_one_line_error(
+        invoke(str(run), "--out", str(run / "final"), "--force"), 2, "would replace the source"
+    )
+    assert_one_line_error(
+        invoke(str(run), "--out", str(run), "--force"), 2, "would replace the source"
+    )
     assert (run / "final" / "model.safetensors").is_file()
 
 
-def test_corrupted_weight_fails_the_self_check(run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_corrupted_weight_fails_the_self_check(
+    run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A weight that changes on its way to disk: exit 1 naming the logits, and nothing written."""
     write = export_module._write_model
 

@@ -36,9 +36,25 @@ def free_port() -> str:
 def train_with_zero(stage: int, base: Path, out: Path) -> None:
     port = free_port()
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
-    procs = [subprocess.Popen([sys.executable, str(WORKER), str(rank), str(WORLD), port, str(stage), str(base), str(out)],
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
-             for rank in range(WORLD)]
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                str(WORKER),
+                str(rank),
+                str(WORLD),
+                port,
+                str(stage),
+                str(base),
+                str(out),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=env,
+        )
+        for rank in range(WORLD)
+    ]
     logs = [p.communicate(timeout=600)[0] for p in procs]
     for p, log in zip(procs, logs):
         assert p.returncode == 0, log[-3000:]
@@ -61,7 +77,9 @@ def test_zero_checkpoint_export_matches_the_trained_model(stage: int, tmp_path: 
     toy.build_tokenizer().save_pretrained(base)
     trained = tmp_path / "trained"
     train_with_zero(stage, base, trained)
-    ranks = sorted(p.name for p in (trained / "ckpt" / "_actor" / "global_step3").glob("*optim_states.pt"))
+    ranks = sorted(
+        p.name for p in (trained / "ckpt" / "_actor" / "global_step3").glob("*optim_states.pt")
+    )
     assert len(ranks) == WORLD, ranks  # each rank saved its own optimizer partition
 
     out = tmp_path / "export"
@@ -69,12 +87,18 @@ def test_zero_checkpoint_export_matches_the_trained_model(stage: int, tmp_path: 
         args = [str(trained / "ckpt"), "--base", str(base), "--out", str(out), "--json"]
     else:  # a coreward openrlhf run directory: RUN/recipe.yaml, RUN/model (HF save), RUN/ckpt
         run = trained
-        (run / "recipe.yaml").write_text("engine:\n  kind: openrlhf\nmodel:\n  path: builtin:tiny-arith\n", encoding="utf-8")
+        (run / "recipe.yaml").write_text(
+            "engine:\n  kind: openrlhf\nmodel:\n  path: builtin:tiny-arith\n", encoding="utf-8"
+        )
         args = [str(run), "--step", "3", "--out", str(out), "--json"]
     result = CliRunner().invoke(cli, ["export", *args], catch_exceptions=False)
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
-    assert report["ok"] and report["max_abs_diff"] <= 1e-5 and "DeepSpeed global_step3" in report["source"]
+    assert (
+        report["ok"]
+        and report["max_abs_diff"] <= 1e-5
+        and "DeepSpeed global_step3" in report["source"]
+    )
 
     exported, reference, initial = logits(out), logits(trained / "model"), logits(base)
     assert (exported - reference).abs().max().item() <= 1e-5  # the model the ranks trained ...

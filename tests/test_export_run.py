@@ -50,11 +50,28 @@ def test_tiny_run_exports_to_a_folder_plain_transformers_reproduces(tmp_path: Pa
     toy.build_tokenizer().save_pretrained(base)
     run = tmp_path / "run"
     runner = CliRunner()
-    trained = runner.invoke(cli, ["run", str(ROOT / "recipes" / "tiny_cpu.yaml"), "--out", str(run),
-                                  "--set", f"model.path={base}", "--set", "train.max_steps=2",
-                                  "--set", "train.lr=1e-3", "--set", "output.save_interval=1",
-                                  "--set", "output.eval_interval=2", "--set", "data.eval_limit=16"],
-                            catch_exceptions=False)
+    trained = runner.invoke(
+        cli,
+        [
+            "run",
+            str(ROOT / "recipes" / "tiny_cpu.yaml"),
+            "--out",
+            str(run),
+            "--set",
+            f"model.path={base}",
+            "--set",
+            "train.max_steps=2",
+            "--set",
+            "train.lr=1e-3",
+            "--set",
+            "output.save_interval=1",
+            "--set",
+            "output.eval_interval=2",
+            "--set",
+            "data.eval_limit=16",
+        ],
+        catch_exceptions=False,
+    )
     assert trained.exit_code == 0, trained.output
     assert (run / "final").is_dir() and (run / "checkpoints" / "step-000001" / "policy").is_dir()
 
@@ -65,8 +82,12 @@ def test_tiny_run_exports_to_a_folder_plain_transformers_reproduces(tmp_path: Pa
         assert "OK: reloaded" in result.stdout
 
     prompts = [toy.prompt_of(p, "original") for p in toy.problems("eval")[:12]]
-    done = subprocess.run([sys.executable, "-c", GREEDY, str(run / "final"), str(out), json.dumps(prompts)],
-                          capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-c", GREEDY, str(run / "final"), str(out), json.dumps(prompts)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     report = json.loads(done.stdout.strip().splitlines()[-1])
     assert report["coreward_modules"] == []
@@ -74,11 +95,17 @@ def test_tiny_run_exports_to_a_folder_plain_transformers_reproduces(tmp_path: Pa
     assert answers[str(out)] == answers[str(run / "final")]
     trained_weights = load_file(str(out / "model.safetensors"))
     initial_weights = load_file(str(base / "model.safetensors"))
-    assert any(not torch.equal(trained_weights[k], initial_weights[k]) for k in initial_weights), "RL moved the weights"
+    assert any(not torch.equal(trained_weights[k], initial_weights[k]) for k in initial_weights), (
+        "RL moved the weights"
+    )
 
     card = (out / "README.md").read_text(encoding="utf-8")
     assert "| Steps | 2 |" in card and "`co_rewarding_i`" in card
-    assert "```yaml\n" + (run / "recipe.yaml").read_text(encoding="utf-8").rstrip() + "\n```" in card
-    assert "apply_chat_template" not in card  # the toy has no chat template: the snippet prompts plainly
+    assert (
+        "```yaml\n" + (run / "recipe.yaml").read_text(encoding="utf-8").rstrip() + "\n```" in card
+    )
+    assert (
+        "apply_chat_template" not in card
+    )  # the toy has no chat template: the snippet prompts plainly
     step1_card = (step1 / "README.md").read_text(encoding="utf-8")
     assert "| Steps | 1 |" in step1_card

@@ -99,9 +99,27 @@ TABLE = [
     (r"\frac{6}{8}", "0.75", True, True, "unreduced fraction vs decimal"),
     (r"\sqrt{12}", r"2\sqrt{3}", True, False, "radical simplification"),
     # matrices
-    (r"\begin{pmatrix}1\\2\end{pmatrix}", r"\begin{pmatrix} 1 \\ 2 \end{pmatrix}", True, True, "matrix spacing"),
-    (r"\begin{pmatrix}1&0\\0&1\end{pmatrix}", r"\begin{pmatrix}1&0\\0&2\end{pmatrix}", False, False, "other matrix"),
-    (r"\begin{pmatrix}0.5\\1\end{pmatrix}", r"\begin{pmatrix}\frac12\\1\end{pmatrix}", True, False, "matrix notation"),
+    (
+        r"\begin{pmatrix}1\\2\end{pmatrix}",
+        r"\begin{pmatrix} 1 \\ 2 \end{pmatrix}",
+        True,
+        True,
+        "matrix spacing",
+    ),
+    (
+        r"\begin{pmatrix}1&0\\0&1\end{pmatrix}",
+        r"\begin{pmatrix}1&0\\0&2\end{pmatrix}",
+        False,
+        False,
+        "other matrix",
+    ),
+    (
+        r"\begin{pmatrix}0.5\\1\end{pmatrix}",
+        r"\begin{pmatrix}\frac12\\1\end{pmatrix}",
+        True,
+        False,
+        "matrix notation",
+    ),
     # trailing period, spacing
     ("5.", "5", True, True, "trailing period"),
     (r"\! 4 \,", "4", True, True, "TeX spacing commands"),
@@ -125,14 +143,22 @@ def test_table_is_large_and_has_true_negatives() -> None:
     assert len({(p, r) for p, r, *_ in TABLE}) == len(TABLE)
 
 
-@pytest.mark.parametrize(("prediction", "reference", "verdict", "by_key", "note"), TABLE, ids=[r[4] for r in TABLE])
-def test_math_verify_verdict(math_verify: AnswerMatcher, prediction, reference, verdict, by_key, note) -> None:
+@pytest.mark.parametrize(
+    ("prediction", "reference", "verdict", "by_key", "note"), TABLE, ids=[r[4] for r in TABLE]
+)
+def test_math_verify_verdict(
+    math_verify: AnswerMatcher, prediction, reference, verdict, by_key, note
+) -> None:
     assert math_verify.equal(prediction, reference) is verdict
     assert math_verify.equal(reference, prediction) is verdict
 
 
-@pytest.mark.parametrize(("prediction", "reference", "verdict", "by_key", "note"), TABLE, ids=[r[4] for r in TABLE])
-def test_normalized_verdict(normalized: AnswerMatcher, prediction, reference, verdict, by_key, note) -> None:
+@pytest.mark.parametrize(
+    ("prediction", "reference", "verdict", "by_key", "note"), TABLE, ids=[r[4] for r in TABLE]
+)
+def test_normalized_verdict(
+    normalized: AnswerMatcher, prediction, reference, verdict, by_key, note
+) -> None:
     assert normalized.equal(prediction, reference) is by_key
     assert (normalized.key(prediction) == normalized.key(reference)) is by_key
     if by_key:
@@ -147,7 +173,9 @@ def test_exact_is_raw_string_equality() -> None:
     assert all(exact.equal(p, p) for p, *_ in TABLE)
 
 
-def test_published_benchmark_answers_match_their_plain_forms(shared_data, math_verify: AnswerMatcher) -> None:
+def test_published_benchmark_answers_match_their_plain_forms(
+    shared_data, math_verify: AnswerMatcher
+) -> None:
     """AIME's zero-padded and AMC's float answers equal the integers a model writes."""
     aime = json.loads((shared_data / "bench" / "aime25.json").read_text())
     amc = json.loads((shared_data / "bench" / "amc.json").read_text())
@@ -156,10 +184,19 @@ def test_published_benchmark_answers_match_their_plain_forms(shared_data, math_v
     assert padded and floats
     for answer in padded + floats:
         plain = str(int(float(answer)))
-        assert math_verify.equal(plain, answer) and math_verify.key(plain) == math_verify.key(answer)
+        assert math_verify.equal(plain, answer) and math_verify.key(plain) == math_verify.key(
+            answer
+        )
         assert not math_verify.equal(str(int(plain) + 1), answer)
-    gsm = [json.loads(line) for line in (shared_data / "bench" / "gsm8k.jsonl").read_text().splitlines()]
-    with_separator = [row["answer"].split("####")[-1].strip() for row in gsm if "," in row["answer"].split("####")[-1]]
+    gsm = [
+        json.loads(line)
+        for line in (shared_data / "bench" / "gsm8k.jsonl").read_text().splitlines()
+    ]
+    with_separator = [
+        row["answer"].split("####")[-1].strip()
+        for row in gsm
+        if "," in row["answer"].split("####")[-1]
+    ]
     assert with_separator  # GSM8K writes thousands as "114,200"
     for answer in with_separator:
         assert math_verify.equal(answer.replace(",", ""), answer)

@@ -14,13 +14,23 @@ from coreward_cli.recipe import load_recipe
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.parametrize(("eval_match", "accuracy"), [("exact", 0.0), ("normalized", 1.0), ("math_verify", 1.0)])
+@pytest.mark.parametrize(
+    ("eval_match", "accuracy"), [("exact", 0.0), ("normalized", 1.0), ("math_verify", 1.0)]
+)
 def test_held_out_answers_are_graded_with_eval_match(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, eval_match: str, accuracy: float
 ) -> None:
     bench = tmp_path / "forms.jsonl"  # references written one way, answers another
-    bench.write_text("".join(json.dumps({"question": q, "answer": a}) + "\n" for q, a in [("q1", "81.0"), ("q2", "\\frac{1}{2}")]))
-    recipe = load_recipe(ROOT / "recipes/tiny_cpu.yaml", [f"data.eval=[{bench}]", f"data.eval_match={eval_match}", "method.match=exact"])
+    bench.write_text(
+        "".join(
+            json.dumps({"question": q, "answer": a}) + "\n"
+            for q, a in [("q1", "81.0"), ("q2", "\\frac{1}{2}")]
+        )
+    )
+    recipe = load_recipe(
+        ROOT / "recipes/tiny_cpu.yaml",
+        [f"data.eval=[{bench}]", f"data.eval_match={eval_match}", "method.match=exact"],
+    )
     answers = {"q1": "So it is \\boxed{81}.", "q2": "That gives \\boxed{0.5}."}
 
     def fake_generate(model, tokenizer, prompts, **kwargs):
@@ -28,10 +38,15 @@ def test_held_out_answers_are_graded_with_eval_match(
 
     monkeypatch.setattr(heldout, "generate", fake_generate)
     sets = heldout.HeldOut.from_recipe(recipe)
-    assert sets.evaluate(model=None, tokenizer=None) == {"eval/forms": accuracy, "eval_accuracy": accuracy}
+    assert sets.evaluate(model=None, tokenizer=None) == {
+        "eval/forms": accuracy,
+        "eval_accuracy": accuracy,
+    }
 
 
 def test_paper_recipes_grade_held_out_sets_like_the_official_validation() -> None:
     for path in sorted((ROOT / "recipes").glob("qwen3b_math*.yaml")):
         recipe = load_recipe(path)
-        assert recipe.data.eval == ["math_test"] and recipe.data.eval_match == "normalized", path.name
+        assert recipe.data.eval == ["math_test"] and recipe.data.eval_match == "normalized", (
+            path.name
+        )

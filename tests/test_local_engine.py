@@ -41,10 +41,19 @@ def toy_folder(tmp_path_factory) -> str:
     return str(folder)
 
 
-def write_recipe(folder: Path, model: str, method: str = "co_rewarding_i", steps: int = 3,
-                 kl: float = 0.0, tb: bool = False, name: str = "short") -> Path:
+def write_recipe(
+    folder: Path,
+    model: str,
+    method: str = "co_rewarding_i",
+    steps: int = 3,
+    kl: float = 0.0,
+    tb: bool = False,
+    name: str = "short",
+) -> Path:
     path = folder / f"{name}.yaml"
-    path.write_text(SHORT.format(model=model, method=method, steps=steps, kl=kl, tb=str(tb).lower()))
+    path.write_text(
+        SHORT.format(model=model, method=method, steps=steps, kl=kl, tb=str(tb).lower())
+    )
     return path
 
 
@@ -63,15 +72,31 @@ def test_cli_run_writes_every_artifact(tmp_path, toy_folder):
     assert (out / "recipe.yaml").is_file()
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records] == [0, 1, 2, 3]
-    for key in ("reward_mean", "pseudo_label_accuracy", "agreement_share", "no_answer_share", "clusters_per_group",
-                "response_length", "entropy", "kl", "lr", "teacher_decay", "step_seconds"):
+    for key in (
+        "reward_mean",
+        "pseudo_label_accuracy",
+        "agreement_share",
+        "no_answer_share",
+        "clusters_per_group",
+        "response_length",
+        "entropy",
+        "kl",
+        "lr",
+        "teacher_decay",
+        "step_seconds",
+    ):
         assert key in records[1], key
     assert records[1]["kl"] is not None and records[1]["entropy"] > 0
     assert "eval_accuracy" in records[2] and "eval_accuracy" not in records[1]
     ckpts = out / "checkpoints"
     assert (ckpts / "latest").read_text().strip() == "step-000003"
     for step in ("step-000002", "step-000003"):
-        for part in ("policy/config.json", "policy/model.safetensors", "trainer_state.pt", "state.json"):
+        for part in (
+            "policy/config.json",
+            "policy/model.safetensors",
+            "trainer_state.pt",
+            "state.json",
+        ):
             assert (ckpts / step / part).is_file(), f"{step}/{part}"
     assert not (ckpts / "step-000002" / "teacher").exists()  # co_rewarding_i has no teacher
     state = json.loads((ckpts / "step-000002" / "state.json").read_text())
@@ -85,7 +110,11 @@ def test_cli_run_writes_every_artifact(tmp_path, toy_folder):
 
     again = invoke(str(recipe), "--out", str(out))  # a second run never overwrites silently
     assert again.exit_code == 2
-    assert "--resume" in again.output and "--force" in again.output and len(again.output.strip().splitlines()) == 1
+    assert (
+        "--resume" in again.output
+        and "--force" in again.output
+        and len(again.output.strip().splitlines()) == 1
+    )
 
 
 def test_force_starts_over_and_dry_run_runs_nothing(tmp_path, toy_folder):
@@ -97,7 +126,10 @@ def test_force_starts_over_and_dry_run_runs_nothing(tmp_path, toy_folder):
     plan = json.loads(dry.stdout)["plan"]
     assert plan["action"].startswith("refuse") and plan["policy_views"] == ["original", "rephrased"]
     assert plan["samples_per_step"] == 4 * 4 * 2
-    assert invoke(str(recipe), "--out", str(out), "--force", "--set", "train.max_steps=2").exit_code == 0
+    assert (
+        invoke(str(recipe), "--out", str(out), "--force", "--set", "train.max_steps=2").exit_code
+        == 0
+    )
     assert json.loads((out / "summary.json").read_text())["steps"] == 2
     assert (out / "keep.txt").read_text() == "mine"  # --force removes only what a run writes
 
@@ -127,13 +159,30 @@ def test_a_differently_shaped_model_trains_from_a_folder(tmp_path, shape):
 
     tok = build_tokenizer()
     if shape == "llama":
-        config = LlamaConfig(vocab_size=260, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                             num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
-                             pad_token_id=0, bos_token_id=1, eos_token_id=2)
+        config = LlamaConfig(
+            vocab_size=260,
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=64,
+            pad_token_id=0,
+            bos_token_id=1,
+            eos_token_id=2,
+        )
         model = LlamaForCausalLM(config)
     else:
-        config = GPT2Config(vocab_size=260, n_embd=64, n_layer=2, n_head=4, n_positions=64,
-                            pad_token_id=0, bos_token_id=1, eos_token_id=2)
+        config = GPT2Config(
+            vocab_size=260,
+            n_embd=64,
+            n_layer=2,
+            n_head=4,
+            n_positions=64,
+            pad_token_id=0,
+            bos_token_id=1,
+            eos_token_id=2,
+        )
         model = GPT2LMHeadModel(config)
     folder = tmp_path / shape
     model.save_pretrained(folder)
@@ -161,6 +210,8 @@ def test_tiny_recipe_raises_held_out_accuracy_on_three_seeds(tmp_path):
         result = invoke(str(recipe), "--out", str(out), "--set", f"seed={seed}", "--json")
         assert result.exit_code == 0, result.output
         summary = json.loads(result.stdout)
-        gains.append(summary["eval_after"]["eval_accuracy"] - summary["eval_before"]["eval_accuracy"])
+        gains.append(
+            summary["eval_after"]["eval_accuracy"] - summary["eval_before"]["eval_accuracy"]
+        )
     assert min(gains) > 0, gains
     assert statistics.mean(gains) >= 0.08, gains

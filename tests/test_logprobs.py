@@ -9,7 +9,13 @@ import torch
 
 from coreward_cli.engines.loss import ViewNorm, aggregate, kl_penalty, ppo_clip
 from coreward_cli.engines.optim import lr_multiplier
-from coreward_cli.engines.rollout import Sequences, concat, generate, response_mask_for, score_tokens
+from coreward_cli.engines.rollout import (
+    Sequences,
+    concat,
+    generate,
+    response_mask_for,
+    score_tokens,
+)
 from coreward_cli.engines.update import UpdateSettings, ViewBatch, policy_update
 from coreward_cli.toy import build_model, build_tokenizer
 
@@ -25,15 +31,25 @@ def toy():
 
 def _sample(model, tok, prompts, n=2, seed=0, **kw) -> Sequences:
     torch.manual_seed(seed)
-    return generate(model, tok, prompts, n=n, temperature=kw.get("temperature", 1.0), top_p=1.0,
-                    max_new_tokens=kw.get("max_new_tokens", 10), chat_template=False)
+    return generate(
+        model,
+        tok,
+        prompts,
+        n=n,
+        temperature=kw.get("temperature", 1.0),
+        top_p=1.0,
+        max_new_tokens=kw.get("max_new_tokens", 10),
+        chat_template=False,
+    )
 
 
 def test_logprobs_same_alone_and_in_left_padded_batch(toy):
     model, tok = toy
     alone = _sample(model, tok, ["3+4="], n=1, seed=1)
     others = _sample(model, tok, ["sum of 12 and 87?", "add 99 and 10:"], n=1, seed=2)
-    batch = concat([others, alone], tok.pad_token_id)  # "3+4=" now carries many pad tokens on the left
+    batch = concat(
+        [others, alone], tok.pad_token_id
+    )  # "3+4=" now carries many pad tokens on the left
     assert batch.prompt_mask[-1].sum() < batch.prompt_mask.shape[1]
     with torch.no_grad():
         lp_alone = score_tokens(model, alone, temperature=0.7).logprobs[0]
@@ -47,12 +63,23 @@ def test_logprobs_equal_generate_scores(toy):
     model, tok = toy
     enc = tok(["12+5=", "sum of 1 and 2?"], return_tensors="pt", padding=True)
     torch.manual_seed(0)
-    out = model.generate(**enc, do_sample=True, temperature=0.6, top_k=0, max_new_tokens=6, min_new_tokens=6,
-                         output_logits=True, return_dict_in_generate=True, pad_token_id=tok.pad_token_id)
-    response = out.sequences[:, enc["input_ids"].shape[1]:]
+    out = model.generate(
+        **enc,
+        do_sample=True,
+        temperature=0.6,
+        top_k=0,
+        max_new_tokens=6,
+        min_new_tokens=6,
+        output_logits=True,
+        return_dict_in_generate=True,
+        pad_token_id=tok.pad_token_id,
+    )
+    response = out.sequences[:, enc["input_ids"].shape[1] :]
     expected = torch.stack([torch.log_softmax(lg.float() / 0.6, -1) for lg in out.logits], 1)
     expected = expected.gather(-1, response.unsqueeze(-1)).squeeze(-1)
-    seqs = Sequences(enc["input_ids"], enc["attention_mask"], response, torch.ones_like(response), ["", ""])
+    seqs = Sequences(
+        enc["input_ids"], enc["attention_mask"], response, torch.ones_like(response), ["", ""]
+    )
     with torch.no_grad():
         got = score_tokens(model, seqs, temperature=0.6).logprobs
     torch.testing.assert_close(got, expected, rtol=0, atol=1e-4)
@@ -60,7 +87,11 @@ def test_logprobs_equal_generate_scores(toy):
 
 def test_response_mask_stops_after_first_eos():
     ids = torch.tensor([[5, 6, 2, 0, 0], [5, 2, 7, 2, 0], [5, 6, 7, 8, 9]])
-    assert response_mask_for(ids, [2]).tolist() == [[1, 1, 1, 0, 0], [1, 1, 0, 0, 0], [1, 1, 1, 1, 1]]
+    assert response_mask_for(ids, [2]).tolist() == [
+        [1, 1, 1, 0, 0],
+        [1, 1, 0, 0, 0],
+        [1, 1, 1, 1, 1],
+    ]
 
 
 def test_generate_layout_and_texts(toy):
@@ -99,9 +130,13 @@ def test_aggregate_modes():
     values = torch.tensor([[1.0, 3.0, 0.0], [2.0, 0.0, 0.0]])
     mask = torch.tensor([[1, 1, 0], [1, 0, 0]])
     assert aggregate(values, mask, "token-mean", ViewNorm(3, 2)).item() == pytest.approx(2.0)
-    assert aggregate(values, mask, "seq-mean-token-mean", ViewNorm(3, 2)).item() == pytest.approx(2.0)
+    assert aggregate(values, mask, "seq-mean-token-mean", ViewNorm(3, 2)).item() == pytest.approx(
+        2.0
+    )
     values2 = torch.tensor([[1.0, 3.0, 5.0], [2.0, 0.0, 0.0]])
-    assert aggregate(values2, torch.tensor([[1, 1, 1], [1, 0, 0]]), "seq-mean-token-mean", ViewNorm(4, 2)).item() == pytest.approx(2.5)
+    assert aggregate(
+        values2, torch.tensor([[1, 1, 1], [1, 0, 0]]), "seq-mean-token-mean", ViewNorm(4, 2)
+    ).item() == pytest.approx(2.5)
 
 
 def test_lr_schedule_shapes():
@@ -123,8 +158,16 @@ def test_micro_batching_does_not_change_the_update(toy):
         m = copy.deepcopy(model)
         opt = torch.optim.SGD(m.parameters(), lr=1.0)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
-        s = UpdateSettings(temperature=0.7, clip_ratio=0.2, kl_coef=0.1, kl_estimator="k3", loss_agg="token-mean",
-                           view_loss="sum", micro_batch_size=micro, grad_clip=0.0)
+        s = UpdateSettings(
+            temperature=0.7,
+            clip_ratio=0.2,
+            kl_coef=0.1,
+            kl_estimator="k3",
+            loss_agg="token-mean",
+            view_loss="sum",
+            micro_batch_size=micro,
+            grad_clip=0.0,
+        )
         metrics = policy_update(m, opt, sched, [ViewBatch("original", seqs, adv, ref)], s)
         return m, metrics
 

@@ -18,8 +18,23 @@ def response(answer: str | None) -> str:
     return NO_ANSWER if answer is None else f"Let's compute. The answer is \\boxed{{{answer}}}."
 
 
-def group(pid: str, view: str, source: str, answers: list[str | None], reference: str | None = None, **stats) -> Group:
-    return Group(pid, view, source, f"prompt {pid} {view}", [response(a) for a in answers], reference, **stats)  # type: ignore[arg-type]
+def group(
+    pid: str,
+    view: str,
+    source: str,
+    answers: list[str | None],
+    reference: str | None = None,
+    **stats,
+) -> Group:
+    return Group(
+        pid,
+        view,
+        source,
+        f"prompt {pid} {view}",
+        [response(a) for a in answers],
+        reference,
+        **stats,
+    )  # type: ignore[arg-type]
 
 
 def score(name: str, groups: list[Group], **options):
@@ -123,7 +138,10 @@ def test_ties_go_to_the_answer_counted_first() -> None:
 def test_tie_none_gives_no_label() -> None:
     result = score(
         "majority_vote",
-        [group("a", "original", "policy", ["3", "4", "4", "3"]), group("b", "original", "policy", ["3", "4", "4"])],
+        [
+            group("a", "original", "policy", ["3", "4", "4", "3"]),
+            group("b", "original", "policy", ["3", "4", "4"]),
+        ],
         tie="none",
     )
     assert result.pseudo_labels == [None, "4"]
@@ -131,7 +149,10 @@ def test_tie_none_gives_no_label() -> None:
 
 
 def test_min_votes() -> None:
-    groups = [group("a", "original", "policy", ["7", "7", "8"]), group("b", "original", "policy", ["7", "7", "7", "8"])]
+    groups = [
+        group("a", "original", "policy", ["7", "7", "8"]),
+        group("b", "original", "policy", ["7", "7", "7", "8"]),
+    ]
     result = score("majority_vote", groups, min_votes=3)
     assert result.pseudo_labels == [None, "7"]
     assert result.rewards == [[0.0, 0.0, 0.0], [1.0, 1.0, 1.0, 0.0]]
@@ -141,7 +162,10 @@ def test_min_votes() -> None:
 def test_majority_vote_labels_each_group_by_itself() -> None:
     result = score(
         "majority_vote",
-        [group("p", "original", "policy", ["1", "2", "2"]), group("q", "original", "policy", ["6", "6", "1"])],
+        [
+            group("p", "original", "policy", ["1", "2", "2"]),
+            group("q", "original", "policy", ["6", "6", "1"]),
+        ],
     )
     assert result.pseudo_labels == ["2", "6"]
     assert result.rewards == [[0.0, 1.0, 1.0], [1.0, 1.0, 0.0]]
@@ -162,7 +186,10 @@ def test_co_rewarding_ii_uses_the_teachers_majority() -> None:
 def test_co_rewarding_ii_empty_teacher_vote_gives_zeros() -> None:
     result = score(
         "co_rewarding_ii",
-        [group("p", "original", "policy", ["1", "1"]), group("p", "original", "teacher", [None, None])],
+        [
+            group("p", "original", "policy", ["1", "1"]),
+            group("p", "original", "teacher", [None, None]),
+        ],
     )
     assert result.pseudo_labels == [None, None]
     assert result.rewards == [[0.0, 0.0], []]
@@ -213,7 +240,15 @@ def test_label_free_methods_never_read_references_for_rewards() -> None:
 
 
 def test_matcher_mode_changes_the_clusters() -> None:
-    groups = [group("p", "original", "policy", ["\\frac12", "0.5", "0.5", "\\frac{1}{2}", "7"], reference="\\frac{1}{2}")]
+    groups = [
+        group(
+            "p",
+            "original",
+            "policy",
+            ["\\frac12", "0.5", "0.5", "\\frac{1}{2}", "7"],
+            reference="\\frac{1}{2}",
+        )
+    ]
     exact = score("majority_vote", groups, match="exact")
     assert exact.pseudo_labels == ["0.5"]
     assert exact.rewards == [[0.0, 1.0, 1.0, 0.0, 0.0]]
@@ -221,20 +256,32 @@ def test_matcher_mode_changes_the_clusters() -> None:
     assert exact.metrics["pseudo_label_accuracy"] == 0.0  # "0.5" is not the string "\frac{1}{2}"
 
     normalized = score("majority_vote", groups, match="normalized")
-    assert normalized.pseudo_labels == ["\\frac12"]  # one cluster of 4; the first-seen spelling names it
+    assert normalized.pseudo_labels == [
+        "\\frac12"
+    ]  # one cluster of 4; the first-seen spelling names it
     assert normalized.rewards == [[1.0, 1.0, 1.0, 1.0, 0.0]]
     assert normalized.metrics["clusters_per_group"] == 2.0
     assert normalized.metrics["pseudo_label_accuracy"] == 1.0
 
 
 def test_math_verify_mode_clusters_equivalent_expressions() -> None:
-    groups = [group("p", "original", "policy", ["x^2+2x+1", "(x+1)^2", "(x+1)^2", "x+1"], reference="(x+1)^2")]
+    groups = [
+        group(
+            "p",
+            "original",
+            "policy",
+            ["x^2+2x+1", "(x+1)^2", "(x+1)^2", "x+1"],
+            reference="(x+1)^2",
+        )
+    ]
     normalized = score("majority_vote", groups, match="normalized")
     assert normalized.pseudo_labels == ["(x+1)^2"]
     assert normalized.rewards == [[0.0, 1.0, 1.0, 0.0]]
     assert normalized.metrics["clusters_per_group"] == 3.0
     verified = score("majority_vote", groups, match="math_verify")
-    assert verified.pseudo_labels == ["x^2+2x+1"]  # one cluster of 3, named by its first-seen member
+    assert verified.pseudo_labels == [
+        "x^2+2x+1"
+    ]  # one cluster of 3, named by its first-seen member
     assert verified.rewards == [[1.0, 1.0, 1.0, 0.0]]
     assert verified.metrics["clusters_per_group"] == 2.0
     assert verified.metrics["pseudo_label_accuracy"] == 1.0
@@ -243,7 +290,9 @@ def test_math_verify_mode_clusters_equivalent_expressions() -> None:
 def test_extraction_fallbacks_are_honoured() -> None:
     plain = Group("p", "original", "policy", "q", ["so #### 42", "so #### 42", "\\boxed{41}"])
     assert score("majority_vote", [plain]).rewards == [[0.0, 0.0, 1.0]]
-    assert score("majority_vote", [plain], extract_fallbacks=("gsm8k",)).rewards == [[1.0, 1.0, 0.0]]
+    assert score("majority_vote", [plain], extract_fallbacks=("gsm8k",)).rewards == [
+        [1.0, 1.0, 0.0]
+    ]
 
 
 # ---------------------------------------------------------------- metrics, hand-computed
@@ -304,7 +353,10 @@ def test_self_certainty_rewards_are_the_raw_values() -> None:
             group("p", "original", "teacher", ["1"]),
         ],
     )
-    assert result.rewards == [[2.5, 0.75, 1.0], []]  # the no-answer response is rewarded like any other
+    assert result.rewards == [
+        [2.5, 0.75, 1.0],
+        [],
+    ]  # the no-answer response is rewarded like any other
     assert result.pseudo_labels == [None, None]
     assert result.metrics["reward_mean"] == pytest.approx(4.25 / 3)
     assert result.metrics["no_answer_share"] == pytest.approx(1 / 3)
@@ -321,7 +373,9 @@ def test_token_stats_must_be_filled() -> None:
     with pytest.raises(ValueError, match="needs Group.entropy"):
         score("entropy", [group("p", "original", "policy", ["1", "2"])])
     with pytest.raises(ValueError, match="needs Group.self_certainty"):
-        score("self_certainty", [group("p", "original", "policy", ["1", "2"], self_certainty=[1.0])])
+        score(
+            "self_certainty", [group("p", "original", "policy", ["1", "2"], self_certainty=[1.0])]
+        )
 
 
 def test_random_is_a_reproducible_coin() -> None:
@@ -344,8 +398,12 @@ def test_random_is_a_reproducible_coin() -> None:
 
 
 def test_random_ignores_the_responses() -> None:
-    a = get_method("random")(MethodOptions(seed=1)).score(RolloutBatch([group("p", "original", "policy", ["1"] * 8)]))
-    b = get_method("random")(MethodOptions(seed=1)).score(RolloutBatch([group("p", "original", "policy", [None] * 8)]))
+    a = get_method("random")(MethodOptions(seed=1)).score(
+        RolloutBatch([group("p", "original", "policy", ["1"] * 8)])
+    )
+    b = get_method("random")(MethodOptions(seed=1)).score(
+        RolloutBatch([group("p", "original", "policy", [None] * 8)])
+    )
     assert a.rewards == b.rewards
 
 
@@ -367,7 +425,10 @@ def test_declarations() -> None:
         cls = get_method(name)
         assert cls.name == name
         assert (cls.policy_views, cls.teacher_views, cls.needs_token_stats, cls.needs_teacher) == (
-            policy, teacher, stats, needs_teacher,
+            policy,
+            teacher,
+            stats,
+            needs_teacher,
         ), name
     assert available_methods()[:8] == list(expect)
 
@@ -406,19 +467,26 @@ def test_third_party_method_by_entry_point(tmp_path, monkeypatch) -> None:
     dist = tmp_path / "fake_rewards-0.1.dist-info"
     dist.mkdir()
     (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: fake-rewards\nVersion: 0.1\n")
-    (dist / "entry_points.txt").write_text("[coreward.methods]\nstricter = fake_rewards:Stricter\nbroken = fake_rewards:Nope\n")
+    (dist / "entry_points.txt").write_text(
+        "[coreward.methods]\nstricter = fake_rewards:Stricter\nbroken = fake_rewards:Nope\n"
+    )
     monkeypatch.syspath_prepend(str(tmp_path))
     assert "stricter" in available_methods()
     cls = get_method("stricter")
     assert cls.__name__ == "Stricter" and cls.name == "stricter"
-    result = cls(MethodOptions(min_votes=2)).score(RolloutBatch([group("p", "original", "policy", ["1", "2"])]))
+    result = cls(MethodOptions(min_votes=2)).score(
+        RolloutBatch([group("p", "original", "policy", ["1", "2"])])
+    )
     assert result.rewards == [[0.0, 0.0]]
     with pytest.raises(ValueError, match="does not load"):
         get_method("broken")
 
 
 def test_unknown_and_invalid_methods() -> None:
-    with pytest.raises(ValueError, match="unknown method 'co_rewarding_iv'; available: gt, majority_vote, co_rewarding_i"):
+    with pytest.raises(
+        ValueError,
+        match="unknown method 'co_rewarding_iv'; available: gt, majority_vote, co_rewarding_i",
+    ):
         get_method("co_rewarding_iv")
     with pytest.raises(ValueError, match="cannot import module 'no_such_module_xyz'"):
         get_method("no_such_module_xyz:Thing")

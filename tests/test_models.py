@@ -10,7 +10,9 @@ from coreward_cli.errors import UserError
 from coreward_cli.models import ModelSource, load_model_and_tokenizer, model_source, resolve_model
 
 
-def make_run(root: Path, steps: tuple[int, ...] = (10, 20), final: bool = True, teacher: bool = False) -> Path:
+def make_run(
+    root: Path, steps: tuple[int, ...] = (10, 20), final: bool = True, teacher: bool = False
+) -> Path:
     run = root / "run"
     run.mkdir()
     (run / "recipe.yaml").write_text("method: {name: gt}\n")
@@ -33,7 +35,9 @@ def test_run_dir_resolves_to_final_step_and_teacher(tmp_path: Path) -> None:
     assert resolve_model(str(run)) == str(run / "final")
     assert resolve_model(str(run), step=10) == str(run / "checkpoints" / "step-000010" / "policy")
     assert resolve_model(str(run), teacher=True) == str(run / "final_teacher")
-    assert resolve_model(str(run), step=20, teacher=True) == str(run / "checkpoints" / "step-000020" / "teacher")
+    assert resolve_model(str(run), step=20, teacher=True) == str(
+        run / "checkpoints" / "step-000020" / "teacher"
+    )
 
 
 def test_run_dir_without_final_uses_the_latest_checkpoint(tmp_path: Path) -> None:

@@ -35,16 +35,31 @@ output: {{dir: 'runs/{{recipe}}', save_interval: 10, eval_interval: 10}}
 seed: 11
 """
 
-LABEL_FREE = ["majority_vote", "co_rewarding_i", "co_rewarding_ii", "co_rewarding_iii", "self_certainty", "entropy", "random"]
+LABEL_FREE = [
+    "majority_vote",
+    "co_rewarding_i",
+    "co_rewarding_ii",
+    "co_rewarding_iii",
+    "self_certainty",
+    "entropy",
+    "random",
+]
 
 
-def final_weights(tmp_path: Path, method: str, garble: bool, monkeypatch) -> dict[str, torch.Tensor]:
+def final_weights(
+    tmp_path: Path, method: str, garble: bool, monkeypatch
+) -> dict[str, torch.Tensor]:
     recipe_path = tmp_path / f"{method}.yaml"
     recipe_path.write_text(RECIPE.format(method=method))
     real = data.load_train_problems
     if garble:
-        monkeypatch.setattr(data, "load_train_problems",
-                            lambda r: [dataclasses.replace(p, answer=f"garbage-{i % 3}") for i, p in enumerate(real(r))])
+        monkeypatch.setattr(
+            data,
+            "load_train_problems",
+            lambda r: [
+                dataclasses.replace(p, answer=f"garbage-{i % 3}") for i, p in enumerate(real(r))
+            ],
+        )
     out = tmp_path / f"{method}-{'garbled' if garble else 'true'}"
     local.train(load_recipe(recipe_path), out, False, Console(quiet=True))
     monkeypatch.setattr(data, "load_train_problems", real)

@@ -28,13 +28,27 @@ PROBLEMS = [(f"p{i}", f"what is {i}+{i}?", f"add {i} to itself", str(2 * i)) for
 def _args(tmp_path: Path, recipe_file: str, extra: list[str] = ()):
     from coreward_plugins.openrlhf.cli_args import parse_args
 
-    recipe = load_recipe(ROOT / "recipes" / recipe_file, [
-        "train.problems_per_step=2", f"rollout.n={N}", "model.chat_template=false", "model.system_prompt=SYS",
-        "engine.cluster.micro_train_batch_size=1", "engine.cluster.micro_rollout_batch_size=1", "data.eval=[]", *extra])
+    recipe = load_recipe(
+        ROOT / "recipes" / recipe_file,
+        [
+            "train.problems_per_step=2",
+            f"rollout.n={N}",
+            "model.chat_template=false",
+            "model.system_prompt=SYS",
+            "engine.cluster.micro_train_batch_size=1",
+            "engine.cluster.micro_rollout_batch_size=1",
+            "data.eval=[]",
+            *extra,
+        ],
+    )
     plan = build_plan(recipe, tmp_path / "run")
     data = Path(plan.paths["train_data"])
     data.parent.mkdir(parents=True)
-    data.write_text("".join(json.dumps(make_row(pid, q, r, a, "SYS", False)) + "\n" for pid, q, r, a in PROBLEMS))
+    data.write_text(
+        "".join(
+            json.dumps(make_row(pid, q, r, a, "SYS", False)) + "\n" for pid, q, r, a in PROBLEMS
+        )
+    )
     return parse_args(plan.flags)
 
 
@@ -44,13 +58,17 @@ class FakeEngine:
     def get_num_unfinished_requests(self) -> int:
         return 0
 
-    def wake_up(self, tags=None) -> None:  # the recipes colocate, so OpenRLHF sleeps engines between phases
+    def wake_up(
+        self, tags=None
+    ) -> None:  # the recipes colocate, so OpenRLHF sleeps engines between phases
         pass
 
     def sleep(self, level: int = 1) -> None:
         pass
 
-    def generate_responses(self, prompt, label, sampling_params, max_length, hf_tokenizer, num_samples, images=None):
+    def generate_responses(
+        self, prompt, label, sampling_params, max_length, hf_tokenizer, num_samples, images=None
+    ):
         from coreward_plugins.openrlhf.rows import decode_label
 
         view = decode_label(label).view
@@ -58,10 +76,22 @@ class FakeEngine:
         for k in range(num_samples):
             text = f"\\boxed{{{'7' if view == 'original' and k == 0 else view[:3]}}}"
             p_ids = hf_tokenizer(prompt, add_special_tokens=False).input_ids
-            r_ids = hf_tokenizer(text, add_special_tokens=False).input_ids + [hf_tokenizer.eos_token_id]
-            out.append({"observation_tokens": p_ids + r_ids, "action_ranges": [(len(p_ids), len(p_ids) + len(r_ids))],
-                        "reward": 0.0, "scores": 0.0, "extra_logs": {"coreward_reference_score": 0.0},
-                        "rollout_log_probs": None, "truncated": False, "prompt": prompt, "label": label})
+            r_ids = hf_tokenizer(text, add_special_tokens=False).input_ids + [
+                hf_tokenizer.eos_token_id
+            ]
+            out.append(
+                {
+                    "observation_tokens": p_ids + r_ids,
+                    "action_ranges": [(len(p_ids), len(p_ids) + len(r_ids))],
+                    "reward": 0.0,
+                    "scores": 0.0,
+                    "extra_logs": {"coreward_reference_score": 0.0},
+                    "rollout_log_probs": None,
+                    "truncated": False,
+                    "prompt": prompt,
+                    "label": label,
+                }
+            )
         return out
 
 
@@ -70,8 +100,12 @@ def ray_cluster():
     ray = pytest.importorskip("ray")
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
     # workers unpickle the (stub) vllm.SamplingParams the generator sends: they need the stubs too
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
-             runtime_env={"env_vars": {"PYTHONPATH": str(Path(__file__).with_name("stubs"))}})
+    ray.init(
+        num_cpus=2,
+        include_dashboard=False,
+        log_to_driver=False,
+        runtime_env={"env_vars": {"PYTHONPATH": str(Path(__file__).with_name("stubs"))}},
+    )
     yield ray
     ray.shutdown()
 
@@ -90,10 +124,17 @@ def _generator(args, tokenizer, ray):
     from coreward_plugins.openrlhf.samples import CorewardSamplesGenerator
 
     strategy = get_strategy(args)
-    loader, _, openrlhf_max_steps = prepare_datasets(strategy, tokenizer)  # OpenRLHF's own loading of our file
+    loader, _, openrlhf_max_steps = prepare_datasets(
+        strategy, tokenizer
+    )  # OpenRLHF's own loading of our file
     engines = [ray.remote(FakeEngine).remote() for _ in range(2)]
-    gen = CorewardSamplesGenerator(strategy=strategy, prompts_dataloader=loader, eval_dataloader=None,
-                                   tokenizer=tokenizer, vllm_engines=engines)
+    gen = CorewardSamplesGenerator(
+        strategy=strategy,
+        prompts_dataloader=loader,
+        eval_dataloader=None,
+        tokenizer=tokenizer,
+        vllm_engines=engines,
+    )
     return gen, openrlhf_max_steps
 
 
@@ -105,18 +146,27 @@ def test_paired_views_are_sampled_in_the_same_step(tmp_path, tokenizer, ray_clus
     seen = []
     for _ in range(2):
         samples, _, consumed, exhausted = gen.generate_samples(**kw)
-        assert consumed == 2 and not exhausted and len(samples) == 2 * 2 * N  # 2 problems x 2 views x n
+        assert (
+            consumed == 2 and not exhausted and len(samples) == 2 * 2 * N
+        )  # 2 problems x 2 views x n
         labels = [decode_label(s.labels[0]) for s in samples]
         runs = [(labels[i].id, labels[i].view) for i in range(0, len(samples), N)]
-        assert all((lab.id, lab.view) == runs[i // N] for i, lab in enumerate(labels))  # groups contiguous
-        assert [v for _, v in runs] == ["original", "rephrased"] * 2  # a problem's views side by side
+        assert all(
+            (lab.id, lab.view) == runs[i // N] for i, lab in enumerate(labels)
+        )  # groups contiguous
+        assert [v for _, v in runs] == [
+            "original",
+            "rephrased",
+        ] * 2  # a problem's views side by side
         assert runs[0][0] == runs[1][0] and runs[2][0] == runs[3][0]
         for s, lab in zip(samples, labels):
             question, rephrased = next((q, r) for pid, q, r, _ in PROBLEMS if pid == lab.id)
             assert s.prompts[0] == f"SYS\n{rephrased if lab.view == 'rephrased' else question}"
         seen += [pid for pid, _ in runs[::2]]
     assert len(set(seen)) == 4
-    samples, _, consumed, exhausted = gen.generate_samples(**kw)  # one problem left: dropped, epoch over
+    samples, _, consumed, exhausted = gen.generate_samples(
+        **kw
+    )  # one problem left: dropped, epoch over
     assert samples == [] and exhausted
     # OpenRLHF alone would schedule 5*n // (2*2*n) * 3 epochs = 3 optimizer steps; the run makes 2 per epoch = 6
     assert openrlhf_max_steps == 3 and (5 // 2) * args.train.num_episodes == 6
@@ -128,8 +178,12 @@ def test_paired_views_are_sampled_in_the_same_step(tmp_path, tokenizer, ray_clus
     gen.stop = False
     gen._iter = None
     samples, *_ = gen.generate_samples(**kw)
-    fake = SimpleNamespace(args=args, samples_generator=gen, tokenizer=tokenizer,
-                           rewards=RewardPool("co_rewarding_i", "{}", size=1))
+    fake = SimpleNamespace(
+        args=args,
+        samples_generator=gen,
+        tokenizer=tokenizer,
+        rewards=RewardPool("co_rewarding_i", "{}", size=1),
+    )
     metrics = CorewardPPOTrainer.relabel(fake, samples)
     rewards = [s.rewards.item() for s in samples]
     # originals answer 7 once and "ori" three times; rephrased always "rep": cross-view labels never match
@@ -146,7 +200,9 @@ def test_teacher_rollouts_follow_the_teacher_swap(tmp_path, tokenizer, ray_clust
     samples, *_ = gen.generate_samples(max_len=256, max_new_tokens=16)
     assert len(samples) == 2 * N and len(gen.last_teacher_samples) == 2 * N
     assert calls == [0]  # the swap happened once, before any teacher sample
-    assert {decode_label(s.labels[0]).view for s in samples + gen.last_teacher_samples} == {"original"}
+    assert {decode_label(s.labels[0]).view for s in samples + gen.last_teacher_samples} == {
+        "original"
+    }
 
 
 def test_trainer_schedule_and_subclassing(tmp_path) -> None:
@@ -166,7 +222,9 @@ def test_trainer_schedule_and_subclassing(tmp_path) -> None:
     fake = SimpleNamespace(args=args, teacher_views=("original",), rl_steps=10)
     decays = [CorewardPPOTrainer._decay_for(fake, k) for k in range(1, 12)]
     assert decays[:10] == [decay_at(k, 10, 0.99, 0.99999) for k in range(1, 11)]
-    assert decays[10] is None  # no update after the last step (the saved final teacher is step 10's)
+    assert (
+        decays[10] is None
+    )  # no update after the last step (the saved final teacher is step 10's)
     fake.teacher_views = ()
     assert CorewardPPOTrainer._decay_for(fake, 3) is None
 
@@ -179,7 +237,9 @@ def test_entry_wires_our_classes_into_openrlhf_train(tmp_path) -> None:
 
     saved = (host.PolicyModelActor, host.ReferenceModelActor, ppo_trainer.PPOTrainer)
     try:
-        entry.install_coreward_classes(_args(tmp_path, "qwen3b_math_ii.yaml"))  # KL anchor: the teacher
+        entry.install_coreward_classes(
+            _args(tmp_path, "qwen3b_math_ii.yaml")
+        )  # KL anchor: the teacher
         assert host.PolicyModelActor.__ray_actor_class__.__name__ == "CorewardPolicyActor"
         assert host.ReferenceModelActor.__ray_actor_class__.__name__ == "TeacherKLStandIn"
         assert ppo_trainer.PPOTrainer.__ray_actor_class__.__name__ == "CorewardPPOTrainer"
@@ -196,10 +256,15 @@ def test_entry_drops_problems_too_long_in_any_view(tmp_path, tokenizer) -> None:
     args.actor.model_name_or_path = str(model_dir)
     source = Path(args.data.prompt_dataset)
     rows = [json.loads(line) for line in source.read_text().splitlines()]
-    rows[1]["label"] = json.dumps({**json.loads(rows[1]["label"]), "rephrased": "SYS\n" + "a very long rephrasing " * 3})
+    rows[1]["label"] = json.dumps(
+        {**json.loads(rows[1]["label"]), "rephrased": "SYS\n" + "a very long rephrasing " * 3}
+    )
     source.write_text("".join(json.dumps(r) + "\n" for r in rows))
     kept, dropped = filter_long_prompts(args)  # byte tokenizer: "SYS\nwhat is 1+1?" is 16 tokens
     assert (kept, dropped) == (4, 1)
     assert args.data.prompt_dataset.endswith("train.filtered.jsonl")
-    ids = [decode_label(json.loads(line)["label"]).id for line in Path(args.data.prompt_dataset).read_text().splitlines()]
+    ids = [
+        decode_label(json.loads(line)["label"]).id
+        for line in Path(args.data.prompt_dataset).read_text().splitlines()
+    ]
     assert ids == ["p0", "p2", "p3", "p4"]

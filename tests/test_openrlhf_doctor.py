@@ -39,14 +39,23 @@ def test_version_check_names_the_fix(monkeypatch) -> None:
     monkeypatch.setattr(doctor_module.metadata, "version", fake_version)
     found = {c.name: c for c in doctor_module.check_versions()}
     assert found["version torch"].status == "ok"  # local build tags do not matter
-    assert found["version openrlhf"].status == "fail" and found["version openrlhf"].fix == "pip install 'openrlhf==0.11.2'"
-    assert found["version vllm"].status == "fail" and "not installed" in found["version vllm"].detail
+    assert (
+        found["version openrlhf"].status == "fail"
+        and found["version openrlhf"].fix == "pip install 'openrlhf==0.11.2'"
+    )
+    assert (
+        found["version vllm"].status == "fail" and "not installed" in found["version vllm"].detail
+    )
     assert found["version ray"].status == "ok"
 
 
 def test_gpu_check_script_runs_here() -> None:
-    proc = subprocess.run([sys.executable, str(ROOT / "scripts/gpu_check.py"), "--quick", "--json"],
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "scripts/gpu_check.py"), "--quick", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode in (0, 1), proc.stderr[-2000:]
     names = [c["name"] for c in json.loads(proc.stdout)]
     assert "GPU" in names and "version openrlhf" in names

@@ -47,7 +47,9 @@ def test_every_gpu_recipe_parses_with_openrlhf(path: Path, tmp_path: Path, parse
     assert args.train.max_epochs == 1 and args.train.num_episodes == recipe.train.epochs
     assert args.rollout.n_samples_per_prompt == recipe.rollout.n
     assert args.algo.advantage.estimator == "group_norm"
-    assert args.reward.remote_url == ["coreward_plugins/openrlhf/reward_func.py"]  # OpenRLHF split it
+    assert args.reward.remote_url == [
+        "coreward_plugins/openrlhf/reward_func.py"
+    ]  # OpenRLHF split it
     assert args.coreward.method == recipe.method.name
     assert args.actor.model_name_or_path == recipe.model.path
     assert args.data.prompt_dataset == str((tmp_path / "run" / "data" / "train.jsonl").resolve())
@@ -66,8 +68,17 @@ def test_paper_config_in_dry_run_json(tmp_path: Path) -> None:
     """`coreward run recipes/qwen3b_math.yaml --dry-run --json` shows the paper's Co-rewarding-I run."""
     from coreward_cli.main import cli
 
-    result = CliRunner().invoke(cli, ["run", str(ROOT / "recipes/qwen3b_math.yaml"), "--dry-run", "--json",
-                                      "--out", str(tmp_path / "run")])
+    result = CliRunner().invoke(
+        cli,
+        [
+            "run",
+            str(ROOT / "recipes/qwen3b_math.yaml"),
+            "--dry-run",
+            "--json",
+            "--out",
+            str(tmp_path / "run"),
+        ],
+    )
     assert result.exit_code == 0, result.output
     out = json.loads(result.stdout)
     plan = out["plan"]
@@ -77,19 +88,38 @@ def test_paper_config_in_dry_run_json(tmp_path: Path) -> None:
         return flags[flags.index(f"--{flag}") + 1]
 
     s = plan["schedule"]
-    assert (s["problems_per_step"], s["prompts_per_step"], s["samples_per_step"]) == (128, 256, 2048)
+    assert (s["problems_per_step"], s["prompts_per_step"], s["samples_per_step"]) == (
+        128,
+        256,
+        2048,
+    )
     assert value("rollout.batch_size") == "256" and value("rollout.n_samples_per_prompt") == "8"
     assert float(value("rollout.temperature")) == 1.0
     assert value("rollout.max_new_tokens") == "3072"
-    assert out["recipe"]["rollout"]["max_prompt_tokens"] == 512 and value("coreward.max_prompt_tokens") == "512"
+    assert (
+        out["recipe"]["rollout"]["max_prompt_tokens"] == 512
+        and value("coreward.max_prompt_tokens") == "512"
+    )
     assert value("data.max_len") == str(512 + 3072)
     assert float(value("actor.adam.lr")) == 3e-6 and float(value("actor.lr_warmup_ratio")) == 0.1
-    assert value("actor.lr_scheduler") == "cosine_with_min_lr" and float(value("actor.min_lr_ratio")) == 0.0
+    assert (
+        value("actor.lr_scheduler") == "cosine_with_min_lr"
+        and float(value("actor.min_lr_ratio")) == 0.0
+    )
     assert "--algo.kl.use_loss" in flags and value("algo.kl.estimator") == "k3"
-    assert s["kl"] == {"coef": 0.005, "flag_coef": 0.01, "estimator": "k3", "target": "initial"}  # 2 views summed
+    assert s["kl"] == {
+        "coef": 0.005,
+        "flag_coef": 0.01,
+        "estimator": "k3",
+        "target": "initial",
+    }  # 2 views summed
     assert value("coreward.kl_target") == "initial"
     assert float(value("actor.eps_clip")) == 0.2
-    assert value("train.num_episodes") == "3" and s["epochs"] == 3 and s["optimizer_steps_per_rl_step"] == 1
+    assert (
+        value("train.num_episodes") == "3"
+        and s["epochs"] == 3
+        and s["optimizer_steps_per_rl_step"] == 1
+    )
     assert value("algo.advantage.estimator") == "group_norm"
     assert s["advantages"].startswith("group-normalised")
     assert value("coreward.view_loss") == "sum"
@@ -104,12 +134,16 @@ def test_paper_config_in_dry_run_json(tmp_path: Path) -> None:
 def test_steps_with_known_problem_count(tmp_path: Path) -> None:
     recipe = load_recipe(ROOT / "recipes/qwen3b_math.yaml")
     plan = build_plan(recipe, tmp_path, problems=7500)
-    assert plan.schedule["rl_steps_per_epoch"] == 58 and plan.schedule["rl_steps"] == 174  # the paper's 174
+    assert (
+        plan.schedule["rl_steps_per_epoch"] == 58 and plan.schedule["rl_steps"] == 174
+    )  # the paper's 174
 
 
 def test_plan_rejects_impossible_resources(tmp_path: Path) -> None:
     recipe = load_recipe(ROOT / "recipes/qwen3b_math.yaml")
-    recipe.engine.cluster.vllm_engines = 2  # past the recipe checks: the plan guards OpenRLHF's assertion too
+    recipe.engine.cluster.vllm_engines = (
+        2  # past the recipe checks: the plan guards OpenRLHF's assertion too
+    )
     with pytest.raises(UserError, match="colocate"):
         build_plan(recipe, tmp_path)
     recipe = load_recipe(ROOT / "recipes/qwen3b_math.yaml")
@@ -128,7 +162,9 @@ def test_launch_without_cluster_or_gpu_is_one_clear_line(tmp_path: Path, monkeyp
     from coreward_cli.main import cli
 
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
-    result = CliRunner().invoke(cli, ["run", str(ROOT / "recipes/qwen3b_math.yaml"), "--out", str(tmp_path / "r")])
+    result = CliRunner().invoke(
+        cli, ["run", str(ROOT / "recipes/qwen3b_math.yaml"), "--out", str(tmp_path / "r")]
+    )
     assert result.exit_code == 2
     assert "GPU" in result.output or "pip install" in result.output
     assert not (tmp_path / "r" / "plan.json").exists()  # nothing half-written
@@ -137,32 +173,55 @@ def test_launch_without_cluster_or_gpu_is_one_clear_line(tmp_path: Path, monkeyp
 def test_unreachable_cluster_is_one_clear_line(tmp_path: Path) -> None:
     from coreward_cli.main import cli
 
-    result = CliRunner().invoke(cli, ["run", str(ROOT / "recipes/qwen3b_math.yaml"), "--out", str(tmp_path / "r"),
-                                      "--set", "engine.cluster.ray_address=http://127.0.0.1:9"])
+    result = CliRunner().invoke(
+        cli,
+        [
+            "run",
+            str(ROOT / "recipes/qwen3b_math.yaml"),
+            "--out",
+            str(tmp_path / "r"),
+            "--set",
+            "engine.cluster.ray_address=http://127.0.0.1:9",
+        ],
+    )
     assert result.exit_code == 2, result.output
     assert "cannot reach the Ray cluster" in result.output
 
 
-def test_prepare_data_writes_paired_rows_from_the_real_data(tmp_path: Path, shared_data: Path) -> None:
+def test_prepare_data_writes_paired_rows_from_the_real_data(
+    tmp_path: Path, shared_data: Path
+) -> None:
     from coreward_cli.engines.openrlhf_job import prepare_data, stage_plugins
     from coreward_plugins.openrlhf.rows import decode_label
 
-    recipe = load_recipe(ROOT / "recipes/qwen3b_math.yaml",
-                         [f"data.data_dir={shared_data}", "data.max_problems=40", "data.eval_limit=5"])
+    recipe = load_recipe(
+        ROOT / "recipes/qwen3b_math.yaml",
+        [f"data.data_dir={shared_data}", "data.max_problems=40", "data.eval_limit=5"],
+    )
     plan = build_plan(recipe, tmp_path / "run")
     assert prepare_data(recipe, plan) == 40
     rows = [json.loads(line) for line in Path(plan.paths["train_data"]).read_text().splitlines()]
     assert len(rows) == 40
     for row in rows:
         system, user = row["prompt"]
-        assert system == {"role": "system", "content": recipe.model.system_prompt} and user["role"] == "user"
+        assert (
+            system == {"role": "system", "content": recipe.model.system_prompt}
+            and user["role"] == "user"
+        )
         label = decode_label(row["label"])
         assert label.view == "original" and label.reference
         assert label.rephrased[0] == system and label.rephrased[1]["content"] != user["content"]
-    assert len({decode_label(r["label"]).id for r in rows}) == 40  # one id per problem, shared by its views
+    assert (
+        len({decode_label(r["label"]).id for r in rows}) == 40
+    )  # one id per problem, shared by its views
     evals = [json.loads(line) for line in Path(plan.paths["eval_data"]).read_text().splitlines()]
-    assert len(evals) == 5 and {e["datasource"] for e in evals} == {"math_test"}  # the official validation set
+    assert len(evals) == 5 and {e["datasource"] for e in evals} == {
+        "math_test"
+    }  # the official validation set
     first = evals[0]["prompt"][-1]["content"]
-    assert first.startswith("How many vertical asymptotes") and decode_label(evals[0]["label"]).reference == "2"
+    assert (
+        first.startswith("How many vertical asymptotes")
+        and decode_label(evals[0]["label"]).reference == "2"
+    )
     stage_plugins(Path(plan.paths["job_dir"]))
     assert (Path(plan.paths["job_dir"]) / "coreward_plugins/openrlhf/reward_func.py").is_file()

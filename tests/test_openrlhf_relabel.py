@@ -29,16 +29,24 @@ from coreward_plugins.openrlhf.rows import Label  # noqa: E402
 N = 4
 # problem -> view -> the n responses; the views disagree so that cross-view labels differ from self-votes
 RESPONSES = {
-    "p1": {"original": ["so \\boxed{5}", "\\boxed{5}", "it is \\boxed{7}", "no answer"],
-           "rephrased": ["\\boxed{7}", "\\boxed{7}", "\\boxed{5}", "\\boxed{7}"]},
-    "p2": {"original": ["\\boxed{10}", "\\boxed{12}", "\\boxed{12}", "\\boxed{10}"],
-           "rephrased": ["\\boxed{12}", "x", "\\boxed{12}", "\\boxed{3}"]},
-    "p3": {"original": ["\\boxed{1}", "\\boxed{1}", "\\boxed{1}", "\\boxed{1}"],
-           "rephrased": ["\\boxed{2}", "\\boxed{2}", "\\boxed{1}", "\\boxed{2}"]},
+    "p1": {
+        "original": ["so \\boxed{5}", "\\boxed{5}", "it is \\boxed{7}", "no answer"],
+        "rephrased": ["\\boxed{7}", "\\boxed{7}", "\\boxed{5}", "\\boxed{7}"],
+    },
+    "p2": {
+        "original": ["\\boxed{10}", "\\boxed{12}", "\\boxed{12}", "\\boxed{10}"],
+        "rephrased": ["\\boxed{12}", "x", "\\boxed{12}", "\\boxed{3}"],
+    },
+    "p3": {
+        "original": ["\\boxed{1}", "\\boxed{1}", "\\boxed{1}", "\\boxed{1}"],
+        "rephrased": ["\\boxed{2}", "\\boxed{2}", "\\boxed{1}", "\\boxed{2}"],
+    },
 }
-TEACHER = {"p1": ["\\boxed{7}", "\\boxed{5}", "\\boxed{5}", "\\boxed{9}"],
-           "p2": ["\\boxed{12}", "\\boxed{12}", "\\boxed{12}", "\\boxed{10}"],
-           "p3": ["\\boxed{2}", "\\boxed{1}", "\\boxed{2}", "\\boxed{2}"]}
+TEACHER = {
+    "p1": ["\\boxed{7}", "\\boxed{5}", "\\boxed{5}", "\\boxed{9}"],
+    "p2": ["\\boxed{12}", "\\boxed{12}", "\\boxed{12}", "\\boxed{10}"],
+    "p3": ["\\boxed{2}", "\\boxed{1}", "\\boxed{2}", "\\boxed{2}"],
+}
 REFERENCE = {"p1": "5", "p2": "12", "p3": "1"}
 
 
@@ -65,38 +73,61 @@ def make_sample(tokenizer, pid: str, view: str, text: str):
     response = {
         "observation_tokens": prompt_ids + response_ids,
         "action_ranges": [(len(prompt_ids), len(prompt_ids) + len(response_ids))],
-        "reward": out["rewards"][0].item(), "scores": out["scores"][0].item(),
-        "extra_logs": out["extra_logs"], "rollout_log_probs": None, "truncated": False,
-        "prompt": prompt, "label": label,
+        "reward": out["rewards"][0].item(),
+        "scores": out["scores"][0].item(),
+        "extra_logs": out["extra_logs"],
+        "rollout_log_probs": None,
+        "truncated": False,
+        "prompt": prompt,
+        "label": label,
     }
     return SamplesGenerator._process_response_into_experience(None, response, max_len=256)
 
 
 def step_samples(tokenizer, views=("original", "rephrased")):
-    return [make_sample(tokenizer, pid, view, text)
-            for pid in RESPONSES for view in views for text in RESPONSES[pid][view]]
+    return [
+        make_sample(tokenizer, pid, view, text)
+        for pid in RESPONSES
+        for view in views
+        for text in RESPONSES[pid][view]
+    ]
 
 
 def teacher_samples(tokenizer):
-    return [make_sample(tokenizer, pid, "original", text) for pid in TEACHER for text in TEACHER[pid]]
+    return [
+        make_sample(tokenizer, pid, "original", text) for pid in TEACHER for text in TEACHER[pid]
+    ]
 
 
 def direct_batch(views, with_teacher: bool) -> RolloutBatch:
     """The batch as the local engine hands it to a method: plain texts."""
-    groups = [Group(pid, view, "policy", prompt_of(pid, view), RESPONSES[pid][view], REFERENCE[pid])
-              for pid in RESPONSES for view in views]
+    groups = [
+        Group(pid, view, "policy", prompt_of(pid, view), RESPONSES[pid][view], REFERENCE[pid])
+        for pid in RESPONSES
+        for view in views
+    ]
     if with_teacher:
-        groups += [Group(pid, "original", "teacher", prompt_of(pid, "original"), TEACHER[pid], REFERENCE[pid])
-                   for pid in TEACHER]
+        groups += [
+            Group(
+                pid, "original", "teacher", prompt_of(pid, "original"), TEACHER[pid], REFERENCE[pid]
+            )
+            for pid in TEACHER
+        ]
     return RolloutBatch(groups)
 
 
-CASES = [("co_rewarding_i", ("original", "rephrased"), False), ("majority_vote", ("original",), False),
-         ("gt", ("original",), False), ("co_rewarding_ii", ("original",), True)]
+CASES = [
+    ("co_rewarding_i", ("original", "rephrased"), False),
+    ("majority_vote", ("original",), False),
+    ("gt", ("original",), False),
+    ("co_rewarding_ii", ("original",), True),
+]
 
 
 @pytest.mark.parametrize(("method", "views", "with_teacher"), CASES, ids=[c[0] for c in CASES])
-def test_hook_rewards_equal_the_method_called_directly(tokenizer, method, views, with_teacher) -> None:
+def test_hook_rewards_equal_the_method_called_directly(
+    tokenizer, method, views, with_teacher
+) -> None:
     samples = step_samples(tokenizer, views)
     groups = relabel.group_samples(samples, N, "policy")
     if with_teacher:
@@ -105,17 +136,30 @@ def test_hook_rewards_equal_the_method_called_directly(tokenizer, method, views,
     result = RewardPool(method, json.dumps({"match": "exact"}), size=1).score(batch)
     relabel.write_rewards(groups, result)
 
-    expected = get_method(method)(MethodOptions(match="exact")).score(direct_batch(views, with_teacher))
+    expected = get_method(method)(MethodOptions(match="exact")).score(
+        direct_batch(views, with_teacher)
+    )
     got = [[s.rewards.item() for s in g.samples] for g in groups if g.source == "policy"]
-    want = [r for g, r in zip(direct_batch(views, with_teacher).groups, expected.rewards) if g.source == "policy"]
+    want = [
+        r
+        for g, r in zip(direct_batch(views, with_teacher).groups, expected.rewards)
+        if g.source == "policy"
+    ]
     assert got == want
     assert any(any(r) for r in got) and not all(all(r) for r in got)  # the case discriminates
     for s in samples:  # what OpenRLHF reads for advantages and logs
         assert s.scores.item() == s.rewards.item() == s.info["reward"].item()
-    if method == "co_rewarding_i":  # p1's originals are labelled by the rephrased majority (7), not their own (5)
+    if (
+        method == "co_rewarding_i"
+    ):  # p1's originals are labelled by the rephrased majority (7), not their own (5)
         assert [s.rewards.item() for s in groups[0].samples] == [0.0, 0.0, 1.0, 0.0]
     # the vLLM-side reference score is kept for monitoring: p1 original answers 5, 5, 7, none vs reference 5
-    assert [s.info["coreward_reference_score"].item() for s in groups[0].samples] == [1.0, 1.0, 0.0, 0.0]
+    assert [s.info["coreward_reference_score"].item() for s in groups[0].samples] == [
+        1.0,
+        1.0,
+        0.0,
+        0.0,
+    ]
 
 
 def _openrlhf_advantages(samples, estimator: str):
@@ -126,11 +170,19 @@ def _openrlhf_advantages(samples, estimator: str):
     args = SimpleNamespace(
         rollout=SimpleNamespace(n_samples_per_prompt=N, micro_batch_size=3),
         train=SimpleNamespace(dynamic_batch_enable=False),
-        algo=SimpleNamespace(advantage=SimpleNamespace(estimator=estimator, gamma=1.0, no_std_norm=False)),
-        reward=SimpleNamespace(clip_range=(-10, 10), overlong_buffer_len=None, stop_properly_penalty_coef=None),
+        algo=SimpleNamespace(
+            advantage=SimpleNamespace(estimator=estimator, gamma=1.0, no_std_norm=False)
+        ),
+        reward=SimpleNamespace(
+            clip_range=(-10, 10), overlong_buffer_len=None, stop_properly_penalty_coef=None
+        ),
     )
     maker = RemoteExperienceMaker.__new__(RemoteExperienceMaker)
-    maker.strategy, maker.args, maker.advantage_estimator = SimpleNamespace(args=args), args, estimator
+    maker.strategy, maker.args, maker.advantage_estimator = (
+        SimpleNamespace(args=args),
+        args,
+        estimator,
+    )
     maker.kl_ctl = FixedKLController(0.0)
     maker.tokenizer = SimpleNamespace(pad_token_id=0)
     experiences = maker.split_rollout_samples(samples)
@@ -153,12 +205,18 @@ def test_openrlhf_advantages_are_group_normalised_per_problem_and_view(tokenizer
         want = group_advantages([s.rewards.item() for s in g.samples])
         for k, w in enumerate(want):
             adv = per_sample[g_index * N + k]
-            assert torch.allclose(adv, torch.full_like(adv, w), atol=1e-5)  # eps 1e-9 (OpenRLHF) vs 1e-6 (verl)
+            assert torch.allclose(
+                adv, torch.full_like(adv, w), atol=1e-5
+            )  # eps 1e-9 (OpenRLHF) vs 1e-6 (verl)
 
 
-@pytest.mark.parametrize(("mode", "loss_agg"), [("sum", "token-mean"), ("mean", "token-mean"),
-                                               ("sum", "seq-mean-token-mean")])
-def test_view_weights_turn_one_mean_into_the_recipes_view_combination(tokenizer, mode, loss_agg) -> None:
+@pytest.mark.parametrize(
+    ("mode", "loss_agg"),
+    [("sum", "token-mean"), ("mean", "token-mean"), ("sum", "seq-mean-token-mean")],
+)
+def test_view_weights_turn_one_mean_into_the_recipes_view_combination(
+    tokenizer, mode, loss_agg
+) -> None:
     """OpenRLHF's loss over the concatenated step with scaled advantages == the per-view losses combined."""
     from openrlhf.models import PolicyLoss
 
@@ -176,16 +234,29 @@ def test_view_weights_turn_one_mean_into_the_recipes_view_combination(tokenizer,
 
     def loss(rows, advantages):
         m = mask[rows]
-        return loss_fn(logp[rows], old[rows], advantages, action_mask=m, batch_num_tokens=m.sum(),
-                       global_batch_size=torch.tensor(float(len(rows))))[0]
+        return loss_fn(
+            logp[rows],
+            old[rows],
+            advantages,
+            action_mask=m,
+            batch_num_tokens=m.sum(),
+            global_batch_size=torch.tensor(float(len(rows))),
+        )[0]
 
     scale = torch.tensor([weights[v] for v in views]).reshape(-1, 1)
     combined = loss(list(range(len(samples))), adv * scale)
-    per_view = [loss([i for i, v in enumerate(views) if v == view], adv[[i for i, v in enumerate(views) if v == view]])
-                for view in ("original", "rephrased")]
+    per_view = [
+        loss(
+            [i for i, v in enumerate(views) if v == view],
+            adv[[i for i, v in enumerate(views) if v == view]],
+        )
+        for view in ("original", "rephrased")
+    ]
     want = sum(per_view) if mode == "sum" else sum(per_view) / 2
     assert torch.allclose(combined, want, atol=1e-6), (combined, want)
-    if loss_agg == "token-mean":  # the views' token counts differ here, so the weights are not trivially 2
+    if (
+        loss_agg == "token-mean"
+    ):  # the views' token counts differ here, so the weights are not trivially 2
         assert weights["original"] != weights["rephrased"]
 
 
@@ -216,8 +287,11 @@ def test_shards_keep_problems_whole() -> None:
     assert sorted(i for s in shards for i in s) == list(range(len(batch.groups)))
     for shard in shards:
         pids = {batch.groups[i].problem_id for i in shard}
-        assert all(batch.groups[i].problem_id in pids for i in range(len(batch.groups))
-                   if batch.groups[i].problem_id in pids)
+        assert all(
+            batch.groups[i].problem_id in pids
+            for i in range(len(batch.groups))
+            if batch.groups[i].problem_id in pids
+        )
         other = [i for s in shards if s is not shard for i in s]
         assert not pids & {batch.groups[i].problem_id for i in other}
 
@@ -246,8 +320,12 @@ def test_reward_func_is_thread_safe_and_never_raises(monkeypatch) -> None:
 
     monkeypatch.setattr(rf, "_matcher", None)
     label = Label(id="x", reference="\\frac{1}{2}").encode()
-    cases = [("P:", "P: so \\boxed{0.5}", 1.0), ("P:", "P: \\boxed{\\frac12}", 1.0), ("P:", "P: \\boxed{3}", 0.0),
-             ("P:", "P: nothing", 0.0)]
+    cases = [
+        ("P:", "P: so \\boxed{0.5}", 1.0),
+        ("P:", "P: \\boxed{\\frac12}", 1.0),
+        ("P:", "P: \\boxed{3}", 0.0),
+        ("P:", "P: nothing", 0.0),
+    ]
     results: list[tuple[float, float]] = []
     lock = threading.Lock()
 

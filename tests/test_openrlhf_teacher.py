@@ -28,8 +28,25 @@ def _free_port() -> str:
 def _run_ranks(stage: int, persistence: int, out: Path) -> list[dict]:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     port = _free_port()
-    procs = [subprocess.Popen([sys.executable, str(WORKER), str(r), "2", port, str(stage), str(persistence), str(out)],
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, text=True) for r in range(2)]
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                str(WORKER),
+                str(r),
+                "2",
+                port,
+                str(stage),
+                str(persistence),
+                str(out),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            env=env,
+            text=True,
+        )
+        for r in range(2)
+    ]
     logs = [p.communicate(timeout=600)[0] for p in procs]
     for p, log in zip(procs, logs):
         assert p.returncode == 0, log[-3000:]
@@ -47,13 +64,19 @@ def test_teacher_shadow_on_zero_partitions(tmp_path: Path, stage: int, persisten
     results = _run_ranks(stage, persistence, tmp_path)
     for r in results:
         assert r["fp32_master"], "the EMA should read the optimizer's fp32 master weights"
-        assert r["teacher_moved"] > 1e-3  # the student moved away from the teacher: the checks below mean something
-        assert r["ema_max_err"] == 0.0  # the shadow equals the full-model fp32 EMA (ZeRO-3: this rank's slice)
+        assert (
+            r["teacher_moved"] > 1e-3
+        )  # the student moved away from the teacher: the checks below mean something
+        assert (
+            r["ema_max_err"] == 0.0
+        )  # the shadow equals the full-model fp32 EMA (ZeRO-3: this rank's slice)
         assert r["swap_in_max_err"] == 0.0  # swapped in, the gathered weights are the teacher's
         assert r["restored_bitwise"] is True  # and the student comes back bit for bit
         assert r["ckpt_roundtrip"] is True
         assert r["teacher_forward_err"] == 0.0  # a forward inside the swap is the teacher's
-        assert r["student_forward_after_bitwise"] is True  # and the one after it the student's again
+        assert (
+            r["student_forward_after_bitwise"] is True
+        )  # and the one after it the student's again
     if stage == 2:
         assert [r["holds"] for r in results] == [True, False]  # one full copy, on rank 0 only
     else:

@@ -49,11 +49,19 @@ def toy_folder(tmp_path_factory) -> str:
     return str(folder)
 
 
-def write_recipe(folder: Path, model: str, method: str = "random", steps: int = 6, kl: float = 0.01,
-                 kl_target: str = "initial") -> Path:
+def write_recipe(
+    folder: Path,
+    model: str,
+    method: str = "random",
+    steps: int = 6,
+    kl: float = 0.01,
+    kl_target: str = "initial",
+) -> Path:
     """`random` rewards give every step a real gradient even from an untrained model."""
     path = folder / f"{method}.yaml"
-    path.write_text(RECIPE.format(model=model, method=method, steps=steps, kl=kl, kl_target=kl_target))
+    path.write_text(
+        RECIPE.format(model=model, method=method, steps=steps, kl=kl, kl_target=kl_target)
+    )
     return path
 
 
@@ -66,7 +74,10 @@ def assert_same_run(a: Path, b: Path) -> None:
     assert metrics(a) == metrics(b)
     for folder in ("final", "final_teacher"):
         if (a / folder).exists() or (b / folder).exists():
-            wa, wb = load_file(a / folder / "model.safetensors"), load_file(b / folder / "model.safetensors")
+            wa, wb = (
+                load_file(a / folder / "model.safetensors"),
+                load_file(b / folder / "model.safetensors"),
+            )
             assert wa.keys() == wb.keys()
             for key in wa:
                 assert torch.equal(wa[key], wb[key]), f"{folder}: {key}"
@@ -83,7 +94,12 @@ def test_sigkill_mid_run_then_resume_equals_uninterrupted(tmp_path, toy_folder):
 
     cut = tmp_path / "cut"
     cmd = [sys.executable, "-m", "coreward_cli.main", "run", str(recipe), "--out", str(cut)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "COLUMNS": "80"})
+    proc = subprocess.Popen(
+        cmd,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, "COLUMNS": "80"},
+    )
     deadline = time.time() + 240
     try:
         # wait until a checkpoint exists and the run is busy with the step after it, then kill it hard
@@ -101,10 +117,16 @@ def test_sigkill_mid_run_then_resume_equals_uninterrupted(tmp_path, toy_folder):
     assert_same_run(whole, cut)
 
 
-@pytest.mark.parametrize("method,kl_target", [("co_rewarding_ii", "teacher"), ("random", "initial")])
-def test_interrupted_then_resumed_equals_uninterrupted(tmp_path, monkeypatch, toy_folder, method, kl_target):
+@pytest.mark.parametrize(
+    "method,kl_target", [("co_rewarding_ii", "teacher"), ("random", "initial")]
+)
+def test_interrupted_then_resumed_equals_uninterrupted(
+    tmp_path, monkeypatch, toy_folder, method, kl_target
+):
     """Teacher EMA state and method state (the random control's coin) survive a resume too."""
-    recipe = write_recipe(tmp_path, toy_folder, method=method, steps=5, kl=0.01, kl_target=kl_target)
+    recipe = write_recipe(
+        tmp_path, toy_folder, method=method, steps=5, kl=0.01, kl_target=kl_target
+    )
     whole = tmp_path / "whole"
     train(recipe, whole)
 
@@ -133,7 +155,9 @@ def test_failed_checkpoint_write_keeps_previous_one(tmp_path, monkeypatch, toy_f
 
     def save_then_fail(obj, path, *args, **kwargs):
         calls["n"] += 1
-        if calls["n"] == 2:  # the second checkpoint (step 4): policy already written, then the disk "fails"
+        if (
+            calls["n"] == 2
+        ):  # the second checkpoint (step 4): policy already written, then the disk "fails"
             real_save(obj, path, *args, **kwargs)
             raise OSError("disk full")
         return real_save(obj, path, *args, **kwargs)

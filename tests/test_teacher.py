@@ -12,7 +12,9 @@ from coreward_plugins.teacher import EmaTeacher, decay_at
 torch.set_num_threads(1)
 
 
-def official_alpha(step: int, total: int, alpha_start: float = 0.01, alpha_end: float = 1e-5) -> float:
+def official_alpha(
+    step: int, total: int, alpha_start: float = 0.01, alpha_end: float = 1e-5
+) -> float:
     """The official code's formula, written on alpha (the weight on the new policy)."""
     t = max(0, min(step - 1, total))
     return alpha_end + 0.5 * (alpha_start - alpha_end) * (1 + math.cos(math.pi * t / total))
@@ -21,7 +23,9 @@ def official_alpha(step: int, total: int, alpha_start: float = 0.01, alpha_end: 
 def test_decay_schedule_matches_official_alpha() -> None:
     total = 330
     for step in (1, 2, 50, 165, 329, 330, 331, 400, 0, -3):
-        assert decay_at(step, total, 0.99, 0.99999) == pytest.approx(1 - official_alpha(step, total), abs=1e-12)
+        assert decay_at(step, total, 0.99, 0.99999) == pytest.approx(
+            1 - official_alpha(step, total), abs=1e-12
+        )
 
 
 def test_decay_endpoints_and_monotone() -> None:
@@ -47,7 +51,9 @@ def test_constant_schedule_and_errors() -> None:
 
 def tiny_module(dtype: torch.dtype = torch.float32, seed: int = 0) -> torch.nn.Module:
     torch.manual_seed(seed)
-    return torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.Tanh(), torch.nn.Linear(3, 2)).to(dtype)
+    return torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.Tanh(), torch.nn.Linear(3, 2)).to(
+        dtype
+    )
 
 
 def test_ema_equals_hand_computed_fp32() -> None:

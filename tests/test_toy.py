@@ -14,7 +14,9 @@ import torch
 
 from coreward_cli import toy
 
-TINY = replace(toy.WarmStartConfig(), max_steps=3, first_check=2, check_every=1, batch_size=16, threads=1)
+TINY = replace(
+    toy.WarmStartConfig(), max_steps=3, first_check=2, check_every=1, batch_size=16, threads=1
+)
 AWKWARD = [
     "23+58=",
     "sum of 23 and 58?",
@@ -68,7 +70,9 @@ def test_rephrasings_are_genuinely_different_wordings():
         return re.sub(r"\{[ab]\}", "", template)
 
     assert len(toy.REPHRASED_TEMPLATES) >= 2
-    assert len({words(t) for t in toy.TEMPLATES}) == len(toy.TEMPLATES)  # not only the operands swapped
+    assert len({words(t) for t in toy.TEMPLATES}) == len(
+        toy.TEMPLATES
+    )  # not only the operands swapped
     for t in toy.TEMPLATES:
         assert t.count("{a}") == 1 and t.count("{b}") == 1
     for p in toy.problems("train")[:500] + toy.problems("eval"):
@@ -83,14 +87,21 @@ def test_splits_are_disjoint_complete_and_correct():
     splits = {s: toy.problems(s) for s in ("train", "dev", "eval")}
     ids = {s: {p.id for p in ps} for s, ps in splits.items()}
     assert len(ids["eval"]) == toy.EVAL_SIZE and len(ids["dev"]) == toy.DEV_SIZE
-    assert not ids["train"] & ids["eval"] and not ids["train"] & ids["dev"] and not ids["dev"] & ids["eval"]
+    assert (
+        not ids["train"] & ids["eval"]
+        and not ids["train"] & ids["dev"]
+        and not ids["dev"] & ids["eval"]
+    )
     assert sum(len(v) for v in ids.values()) == 100 * 100
     for ps in splits.values():
         for p in ps:
             a, b = re.fullmatch(r"(\d+)\+(\d+)=", p.question).groups()
             assert p.answer == str(int(a) + int(b))
         for t in toy.REPHRASED_TEMPLATES:  # every wording is used in every split
-            assert sum(p.rephrased == t.format(**dict(zip("ab", p.id.split("+")))) for p in ps) > len(ps) / 4
+            assert (
+                sum(p.rephrased == t.format(**dict(zip("ab", p.id.split("+")))) for p in ps)
+                > len(ps) / 4
+            )
     assert [p.id for p in toy.problems("eval")] == [p.id for p in splits["eval"]]
     shuffled = toy.problems("eval", seed=3)
     assert [p.id for p in shuffled] != [p.id for p in splits["eval"]]
@@ -123,14 +134,22 @@ def test_warm_start_folder_is_cached_complete_and_rebuilt_when_stale(tmp_path, m
     folder = toy.warm_start(cfg=TINY)
     assert folder.parent == tmp_path and toy.fingerprint(TINY) in folder.name
     names = {p.name for p in folder.iterdir()}
-    assert {"config.json", "model.safetensors", "tokenizer.json", "generation_config.json", toy.MARKER} <= names
+    assert {
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "generation_config.json",
+        toy.MARKER,
+    } <= names
     assert json.loads((folder / toy.MARKER).read_text())["steps"] == TINY.max_steps
     AutoModelForCausalLM.from_pretrained(folder)
     AutoTokenizer.from_pretrained(folder)
     stamp = (folder / "model.safetensors").stat().st_mtime_ns
     assert toy.warm_start(cfg=TINY) == folder  # cached: not rebuilt
     assert (folder / "model.safetensors").stat().st_mtime_ns == stamp
-    assert toy.warm_start(cfg=replace(TINY, max_steps=2)) != folder  # other definition, other folder
+    assert (
+        toy.warm_start(cfg=replace(TINY, max_steps=2)) != folder
+    )  # other definition, other folder
     (folder / toy.MARKER).unlink()  # an incomplete folder is rebuilt
     assert toy.warm_start(cfg=TINY) == folder and (folder / toy.MARKER).is_file()
     assert not [p for p in tmp_path.iterdir() if ".tmp-" in p.name]
@@ -139,10 +158,19 @@ def test_warm_start_folder_is_cached_complete_and_rebuilt_when_stale(tmp_path, m
 def test_racing_processes_build_the_warm_start_once(tmp_path):
     script = (
         "from dataclasses import replace; from coreward_cli import toy; "
-        f"print(toy.warm_start(cfg=replace(toy.WarmStartConfig(), max_steps=3, first_check=2, check_every=1, batch_size=16, threads=1)))"
+        "print(toy.warm_start(cfg=replace(toy.WarmStartConfig(), max_steps=3, first_check=2, check_every=1, batch_size=16, threads=1)))"
     )
     env = {**__import__("os").environ, "COREWARD_CACHE": str(tmp_path)}
-    procs = [subprocess.Popen([sys.executable, "-c", script], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", script],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
     outs = [p.communicate(timeout=300) for p in procs]
     assert all(p.returncode == 0 for p in procs), [o[1][-2000:] for o in outs]
     paths = {o[0].strip().splitlines()[-1] for o in outs}
@@ -165,7 +193,11 @@ def test_real_warm_start_lands_in_the_accuracy_window(tmp_path, monkeypatch, cap
     original = toy.greedy_accuracy(model, tok, eval_set, "original")
     rephrased = toy.greedy_accuracy(model, tok, eval_set, "rephrased")
     with capsys.disabled():
-        print(f"\nwarm start: {meta['seconds']} s, {meta['steps']} steps, dev {meta['dev_accuracy']:.3f}, "
-              f"eval original {original:.3f}, eval rephrased {rephrased:.3f}")
+        print(
+            f"\nwarm start: {meta['seconds']} s, {meta['steps']} steps, dev {meta['dev_accuracy']:.3f}, "
+            f"eval original {original:.3f}, eval rephrased {rephrased:.3f}"
+        )
     assert 0.60 <= original <= 0.80
-    assert rephrased >= original - 0.15  # the second view must be about as solvable for cross-view voting
+    assert (
+        rephrased >= original - 0.15
+    )  # the second view must be about as solvable for cross-view voting

@@ -14,9 +14,9 @@ import json
 import os
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from importlib import metadata
-from typing import Callable
 
 import click
 from rich.console import Console
@@ -49,14 +49,28 @@ def check_versions() -> list[Check]:
         try:
             found = metadata.version(dist)
         except metadata.PackageNotFoundError:
-            out.append(Check(f"version {dist}", "fail", f"not installed (want {pin}: {why})", f"pip install '{dist}=={pin}'"))
+            out.append(
+                Check(
+                    f"version {dist}",
+                    "fail",
+                    f"not installed (want {pin}: {why})",
+                    f"pip install '{dist}=={pin}'",
+                )
+            )
             continue
         base = found.split("+")[0]
         if base == pin:
             out.append(Check(f"version {dist}", "ok", found))
         else:
             status = "fail" if dist in ("openrlhf", "vllm", "torch") else "warn"
-            out.append(Check(f"version {dist}", status, f"{found}, pinned {pin} ({why})", f"pip install '{dist}=={pin}'"))
+            out.append(
+                Check(
+                    f"version {dist}",
+                    status,
+                    f"{found}, pinned {pin} ({why})",
+                    f"pip install '{dist}=={pin}'",
+                )
+            )
     return out
 
 
@@ -67,18 +81,26 @@ def check_gpu() -> tuple[Check, int]:
         return Check("GPU", "fail", "torch is not installed", FIX_INSTALL), 0
     if not torch.cuda.is_available():
         build = torch.version.cuda or "CPU-only build"
-        return Check("GPU", "fail", f"no CUDA GPU visible (torch {torch.__version__}, {build}; "
-                     f"CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', 'unset')})",
-                     "run on a GPU node; check nvidia-smi and that torch is a CUDA build "
-                     "(pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cu128)"), 0
+        return Check(
+            "GPU",
+            "fail",
+            f"no CUDA GPU visible (torch {torch.__version__}, {build}; "
+            f"CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', 'unset')})",
+            "run on a GPU node; check nvidia-smi and that torch is a CUDA build "
+            "(pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cu128)",
+        ), 0
     count = torch.cuda.device_count()
     names = {torch.cuda.get_device_name(i) for i in range(count)}
     bf16 = torch.cuda.is_bf16_supported()
     mem = torch.cuda.get_device_properties(0).total_memory / 2**30
     detail = f"{count} x {', '.join(sorted(names))}, {mem:.0f} GiB each, CUDA {torch.version.cuda}"
     if not bf16:
-        return Check("GPU", "fail", detail + "; no bf16 (needs compute capability 8.0+)",
-                     "use A100/H100-class GPUs, or model.dtype: fp16"), count
+        return Check(
+            "GPU",
+            "fail",
+            detail + "; no bf16 (needs compute capability 8.0+)",
+            "use A100/H100-class GPUs, or model.dtype: fp16",
+        ), count
     return Check("GPU", "ok", detail + ", bf16"), count
 
 
@@ -86,8 +108,13 @@ def _timed(name: str, fn: Callable[[], str], fix: str) -> Check:
     start = time.time()
     try:
         detail = fn()
-    except Exception as exc:  # noqa: BLE001 - a doctor reports every failure as a finding
-        return Check(name, "fail", f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}", fix)
+    except Exception as exc:
+        return Check(
+            name,
+            "fail",
+            f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}",
+            fix,
+        )
     return Check(name, "ok", f"{detail} ({time.time() - start:.1f} s)")
 
 
@@ -151,10 +178,17 @@ def _train_step(model_dir: str) -> str:
         os.environ.setdefault("LOCAL_RANK", "0")
         os.environ.setdefault("WORLD_SIZE", "1")
         deepspeed.init_distributed()
-        config = {"train_micro_batch_size_per_gpu": 4, "bf16": {"enabled": True},
-                  "zero_optimization": {"stage": 2}, "gradient_clipping": 1.0, "steps_per_print": 10**9,
-                  "optimizer": {"type": "AdamW", "params": {"lr": 1e-3, "torch_adam": True}}}
-        engine, *_ = deepspeed.initialize(model=model, model_parameters=model.parameters(), config=config)
+        config = {
+            "train_micro_batch_size_per_gpu": 4,
+            "bf16": {"enabled": True},
+            "zero_optimization": {"stage": 2},
+            "gradient_clipping": 1.0,
+            "steps_per_print": 10**9,
+            "optimizer": {"type": "AdamW", "params": {"lr": 1e-3, "torch_adam": True}},
+        }
+        engine, *_ = deepspeed.initialize(
+            model=model, model_parameters=model.parameters(), config=config
+        )
         before = next(engine.module.parameters()).detach().clone()
         loss = engine(input_ids=ids, labels=ids).loss
         engine.backward(loss)
@@ -181,7 +215,13 @@ def _generate(model_dir: str) -> str:
         LLM = None
     prompts = ["12+34=", "7+8="]
     if LLM is not None:
-        llm = LLM(model=model_dir, enforce_eager=True, gpu_memory_utilization=0.15, max_model_len=64, dtype="bfloat16")
+        llm = LLM(
+            model=model_dir,
+            enforce_eager=True,
+            gpu_memory_utilization=0.15,
+            max_model_len=64,
+            dtype="bfloat16",
+        )
         outs = llm.generate(prompts, SamplingParams(max_tokens=6, temperature=1.0, n=2))
         texts = [o.text for out in outs for o in out.outputs]
         return f"vLLM generated {len(texts)} samples, e.g. {texts[0]!r}"
@@ -192,7 +232,7 @@ def _generate(model_dir: str) -> str:
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.bfloat16).cuda()
     ids = tok(prompts[0], return_tensors="pt").to("cuda")
     out = model.generate(**ids, max_new_tokens=6, do_sample=True, pad_token_id=tok.pad_token_id)
-    return f"transformers generated {tok.decode(out[0][ids.input_ids.shape[1]:])!r} (vLLM not installed)"
+    return f"transformers generated {tok.decode(out[0][ids.input_ids.shape[1] :])!r} (vLLM not installed)"
 
 
 def run_checks(quick: bool = False) -> list[Check]:
@@ -204,11 +244,33 @@ def run_checks(quick: bool = False) -> list[Check]:
         why = "no GPU" if count == 0 else "--quick"
         checks += [Check(name, "skip", why) for name in gpu_work]
         return checks
-    checks.append(_timed("flash-attn kernel", _flash_attn, "pip install flash-attn==2.8.3 --no-build-isolation"))
-    checks.append(_timed("Ray GPUs", lambda: _ray(count), "pip install 'ray[default]==2.55.0'; check CUDA_VISIBLE_DEVICES"))
+    checks.append(
+        _timed(
+            "flash-attn kernel", _flash_attn, "pip install flash-attn==2.8.3 --no-build-isolation"
+        )
+    )
+    checks.append(
+        _timed(
+            "Ray GPUs",
+            lambda: _ray(count),
+            "pip install 'ray[default]==2.55.0'; check CUDA_VISIBLE_DEVICES",
+        )
+    )
     model_dir = _tiny_model_dir()
-    checks.append(_timed("tiny training step", lambda: _train_step(model_dir), "pip install deepspeed==0.19.6; see the error"))
-    checks.append(_timed("tiny generation", lambda: _generate(model_dir), "pip install vllm==0.29.0 (it pins torch 2.13.0)"))
+    checks.append(
+        _timed(
+            "tiny training step",
+            lambda: _train_step(model_dir),
+            "pip install deepspeed==0.19.6; see the error",
+        )
+    )
+    checks.append(
+        _timed(
+            "tiny generation",
+            lambda: _generate(model_dir),
+            "pip install vllm==0.29.0 (it pins torch 2.13.0)",
+        )
+    )
     return checks
 
 
@@ -223,8 +285,11 @@ def report(checks: list[Check], console: Console) -> None:
         table.add_row(c.name, f"[{STYLE[c.status]}]{c.status}[/]", c.detail, c.fix)
     console.print(table)
     failed = [c for c in checks if c.status == "fail"]
-    console.print("[green]ready for `coreward run` on the openrlhf engine[/green]" if not failed else
-                  f"[bold red]{len(failed)} problem(s)[/bold red]: fix them in order (versions first), then rerun")
+    console.print(
+        "[green]ready for `coreward run` on the openrlhf engine[/green]"
+        if not failed
+        else f"[bold red]{len(failed)} problem(s)[/bold red]: fix them in order (versions first), then rerun"
+    )
 
 
 @click.command("doctor")

@@ -18,13 +18,19 @@ def _warn(message: str) -> None:
     click.echo(f"warning: {message}", err=True)
 
 
-def summary(recipe) -> str:  # noqa: ANN001 - a Recipe; imported lazily to keep the CLI fast
+def summary(recipe) -> str:
     """One line: method, model, data, batch shape and engine."""
-    sources = ", ".join(s.original + (f" + {s.rephrased}" if s.rephrased else "") for s in recipe.data.train)
+    sources = ", ".join(
+        s.original + (f" + {s.rephrased}" if s.rephrased else "") for s in recipe.data.train
+    )
     engine = recipe.engine.kind
     if engine == "openrlhf":
         engine += f" ({recipe.engine.cluster.nodes}x{recipe.engine.cluster.gpus_per_node} GPUs)"
-    steps = f"max {recipe.train.max_steps} steps" if recipe.train.max_steps else f"{recipe.train.epochs} epochs"
+    steps = (
+        f"max {recipe.train.max_steps} steps"
+        if recipe.train.max_steps
+        else f"{recipe.train.epochs} epochs"
+    )
     return (
         f"{recipe.method.name} on {recipe.model.path}, data {sources}, "
         f"{recipe.train.problems_per_step} problems/step x n={recipe.rollout.n}, {steps}, engine {engine}"
@@ -39,7 +45,11 @@ def recipe() -> None:
 @recipe.command()
 @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help=SET_HELP)
-@click.option("--check-data", is_flag=True, help="Also read the training data (files, columns, pairing) and count the problems.")
+@click.option(
+    "--check-data",
+    is_flag=True,
+    help="Also read the training data (files, columns, pairing) and count the problems.",
+)
 def validate(file: Path, overrides: tuple[str, ...], check_data: bool) -> None:
     """Check a recipe; print OK and a one-line summary.
 
@@ -56,15 +66,19 @@ def validate(file: Path, overrides: tuple[str, ...], check_data: bool) -> None:
         paired = sum(p.rephrased is not None for p in problems)
         line += f"; {len(problems)} training problems ({paired} with a rephrasing)"
         if len(problems) < loaded.train.problems_per_step:
-            _warn(f"{file}: train.problems_per_step {loaded.train.problems_per_step} is more than the "
-                  f"{len(problems)} training problems; no step can be full")
+            _warn(
+                f"{file}: train.problems_per_step {loaded.train.problems_per_step} is more than the "
+                f"{len(problems)} training problems; no step can be full"
+            )
     click.echo(f"OK {file}: {line}")
 
 
 @recipe.command()
 @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help=SET_HELP)
-@click.option("--explain", is_flag=True, help="Put each field's description above it, as a YAML comment.")
+@click.option(
+    "--explain", is_flag=True, help="Put each field's description above it, as a YAML comment."
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the resolved recipe as JSON.")
 def show(file: Path, overrides: tuple[str, ...], explain: bool, as_json: bool) -> None:
     """Print the resolved recipe as YAML.
@@ -81,41 +95,94 @@ def show(file: Path, overrides: tuple[str, ...], explain: bool, as_json: bool) -
 
 
 @recipe.command()
-@click.option("--method", required=True, help="Reward method, e.g. co_rewarding_i, co_rewarding_ii, majority_vote, gt.")
-@click.option("--model", required=True, help="Policy: a Hugging Face folder or hub id, or builtin:tiny-arith.")
-@click.option("--data", "data_source", default=None, help="Training questions: a file or hub dataset id (builtin:tiny-arith for the toy model).")
-@click.option("--rephrased", default=None, help="Row-aligned rephrased questions (file or hub id), for co_rewarding_i/iii.")
-@click.option("--engine", type=click.Choice(["local", "openrlhf"]), default=None, help="Where it runs (default: local for builtin:tiny-arith, openrlhf otherwise).")
-@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Recipe file to write.")
+@click.option(
+    "--method",
+    required=True,
+    help="Reward method, e.g. co_rewarding_i, co_rewarding_ii, majority_vote, gt.",
+)
+@click.option(
+    "--model", required=True, help="Policy: a Hugging Face folder or hub id, or builtin:tiny-arith."
+)
+@click.option(
+    "--data",
+    "data_source",
+    default=None,
+    help="Training questions: a file or hub dataset id (builtin:tiny-arith for the toy model).",
+)
+@click.option(
+    "--rephrased",
+    default=None,
+    help="Row-aligned rephrased questions (file or hub id), for co_rewarding_i/iii.",
+)
+@click.option(
+    "--engine",
+    type=click.Choice(["local", "openrlhf"]),
+    default=None,
+    help="Where it runs (default: local for builtin:tiny-arith, openrlhf otherwise).",
+)
+@click.option(
+    "-o",
+    "--output",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Recipe file to write.",
+)
 @click.option("--force", is_flag=True, help="Overwrite OUTPUT if it exists.")
-def new(method: str, model: str, data_source: str | None, rephrased: str | None, engine: str | None, output: Path, force: bool) -> None:
+def new(
+    method: str,
+    model: str,
+    data_source: str | None,
+    rephrased: str | None,
+    engine: str | None,
+    output: Path,
+    force: bool,
+) -> None:
     """Write a new recipe with the paper's settings.
 
     Every field is written, with its description above it, and checked before the file is written.
     """
     from coreward_cli import data
-    from coreward_cli.recipe import DataConfig, EngineConfig, MethodConfig, ModelConfig, Recipe, TeacherConfig, TrainSource
-    from coreward_cli.recipe import dump_recipe, load_recipe_text
+    from coreward_cli.recipe import (
+        DataConfig,
+        EngineConfig,
+        MethodConfig,
+        ModelConfig,
+        Recipe,
+        TeacherConfig,
+        TrainSource,
+        dump_recipe,
+        load_recipe_text,
+    )
 
     if output.exists() and not force:
         raise UserError(f"{output} exists; pass --force to overwrite it or choose another -o")
     builtin = model == data.BUILTIN
     if data_source is None:
         if not builtin:
-            raise UserError("--data: name the training questions (a file or hub dataset id), e.g. --data TMLR-Group-HF/Co-rewarding-RephrasedMATH")
+            raise UserError(
+                "--data: name the training questions (a file or hub dataset id), e.g. --data TMLR-Group-HF/Co-rewarding-RephrasedMATH"
+            )
         data_source = data.BUILTIN
     made = Recipe(
         model=ModelConfig(path=model),
-        data=DataConfig(train=[TrainSource(original=data_source, rephrased=rephrased)], eval=["arithmetic"] if builtin else ["math500"]),
+        data=DataConfig(
+            train=[TrainSource(original=data_source, rephrased=rephrased)],
+            eval=["arithmetic"] if builtin else ["math500"],
+        ),
         method=MethodConfig(name=method),
         engine=EngineConfig(kind=engine or ("local" if builtin else "openrlhf")),
     )
-    if method in ("co_rewarding_ii", "co_rewarding_iii"):  # the official scripts: KL 0.001 against the EMA teacher
+    if method in (
+        "co_rewarding_ii",
+        "co_rewarding_iii",
+    ):  # the official scripts: KL 0.001 against the EMA teacher
         made.teacher = TeacherConfig()
         made.train.kl_coef = 0.001
         made.train.kl_target = "teacher"
-    command = " ".join(["coreward recipe new", "--method", method, "--model", model, "--data", data_source]
-                       + (["--rephrased", rephrased] if rephrased else []))
+    command = " ".join(
+        ["coreward recipe new", "--method", method, "--model", model, "--data", data_source]
+        + (["--rephrased", rephrased] if rephrased else [])
+    )
     text = f"# Written by `{command}`.\n# Every field is explained above it; `coreward recipe validate {output}` checks it.\n"
     text += dump_recipe(made, explain=True)
     try:
@@ -135,7 +202,10 @@ def recipe_dirs() -> list[Path]:
     import coreward_cli
 
     found: list[Path] = []
-    for folder in (Path(coreward_cli.__file__).resolve().parents[1] / "recipes", Path.cwd() / "recipes"):
+    for folder in (
+        Path(coreward_cli.__file__).resolve().parents[1] / "recipes",
+        Path.cwd() / "recipes",
+    ):
         if folder.is_dir() and folder.resolve() not in [f.resolve() for f in found]:
             found.append(folder)
     return found
@@ -152,7 +222,9 @@ def _about(path: Path) -> str:
 
 
 @recipe.command(name="list")
-@click.option("--json", "as_json", is_flag=True, help="One JSON object per recipe instead of a table.")
+@click.option(
+    "--json", "as_json", is_flag=True, help="One JSON object per recipe instead of a table."
+)
 def list_(as_json: bool) -> None:
     """List the shipped recipes: method, model, data.
 
@@ -191,12 +263,21 @@ def list_(as_json: bool) -> None:
         row["name"] = Path(row["recipe"]).stem
     folders = ", ".join(sorted({str(Path(row["recipe"]).parent) for row in rows}))
     keys = ("name", "method", "model", "engine", "data")
-    table = Table(*keys, box=None, pad_edge=False, padding=(0, 1, 0, 0), title=f"recipes in {folders}", title_justify="left")
+    table = Table(
+        *keys,
+        box=None,
+        pad_edge=False,
+        padding=(0, 1, 0, 0),
+        title=f"recipes in {folders}",
+        title_justify="left",
+    )
     for column, key in zip(table.columns, keys, strict=True):
         column.no_wrap = True
         column.overflow = "ellipsis"
         # model and data ids get shortened on a narrow terminal; the rest is always whole
-        column.min_width = {"model": 10, "data": 16}.get(key) or max(len(str(row.get(key, ""))) for row in rows)
+        column.min_width = {"model": 10, "data": 16}.get(key) or max(
+            len(str(row.get(key, ""))) for row in rows
+        )
     for row in rows:
         if "error" in row:
             table.add_row(row["name"], "[red]invalid[/red]", "", "", row["error"])

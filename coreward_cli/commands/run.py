@@ -16,16 +16,43 @@ from coreward_cli.errors import UserError
 
 @click.command("run")
 @click.argument("recipe_path", metavar="RECIPE", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
-              help="Override a recipe field, e.g. --set train.lr=1e-6 --set seed=2 (repeatable).")
-@click.option("--resume", is_flag=True, help="Continue the run in the run directory from its latest checkpoint.")
-@click.option("--force", is_flag=True, help="Start over: delete the earlier run's outputs in the run directory first.")
-@click.option("--dry-run", is_flag=True, help="Print the resolved recipe and what would run; run nothing.")
-@click.option("--json", "as_json", is_flag=True, help="Print the result (summary or plan) as JSON on stdout.")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path),
-              help="Run directory (default: the recipe's output.dir, runs/{recipe}).")
-def run(recipe_path: Path, overrides: tuple[str, ...], resume: bool, force: bool, dry_run: bool, as_json: bool,
-        out: Path | None) -> None:
+@click.option(
+    "--set",
+    "overrides",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Override a recipe field, e.g. --set train.lr=1e-6 --set seed=2 (repeatable).",
+)
+@click.option(
+    "--resume",
+    is_flag=True,
+    help="Continue the run in the run directory from its latest checkpoint.",
+)
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Start over: delete the earlier run's outputs in the run directory first.",
+)
+@click.option(
+    "--dry-run", is_flag=True, help="Print the resolved recipe and what would run; run nothing."
+)
+@click.option(
+    "--json", "as_json", is_flag=True, help="Print the result (summary or plan) as JSON on stdout."
+)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Run directory (default: the recipe's output.dir, runs/{recipe}).",
+)
+def run(
+    recipe_path: Path,
+    overrides: tuple[str, ...],
+    resume: bool,
+    force: bool,
+    dry_run: bool,
+    as_json: bool,
+    out: Path | None,
+) -> None:
     """Train with RECIPE (a YAML file). An existing run is never overwritten silently:
     continue it with --resume, or start over with --force."""
     from coreward_cli.recipe import load_recipe, run_dir_for
@@ -37,7 +64,9 @@ def run(recipe_path: Path, overrides: tuple[str, ...], resume: bool, force: bool
         from coreward_cli.engines import openrlhf
 
         if force:
-            raise UserError("--force applies to the local engine; for openrlhf pick a new run directory with --out DIR")
+            raise UserError(
+                "--force applies to the local engine; for openrlhf pick a new run directory with --out DIR"
+            )
         if dry_run:
             openrlhf.dry_run(recipe, run_dir, as_json, console)
         else:
@@ -48,7 +77,9 @@ def run(recipe_path: Path, overrides: tuple[str, ...], resume: bool, force: bool
         return
     from coreward_cli.engines.local import train
 
-    if as_json:  # stdout carries the JSON alone: anything a library prints while training goes to stderr
+    if (
+        as_json
+    ):  # stdout carries the JSON alone: anything a library prints while training goes to stderr
         with contextlib.redirect_stdout(sys.stderr):
             summary = train(recipe, run_dir, resume, console, force=force)
         click.echo(json.dumps(summary, indent=2))
@@ -96,12 +127,16 @@ def local_plan(recipe, run_dir: Path, resume: bool, force: bool) -> dict[str, An
         "steps": steps,
         "samples_per_step": per_step * n * (len(method.policy_views) + len(method.teacher_views)),
         "trained_samples_per_step": per_step * n * len(method.policy_views),
-        "kl": f"{recipe.train.kl_estimator} x {recipe.train.kl_coef} vs {recipe.train.kl_target}" if recipe.train.kl_coef > 0 else "off",
+        "kl": f"{recipe.train.kl_estimator} x {recipe.train.kl_coef} vs {recipe.train.kl_target}"
+        if recipe.train.kl_coef > 0
+        else "off",
         "eval_sets": list(recipe.data.eval),
     }
 
 
-def _local_dry_run(recipe, run_dir: Path, resume: bool, force: bool, as_json: bool, console: Console) -> None:
+def _local_dry_run(
+    recipe, run_dir: Path, resume: bool, force: bool, as_json: bool, console: Console
+) -> None:
     from rich.syntax import Syntax
     from rich.table import Table
 
@@ -109,10 +144,16 @@ def _local_dry_run(recipe, run_dir: Path, resume: bool, force: bool, as_json: bo
 
     plan = local_plan(recipe, run_dir, resume, force)
     if as_json:
-        click.echo(json.dumps({"engine": "local", "recipe": recipe_to_dict(recipe), "plan": plan}, indent=2))
+        click.echo(
+            json.dumps(
+                {"engine": "local", "recipe": recipe_to_dict(recipe), "plan": plan}, indent=2
+            )
+        )
         return
     console.print(Syntax(dump_recipe(recipe), "yaml", background_color="default"))
     table = Table(title="local engine: what would run (nothing was run)", show_header=False)
     for key, value in plan.items():
-        table.add_row(key.replace("_", " "), ", ".join(value) if isinstance(value, list) else str(value))
+        table.add_row(
+            key.replace("_", " "), ", ".join(value) if isinstance(value, list) else str(value)
+        )
     console.print(table)

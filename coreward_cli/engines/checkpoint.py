@@ -100,7 +100,9 @@ def remove_partial(run_dir: Path) -> None:
     root = run_dir / CHECKPOINTS
     if root.is_dir():
         for leftover in list(root.glob(".tmp-*")) + list(root.glob(".stale-*")):
-            shutil.rmtree(leftover, ignore_errors=True) if leftover.is_dir() else leftover.unlink(missing_ok=True)
+            shutil.rmtree(leftover, ignore_errors=True) if leftover.is_dir() else leftover.unlink(
+                missing_ok=True
+            )
 
 
 def load_checkpoint(folder: Path) -> tuple[dict[str, Any], dict[str, Any]]:

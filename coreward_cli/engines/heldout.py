@@ -39,9 +39,20 @@ class HeldOut:
             items = bench.items if self.limit is None else bench.items[: self.limit]
             rendered = [self.prompt_style.render(tokenizer, item.question) for item in items]
             chat = bool(rendered) and not rendered[0][1]
-            seqs = generate(model, tokenizer, [text for text, _ in rendered], n=1, temperature=0.0, top_p=1.0,
-                            max_new_tokens=self.max_new_tokens, chat_template=chat)
-            right = sum(self.grader.grade([text], item.reference, bench.convention)[1][0] for text, item in zip(seqs.texts, items))
+            seqs = generate(
+                model,
+                tokenizer,
+                [text for text, _ in rendered],
+                n=1,
+                temperature=0.0,
+                top_p=1.0,
+                max_new_tokens=self.max_new_tokens,
+                chat_template=chat,
+            )
+            right = sum(
+                self.grader.grade([text], item.reference, bench.convention)[1][0]
+                for text, item in zip(seqs.texts, items)
+            )
             results[f"eval/{bench.name}"] = right / max(1, len(items))
         if results:
             results["eval_accuracy"] = sum(results.values()) / len(results)

@@ -30,7 +30,13 @@ from coreward_cli.engines.progress import StepProgress, final_table
 from coreward_cli.engines.rollout import Sequences, generate, masked_row_mean, score_tokens
 from coreward_cli.engines.sampler import ProblemSampler
 from coreward_cli.engines.tracking import MetricsLog
-from coreward_cli.engines.update import UpdateSettings, ViewBatch, micro_slices, policy_update, reference_logprobs
+from coreward_cli.engines.update import (
+    UpdateSettings,
+    ViewBatch,
+    micro_slices,
+    policy_update,
+    reference_logprobs,
+)
 from coreward_cli.errors import UserError
 from coreward_cli.recipe import Recipe, TeacherConfig
 
@@ -40,16 +46,20 @@ TIMING_KEYS = ("step_seconds", "generate_seconds", "reward_seconds", "train_seco
 @dataclass
 class StepRollouts:
     groups: list  # coreward_plugins.batch.Group, policy groups first then teacher groups
-    policy: dict[str, Sequences] = field(default_factory=dict)  # view -> sequences (problem-major, n per problem)
+    policy: dict[str, Sequences] = field(
+        default_factory=dict
+    )  # view -> sequences (problem-major, n per problem)
 
 
 class LocalTrainer:
     """Everything one run holds; `train()` below drives it."""
 
-    def __init__(self, recipe: Recipe, run_dir: Path, console: Console, checkpoint: Path | None) -> None:
-        from coreward_plugins.methods import MethodOptions, get_method
-
+    def __init__(
+        self, recipe: Recipe, run_dir: Path, console: Console, checkpoint: Path | None
+    ) -> None:
         from transformers.utils import logging as hf_logging
+
+        from coreward_plugins.methods import MethodOptions, get_method
 
         hf_logging.disable_progress_bar()  # per-load and per-save bars would drown the step bar
         self.recipe, self.run_dir, self.console = recipe, run_dir, console
@@ -62,21 +72,36 @@ class LocalTrainer:
         except ValueError as exc:
             raise UserError(f"method.name: {exc}") from None
         m = recipe.method
-        self.method = method_cls(MethodOptions(m.match, tuple(m.extract_fallbacks), m.tie, m.min_votes, m.match_timeout_s, recipe.seed))
+        self.method = method_cls(
+            MethodOptions(
+                m.match,
+                tuple(m.extract_fallbacks),
+                m.tie,
+                m.min_votes,
+                m.match_timeout_s,
+                recipe.seed,
+            )
+        )
         t = recipe.train
         if t.kl_coef > 0 and t.kl_target == "teacher" and not self.method.needs_teacher:
-            raise UserError(f"train.kl_target: teacher needs a method with a teacher (co_rewarding_ii/iii), not {m.name}; use initial")
+            raise UserError(
+                f"train.kl_target: teacher needs a method with a teacher (co_rewarding_ii/iii), not {m.name}; use initial"
+            )
         self.teacher_cfg = recipe.teacher or TeacherConfig()
 
         from coreward_cli.models import load_tokenizer, model_source, resolve_model
 
         self.base_path = resolve_model(recipe.model.path)
         self.tokenizer = load_tokenizer(model_source(self.base_path))
-        self.model = _load_lm(str(checkpoint / "policy") if checkpoint else self.base_path, torch.float32, self.device)
+        self.model = _load_lm(
+            str(checkpoint / "policy") if checkpoint else self.base_path, torch.float32, self.device
+        )
         self.model.requires_grad_(True)
         self.reference = None
         if t.kl_coef > 0 and t.kl_target == "initial":
-            self.reference = _load_lm(self.base_path, self.compute_dtype, self.device).requires_grad_(False)
+            self.reference = _load_lm(
+                self.base_path, self.compute_dtype, self.device
+            ).requires_grad_(False)
         self.teacher = None
         if self.method.needs_teacher:
             from coreward_plugins.teacher import EmaTeacher
@@ -91,14 +116,25 @@ class LocalTrainer:
         self.sampler = ProblemSampler(self.problems, t.problems_per_step, recipe.data.shuffle_seed)
         self.total_steps = t.max_steps or t.epochs * self.sampler.steps_per_epoch
         self.optimizer, self.scheduler = build_optimizer(
-            self.model.parameters(), lr=t.lr, betas=(t.betas[0], t.betas[1]), weight_decay=t.weight_decay,
-            total_steps=self.total_steps, warmup_ratio=t.warmup_ratio, schedule=t.schedule, min_lr_ratio=t.min_lr_ratio,
+            self.model.parameters(),
+            lr=t.lr,
+            betas=(t.betas[0], t.betas[1]),
+            weight_decay=t.weight_decay,
+            total_steps=self.total_steps,
+            warmup_ratio=t.warmup_ratio,
+            schedule=t.schedule,
+            min_lr_ratio=t.min_lr_ratio,
         )
         self.heldout = HeldOut.from_recipe(recipe)
         self.settings = UpdateSettings(
-            temperature=recipe.rollout.temperature, clip_ratio=t.clip_ratio, kl_coef=t.kl_coef,
-            kl_estimator=t.kl_estimator, loss_agg=t.loss_agg, view_loss=t.view_loss,
-            micro_batch_size=t.micro_batch_size, grad_clip=t.grad_clip,
+            temperature=recipe.rollout.temperature,
+            clip_ratio=t.clip_ratio,
+            kl_coef=t.kl_coef,
+            kl_estimator=t.kl_estimator,
+            loss_agg=t.loss_agg,
+            view_loss=t.view_loss,
+            micro_batch_size=t.micro_batch_size,
+            grad_clip=t.grad_clip,
         )
 
     # ------------------------------------------------------------------ data
@@ -125,7 +161,9 @@ class LocalTrainer:
         limit = self.recipe.rollout.max_prompt_tokens
         kept = [p for p in problems if all(self._prompt_tokens(p, v) <= limit for v in self.views)]
         if len(kept) < len(problems):
-            self.console.print(f"[dim]{len(problems) - len(kept)} problems dropped: prompt longer than rollout.max_prompt_tokens={limit}[/]")
+            self.console.print(
+                f"[dim]{len(problems) - len(kept)} problems dropped: prompt longer than rollout.max_prompt_tokens={limit}[/]"
+            )
         if len(kept) < self.recipe.train.problems_per_step:
             raise UserError(
                 f"train.problems_per_step is {self.recipe.train.problems_per_step} but only {len(kept)} training problems "
@@ -148,8 +186,16 @@ class LocalTrainer:
         rendered = [self.prompt(p, view) for p in problems]
         r = self.recipe.rollout
         with self.autocast():
-            return generate(self.model, self.tokenizer, [text for text, _ in rendered], n=n, temperature=r.temperature,
-                            top_p=r.top_p, max_new_tokens=r.max_new_tokens, chat_template=rendered[0][1])
+            return generate(
+                self.model,
+                self.tokenizer,
+                [text for text, _ in rendered],
+                n=n,
+                temperature=r.temperature,
+                top_p=r.top_p,
+                max_new_tokens=r.max_new_tokens,
+                chat_template=rendered[0][1],
+            )
 
     def rollouts(self, step: int, problems: list[Problem]) -> tuple[StepRollouts, float | None]:
         from coreward_plugins.batch import Group
@@ -163,11 +209,18 @@ class LocalTrainer:
                 entropy, certainty = self._token_stats(seqs)
             for i, p in enumerate(problems):
                 rows = slice(i * n, (i + 1) * n)
-                out.groups.append(Group(
-                    p.id, view, "policy", self.prompt(p, view)[0], seqs.texts[rows], reference=p.answer,
-                    entropy=entropy[rows] if self.method.needs_token_stats else None,
-                    self_certainty=certainty[rows] if self.method.needs_token_stats else None,
-                ))
+                out.groups.append(
+                    Group(
+                        p.id,
+                        view,
+                        "policy",
+                        self.prompt(p, view)[0],
+                        seqs.texts[rows],
+                        reference=p.answer,
+                        entropy=entropy[rows] if self.method.needs_token_stats else None,
+                        self_certainty=certainty[rows] if self.method.needs_token_stats else None,
+                    )
+                )
         decay = None
         if self.teacher is not None:
             # The official order: the teacher moves toward the policy that just sampled, then samples.
@@ -181,8 +234,16 @@ class LocalTrainer:
                 for view in self.method.teacher_views:
                     seqs = self._sample(problems, view, n)
                     for i, p in enumerate(problems):
-                        out.groups.append(Group(p.id, view, "teacher", self.prompt(p, view)[0], seqs.texts[i * n:(i + 1) * n],
-                                                reference=p.answer))
+                        out.groups.append(
+                            Group(
+                                p.id,
+                                view,
+                                "teacher",
+                                self.prompt(p, view)[0],
+                                seqs.texts[i * n : (i + 1) * n],
+                                reference=p.answer,
+                            )
+                        )
         return out, decay
 
     @torch.no_grad()
@@ -192,7 +253,9 @@ class LocalTrainer:
         for start, stop in micro_slices(len(seqs), self.recipe.train.micro_batch_size):
             part = seqs.rows(start, stop)
             with self.autocast():
-                scores = score_tokens(self.model, part, self.recipe.rollout.temperature, with_stats=True)
+                scores = score_tokens(
+                    self.model, part, self.recipe.rollout.temperature, with_stats=True
+                )
             entropy += masked_row_mean(scores.entropy, part.response_mask)
             certainty += masked_row_mean(scores.self_certainty, part.response_mask)
         return entropy, certainty
@@ -201,7 +264,9 @@ class LocalTrainer:
         temperature = self.recipe.rollout.temperature
         if self.reference is not None:
             return nullcontext(), lambda s: score_tokens(self.reference, s, temperature).logprobs
-        return self.teacher.swapped_into(self.model), lambda s: score_tokens(self.model, s, temperature).logprobs
+        return self.teacher.swapped_into(
+            self.model
+        ), lambda s: score_tokens(self.model, s, temperature).logprobs
 
     def step(self, step: int) -> dict[str, Any]:
         from coreward_plugins.advantages import group_advantages
@@ -220,23 +285,37 @@ class LocalTrainer:
         for group, group_rewards in zip(rolled.groups, result.rewards):
             if group.source == "policy":
                 if len(group_rewards) != n:
-                    raise RuntimeError(f"method {self.recipe.method.name} returned {len(group_rewards)} rewards for a group of {n}")
-                advantages[group.view] += group_advantages(group_rewards, std=self.recipe.train.advantage_std)
+                    raise RuntimeError(
+                        f"method {self.recipe.method.name} returned {len(group_rewards)} rewards for a group of {n}"
+                    )
+                advantages[group.view] += group_advantages(
+                    group_rewards, std=self.recipe.train.advantage_std
+                )
                 rewards += group_rewards
-        views = [ViewBatch(view, seqs, torch.tensor(advantages[view], dtype=torch.float32)) for view, seqs in rolled.policy.items()]
+        views = [
+            ViewBatch(view, seqs, torch.tensor(advantages[view], dtype=torch.float32))
+            for view, seqs in rolled.policy.items()
+        ]
         if self.settings.kl_coef > 0:
             context, scorer = self._reference_scorer()
             with context, self.autocast():
                 for vb in views:
-                    vb.ref_logprobs = reference_logprobs(scorer, vb.seqs, self.settings.micro_batch_size)
-        train = policy_update(self.model, self.optimizer, self.scheduler, views, self.settings, self.autocast)
+                    vb.ref_logprobs = reference_logprobs(
+                        scorer, vb.seqs, self.settings.micro_batch_size
+                    )
+        train = policy_update(
+            self.model, self.optimizer, self.scheduler, views, self.settings, self.autocast
+        )
         done = time.perf_counter()
 
         lengths = [float(v.seqs.response_mask.sum(-1).float().mean()) for v in views]
         record: dict[str, Any] = {
             "step": step,
             "reward_mean": sum(rewards) / max(1, len(rewards)),
-            "pseudo_label_accuracy": None, "agreement_share": None, "no_answer_share": None, "clusters_per_group": None,
+            "pseudo_label_accuracy": None,
+            "agreement_share": None,
+            "no_answer_share": None,
+            "clusters_per_group": None,
             **{k: float(v) for k, v in result.metrics.items()},
             "response_length": sum(lengths) / len(lengths),
             "entropy": train["entropy"],
@@ -270,10 +349,20 @@ class LocalTrainer:
             "method": self.method.state_dict(),
             "teacher": self.teacher.state_dict() if self.teacher is not None else None,
         }
-        state = {"step": step, "total_steps": self.total_steps, "data_position": self.sampler.position(step + 1), **extra_state}
-        save_checkpoint(self.run_dir, step, write_policy=self._write_model,
-                        write_teacher=self._write_teacher if self.teacher is not None else None,
-                        trainer_state=trainer_state, state=state)
+        state = {
+            "step": step,
+            "total_steps": self.total_steps,
+            "data_position": self.sampler.position(step + 1),
+            **extra_state,
+        }
+        save_checkpoint(
+            self.run_dir,
+            step,
+            write_policy=self._write_model,
+            write_teacher=self._write_teacher if self.teacher is not None else None,
+            trainer_state=trainer_state,
+            state=state,
+        )
 
     def restore(self, trainer_state: dict[str, Any]) -> None:
         self.optimizer.load_state_dict(trainer_state["optimizer"])
@@ -301,7 +390,11 @@ def _compute_dtype(dtype: str, device: torch.device) -> torch.dtype:
     """Weights stay fp32 (the optimizer's master copy); bf16/fp16 apply as autocast compute."""
     table = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
     if dtype == "auto":
-        return torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
+        return (
+            torch.bfloat16
+            if device.type == "cuda" and torch.cuda.is_bf16_supported()
+            else torch.float32
+        )
     return table[dtype]
 
 
@@ -319,7 +412,9 @@ def _seed_everything(seed: int) -> None:
     np.random.seed(seed % 2**32)
 
 
-def train(recipe: Recipe, run_dir: Path, resume: bool, console: Console, force: bool = False) -> dict[str, Any]:
+def train(
+    recipe: Recipe, run_dir: Path, resume: bool, console: Console, force: bool = False
+) -> dict[str, Any]:
     """Run (or continue) a recipe in `run_dir`; returns the summary also written to RUN/summary.json."""
     from coreward_cli.recipe import dump_recipe, recipe_to_dict
 
@@ -335,17 +430,27 @@ def train(recipe: Recipe, run_dir: Path, resume: bool, console: Console, force: 
     if checkpoint is not None:
         trainer_state, state = load_checkpoint(checkpoint)
         trainer.restore(trainer_state)  # RNG states last: nothing after this may draw differently
-        first, eval_before, seconds_before = state["step"] + 1, state["eval_before"], state["train_seconds"]
-        console.print(f"Resuming {run_dir} from {checkpoint.name} (step {state['step']} of {trainer.total_steps})")
+        first, eval_before, seconds_before = (
+            state["step"] + 1,
+            state["eval_before"],
+            state["train_seconds"],
+        )
+        console.print(
+            f"Resuming {run_dir} from {checkpoint.name} (step {state['step']} of {trainer.total_steps})"
+        )
     else:
         if resume:
             console.print(f"[dim]{run_dir} has no checkpoint yet: starting at step 1[/]")
         (run_dir / rundir.RECIPE).write_text(dump_recipe(recipe), encoding="utf-8")
         _seed_everything(recipe.seed)
         first, eval_before, seconds_before = 1, None, 0.0
-    log = MetricsLog(run_dir, resume_step=first - 1 if checkpoint is not None else None,
-                     tensorboard=recipe.logging.tensorboard, wandb_project=recipe.logging.wandb_project,
-                     config=recipe_to_dict(recipe))
+    log = MetricsLog(
+        run_dir,
+        resume_step=first - 1 if checkpoint is not None else None,
+        tensorboard=recipe.logging.tensorboard,
+        wandb_project=recipe.logging.wandb_project,
+        config=recipe_to_dict(recipe),
+    )
     try:
         if eval_before is None:
             eval_before = trainer.heldout.evaluate(trainer.model, trainer.tokenizer)
@@ -372,12 +477,16 @@ def train(recipe: Recipe, run_dir: Path, resume: bool, console: Console, force: 
     return summary
 
 
-def _summary(recipe: Recipe, run_dir: Path, trainer: LocalTrainer, before: dict, after: dict, seconds: float) -> dict[str, Any]:
+def _summary(
+    recipe: Recipe, run_dir: Path, trainer: LocalTrainer, before: dict, after: dict, seconds: float
+) -> dict[str, Any]:
     from coreward_cli.engines.tracking import read_metrics
 
     steps = [r for r in read_metrics(run_dir) if r["step"] > 0]
-    labelled = [r["pseudo_label_accuracy"] for r in steps if r.get("pseudo_label_accuracy") is not None]
-    tail = labelled[-max(1, len(labelled) // 10):]
+    labelled = [
+        r["pseudo_label_accuracy"] for r in steps if r.get("pseudo_label_accuracy") is not None
+    ]
+    tail = labelled[-max(1, len(labelled) // 10) :]
     return {
         "run_dir": str(run_dir),
         "method": recipe.method.name,
@@ -392,5 +501,7 @@ def _summary(recipe: Recipe, run_dir: Path, trainer: LocalTrainer, before: dict,
         "seconds_per_step": round(sum(r["step_seconds"] for r in steps) / max(1, len(steps)), 4),
         "device": str(trainer.device),
         "final": str(run_dir / rundir.FINAL),
-        "final_teacher": str(run_dir / rundir.FINAL_TEACHER) if trainer.teacher is not None else None,
+        "final_teacher": str(run_dir / rundir.FINAL_TEACHER)
+        if trainer.teacher is not None
+        else None,
     }

@@ -25,7 +25,9 @@ def kl_penalty(logp: torch.Tensor, ref_logp: torch.Tensor, estimator: KlEstimato
     return (kl.exp() - kl - 1).clamp(-10.0, 10.0)
 
 
-def ppo_clip(logp: torch.Tensor, old_logp: torch.Tensor, advantages: torch.Tensor, clip_ratio: float) -> torch.Tensor:
+def ppo_clip(
+    logp: torch.Tensor, old_logp: torch.Tensor, advantages: torch.Tensor, clip_ratio: float
+) -> torch.Tensor:
     """Per-token clipped surrogate loss; advantages are per sequence (B,) broadcast over tokens."""
     ratio = (logp - old_logp).exp()
     adv = advantages.unsqueeze(-1)
@@ -40,7 +42,9 @@ class ViewNorm:
     sequences: int
 
 
-def aggregate(values: torch.Tensor, mask: torch.Tensor, mode: LossAgg, norm: ViewNorm) -> torch.Tensor:
+def aggregate(
+    values: torch.Tensor, mask: torch.Tensor, mode: LossAgg, norm: ViewNorm
+) -> torch.Tensor:
     """This micro-batch's share of the view's aggregated loss.
 
     token-mean: sum over all response tokens of the view / the view's token count.

@@ -34,7 +34,11 @@ ENTRY_MODULE = "coreward_plugins.openrlhf.entry"
 # folder is `plugins/` in the repository but imports as `coreward_plugins`).
 JOB_DIR = "job"
 REWARD_FUNC = "coreward_plugins/openrlhf/reward_func.py"  # relative to the job's working directory
-SCHEDULERS = {"cosine": "cosine_with_min_lr", "linear": "linear", "constant": "constant_with_warmup"}
+SCHEDULERS = {
+    "cosine": "cosine_with_min_lr",
+    "linear": "linear",
+    "constant": "constant_with_warmup",
+}
 DUAL_CLIP = 3.0  # verl's clip_ratio_c, the official runs' default (inactive on-policy, ratio = 1)
 
 
@@ -85,7 +89,9 @@ def method_views(recipe: Recipe) -> MethodViews:
 def _param_dtype(recipe: Recipe) -> str:
     dtype = recipe.model.dtype
     if dtype == "fp32":
-        raise UserError("model.dtype: fp32 is not supported by the openrlhf engine (DeepSpeed bf16/fp16); use auto or bf16")
+        raise UserError(
+            "model.dtype: fp32 is not supported by the openrlhf engine (DeepSpeed bf16/fp16); use auto or bf16"
+        )
     return "fp16" if dtype == "fp16" else "bf16"
 
 
@@ -105,7 +111,9 @@ def _check_resources(recipe: Recipe, views: int) -> dict[str, Any]:
             f"{c.micro_train_batch_size} on {actor_gpus} GPUs; pick a divisor of {samples // actor_gpus or 1}"
         )
     if samples // c.micro_rollout_batch_size < actor_gpus:
-        raise UserError(f"engine.cluster.micro_rollout_batch_size: too large for {samples} samples on {actor_gpus} GPUs")
+        raise UserError(
+            f"engine.cluster.micro_rollout_batch_size: too large for {samples} samples on {actor_gpus} GPUs"
+        )
     return {
         "actor_gpus": actor_gpus,
         "reference_gpus": actor_gpus,
@@ -120,7 +128,9 @@ def _check_resources(recipe: Recipe, views: int) -> dict[str, Any]:
     }
 
 
-def build_plan(recipe: Recipe, run_dir: Path, *, problems: int | None = None, resume: bool = False) -> LaunchPlan:
+def build_plan(
+    recipe: Recipe, run_dir: Path, *, problems: int | None = None, resume: bool = False
+) -> LaunchPlan:
     """The complete OpenRLHF invocation for `recipe`, writing under `run_dir` (absolute paths)."""
     run_dir = Path(run_dir).resolve()
     mv = method_views(recipe)
@@ -132,11 +142,17 @@ def build_plan(recipe: Recipe, run_dir: Path, *, problems: int | None = None, re
     samples_per_step = prompts_per_step * r.n
     teacher = recipe.teacher
     if mv.needs_teacher and teacher is None:
-        raise UserError(f"teacher: method {mv.name} needs a teacher section (decay_start, decay_end, schedule)")
+        raise UserError(
+            f"teacher: method {mv.name} needs a teacher section (decay_start, decay_end, schedule)"
+        )
     if t.kl_target == "teacher" and not mv.needs_teacher:
-        raise UserError(f"train.kl_target: 'teacher' needs a method with a teacher (co_rewarding_ii/iii), not {mv.name}")
+        raise UserError(
+            f"train.kl_target: 'teacher' needs a method with a teacher (co_rewarding_ii/iii), not {mv.name}"
+        )
     if t.schedule == "linear" and t.min_lr_ratio > 0:
-        raise UserError("train.min_lr_ratio: OpenRLHF's linear schedule decays to 0; use schedule: cosine or min_lr_ratio: 0")
+        raise UserError(
+            "train.min_lr_ratio: OpenRLHF's linear schedule decays to 0; use schedule: cosine or min_lr_ratio: 0"
+        )
     if t.loss_agg not in ("token-mean", "seq-mean-token-mean"):
         raise UserError(f"train.loss_agg: {t.loss_agg!r} is not an OpenRLHF loss_agg_mode")
 
@@ -172,7 +188,9 @@ def build_plan(recipe: Recipe, run_dir: Path, *, problems: int | None = None, re
     add("vllm.num_engines", c.vllm_engines)
     add("vllm.tensor_parallel_size", c.vllm_tensor_parallel)
     add("vllm.gpu_memory_utilization", c.vllm_gpu_memory_utilization)
-    add("vllm.enable_prefix_caching")  # the n samples of a prompt share it; reset at every weight sync
+    add(
+        "vllm.enable_prefix_caching"
+    )  # the n samples of a prompt share it; reset at every weight sync
     if c.colocate:
         add("train.colocate_all")
         add("vllm.enable_sleep")
@@ -282,9 +300,15 @@ def build_plan(recipe: Recipe, run_dir: Path, *, problems: int | None = None, re
         "lr": t.lr,
         "warmup_ratio": t.warmup_ratio,
         "lr_schedule": t.schedule,
-        "kl": {"coef": t.kl_coef, "flag_coef": kl_coef, "estimator": t.kl_estimator, "target": t.kl_target},
+        "kl": {
+            "coef": t.kl_coef,
+            "flag_coef": kl_coef,
+            "estimator": t.kl_estimator,
+            "target": t.kl_target,
+        },
         "view_loss": t.view_loss if views > 1 else "single view",
-        "advantages": "group-normalised per (problem, view)" + (" (no std)" if t.advantage_std == "none" else ""),
+        "advantages": "group-normalised per (problem, view)"
+        + (" (no std)" if t.advantage_std == "none" else ""),
     }
     notes = [
         "steps = floor(problems / problems_per_step) * epochs (the partial last batch is dropped); "
@@ -297,7 +321,9 @@ def build_plan(recipe: Recipe, run_dir: Path, *, problems: int | None = None, re
             f"(exact for the policy-gradient term); KL coefficient x{kl_scale} over all tokens"
         )
     if t.kl_target == "teacher":
-        notes.append("KL anchor: the EMA teacher (its log-probs come from the policy actors with the teacher swapped in)")
+        notes.append(
+            "KL anchor: the EMA teacher (its log-probs come from the policy actors with the teacher swapped in)"
+        )
     runtime_env = {
         "working_dir": paths["job_dir"],
         "env_vars": {
@@ -341,7 +367,8 @@ def count_local_problems(recipe: Recipe) -> int | None:
     cluster, where the tokenizer is."""
     sources = recipe.data.train
     local = bool(sources) and all(
-        s.original.startswith("builtin:") or Path(s.original).exists() or recipe.data.data_dir for s in sources
+        s.original.startswith("builtin:") or Path(s.original).exists() or recipe.data.data_dir
+        for s in sources
     )
     if not local:
         return None
@@ -359,16 +386,25 @@ def print_plan(plan: LaunchPlan, console: Console) -> None:
     table.add_column(style="bold")
     table.add_column()
     res = plan.resources
-    table.add_row("GPUs", f"{res['total_gpus']} ({res['nodes']} node(s); actor {res['actor_gpus']}, "
-                  f"vLLM {res['vllm_engines']} x TP{res['vllm_tensor_parallel']}"
-                  f"{', colocated' if res['colocate'] else ''}; ZeRO-{res['zero_stage']})")
-    table.add_row("per step", f"{s['problems_per_step']} problems x {len(s['views'])} view(s) = {s['prompts_per_step']} prompts, "
-                  f"{s['samples_per_step']} samples" + (f", teacher {s['teacher_samples_per_step']}" if s["teacher_samples_per_step"] else ""))
+    table.add_row(
+        "GPUs",
+        f"{res['total_gpus']} ({res['nodes']} node(s); actor {res['actor_gpus']}, "
+        f"vLLM {res['vllm_engines']} x TP{res['vllm_tensor_parallel']}"
+        f"{', colocated' if res['colocate'] else ''}; ZeRO-{res['zero_stage']})",
+    )
+    table.add_row(
+        "per step",
+        f"{s['problems_per_step']} problems x {len(s['views'])} view(s) = {s['prompts_per_step']} prompts, "
+        f"{s['samples_per_step']} samples"
+        + (f", teacher {s['teacher_samples_per_step']}" if s["teacher_samples_per_step"] else ""),
+    )
     steps = "unknown until the data is prepared" if s["rl_steps"] is None else str(s["rl_steps"])
     table.add_row("RL steps", f"{steps} (one optimizer step each; {s['epochs']} epochs)")
     table.add_row("LR", f"{s['lr']:g}, warmup {s['warmup_ratio']:g}, {s['lr_schedule']}")
     kl = s["kl"]
-    table.add_row("KL", f"{kl['coef']:g} {kl['estimator']} vs {kl['target']} (flag {kl['flag_coef']:g})")
+    table.add_row(
+        "KL", f"{kl['coef']:g} {kl['estimator']} vs {kl['target']} (flag {kl['flag_coef']:g})"
+    )
     table.add_row("advantages", s["advantages"])
     table.add_row("run dir", plan.paths["run_dir"])
     console.print(table)

@@ -28,7 +28,10 @@ from coreward_cli.engines.openrlhf import JOB_DIR, LaunchPlan, build_plan
 from coreward_cli.errors import UserError
 from coreward_cli.recipe import Recipe, dump_recipe
 
-SECRET_ENV = ("WANDB_API_KEY", "HF_TOKEN")  # forwarded to the job, never written to plan.json/job.json
+SECRET_ENV = (
+    "WANDB_API_KEY",
+    "HF_TOKEN",
+)  # forwarded to the job, never written to plan.json/job.json
 CLUSTER_MODULES = ("ray", "openrlhf", "deepspeed", "vllm")
 
 
@@ -48,16 +51,20 @@ def check_requirements(address: str | None, gpus_needed: int) -> None:
     needed = ("ray",) if address else CLUSTER_MODULES
     missing = [m for m in needed if importlib.util.find_spec(m) is None]
     if missing:
-        raise UserError(f"the openrlhf engine needs {', '.join(missing)}: pip install -e '.[cluster]' "
-                        f"(then `coreward doctor` on a GPU node checks the stack)")
+        raise UserError(
+            f"the openrlhf engine needs {', '.join(missing)}: pip install -e '.[cluster]' "
+            f"(then `coreward doctor` on a GPU node checks the stack)"
+        )
     if address:
         return
     import torch
 
     found = torch.cuda.device_count() if torch.cuda.is_available() else 0
     if found < gpus_needed:
-        raise UserError(f"engine.cluster: the recipe needs {gpus_needed} GPU(s) and this machine has {found}; "
-                        f"set engine.cluster.ray_address to a Ray GPU cluster, or use engine.kind: local")
+        raise UserError(
+            f"engine.cluster: the recipe needs {gpus_needed} GPU(s) and this machine has {found}; "
+            f"set engine.cluster.ray_address to a Ray GPU cluster, or use engine.kind: local"
+        )
 
 
 def prepare_data(recipe: Recipe, plan: LaunchPlan) -> int:
@@ -69,20 +76,35 @@ def prepare_data(recipe: Recipe, plan: LaunchPlan) -> int:
     problems = load_train_problems(recipe)
     if recipe.data.max_problems is not None:
         problems = problems[: recipe.data.max_problems]
-    lines = [json.dumps(make_row(p.id, p.question, p.rephrased, p.answer, m.system_prompt, m.chat_template),
-                        ensure_ascii=False) for p in problems]
+    lines = [
+        json.dumps(
+            make_row(p.id, p.question, p.rephrased, p.answer, m.system_prompt, m.chat_template),
+            ensure_ascii=False,
+        )
+        for p in problems
+    ]
     _write_atomic(Path(plan.paths["train_data"]), "\n".join(lines) + "\n")
     if recipe.data.eval:
         from coreward_cli.benchdata import load_benchmark
 
         rows = []
         for name in recipe.data.eval:
-            bench = load_benchmark(name, recipe.data.data_dir)  # finds bench/ and train/ under a data root
+            bench = load_benchmark(
+                name, recipe.data.data_dir
+            )  # finds bench/ and train/ under a data root
             items = bench.items[: recipe.data.eval_limit] if recipe.data.eval_limit else bench.items
             for item in items:
                 label = Label(id=f"{bench.name}:{item.index}", reference=item.reference)
-                rows.append(json.dumps({"prompt": make_prompt(item.question, m.system_prompt, m.chat_template),
-                                        "label": label.encode(), "datasource": bench.name}, ensure_ascii=False))
+                rows.append(
+                    json.dumps(
+                        {
+                            "prompt": make_prompt(item.question, m.system_prompt, m.chat_template),
+                            "label": label.encode(),
+                            "datasource": bench.name,
+                        },
+                        ensure_ascii=False,
+                    )
+                )
         _write_atomic(Path(plan.paths["eval_data"]), "\n".join(rows) + "\n")
     return len(problems)
 
@@ -107,15 +129,23 @@ def run_job(recipe: Recipe, run_dir: Path, resume: bool, console: Console) -> No
     check_requirements(address, probe.resources["total_gpus"])
     client = _connect(address) if address else None  # fail fast, before anything is written
     if (run_dir / "plan.json").exists() and not resume:
-        raise UserError(f"{run_dir} already holds an openrlhf run: continue it with --resume, or pick --out DIR")
+        raise UserError(
+            f"{run_dir} already holds an openrlhf run: continue it with --resume, or pick --out DIR"
+        )
     problems = prepare_data(recipe, probe)
-    plan = build_plan(recipe, run_dir, problems=problems, resume=resume and (run_dir / "ckpt" / "_actor").exists())
+    plan = build_plan(
+        recipe, run_dir, problems=problems, resume=resume and (run_dir / "ckpt" / "_actor").exists()
+    )
     if plan.schedule["rl_steps"] == 0:
-        raise UserError(f"train.problems_per_step: {problems} problems make no full step of {recipe.train.problems_per_step}")
+        raise UserError(
+            f"train.problems_per_step: {problems} problems make no full step of {recipe.train.problems_per_step}"
+        )
     stage_plugins(run_dir / JOB_DIR)
     _write_atomic(run_dir / "recipe.yaml", dump_recipe(recipe))
     _write_atomic(run_dir / "plan.json", json.dumps(plan.to_dict(), indent=2))
-    console.print(f"[bold]openrlhf[/bold]: {problems} problems, {plan.schedule['rl_steps']} steps, run dir {run_dir}")
+    console.print(
+        f"[bold]openrlhf[/bold]: {problems} problems, {plan.schedule['rl_steps']} steps, run dir {run_dir}"
+    )
     if client is not None:
         _submit(client, plan, address, run_dir, console)
     else:
@@ -131,20 +161,37 @@ def _connect(address: str):
 
     try:
         return JobSubmissionClient(address)
-    except Exception as exc:  # noqa: BLE001 - Ray raises ConnectionError, RuntimeError, ValueError here
+    except Exception as exc:
         reason = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
-        raise UserError(f"engine.cluster.ray_address: cannot reach the Ray cluster at {address} ({reason}); "
-                        f"check the dashboard address (http://HEAD:8265) and that `ray status` works there") from None
+        raise UserError(
+            f"engine.cluster.ray_address: cannot reach the Ray cluster at {address} ({reason}); "
+            f"check the dashboard address (http://HEAD:8265) and that `ray status` works there"
+        ) from None
 
 
 def _submit(client, plan: LaunchPlan, address: str, run_dir: Path, console: Console) -> None:
     from ray.job_submission import JobStatus
 
-    runtime_env = {**plan.runtime_env, "env_vars": {**plan.runtime_env["env_vars"], **_secret_env()}}
-    job_id = client.submit_job(entrypoint=plan.command(), runtime_env=runtime_env,
-                               submission_id=f"coreward-{run_dir.name}-{int(time.time())}")
-    _write_atomic(run_dir / "job.json", json.dumps({"job_id": job_id, "address": address, "mode": "ray-job",
-                                                      "submitted": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}))
+    runtime_env = {
+        **plan.runtime_env,
+        "env_vars": {**plan.runtime_env["env_vars"], **_secret_env()},
+    }
+    job_id = client.submit_job(
+        entrypoint=plan.command(),
+        runtime_env=runtime_env,
+        submission_id=f"coreward-{run_dir.name}-{int(time.time())}",
+    )
+    _write_atomic(
+        run_dir / "job.json",
+        json.dumps(
+            {
+                "job_id": job_id,
+                "address": address,
+                "mode": "ray-job",
+                "submitted": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            }
+        ),
+    )
     console.print(f"submitted Ray job {job_id} to {address} (logs follow; Ctrl-C stops the job)")
     try:
         import asyncio
@@ -157,18 +204,31 @@ def _submit(client, plan: LaunchPlan, address: str, run_dir: Path, console: Cons
         asyncio.run(tail())
     except KeyboardInterrupt:
         client.stop_job(job_id)
-        raise UserError(f"stopped Ray job {job_id}; continue later with: coreward run RECIPE --resume --out {run_dir}") from None
+        raise UserError(
+            f"stopped Ray job {job_id}; continue later with: coreward run RECIPE --resume --out {run_dir}"
+        ) from None
     status = client.get_job_status(job_id)
     if status != JobStatus.SUCCEEDED:
-        raise UserError(f"Ray job {job_id} ended {status}; its log: ray job logs {job_id} --address {address}")
+        raise UserError(
+            f"Ray job {job_id} ended {status}; its log: ray job logs {job_id} --address {address}"
+        )
 
 
 def _run_here(plan: LaunchPlan, run_dir: Path, console: Console) -> None:
     env = {**os.environ, **plan.runtime_env["env_vars"]}
     command = [sys.executable, *plan.entrypoint[1:], *plan.flags]
     child = subprocess.Popen(command, cwd=run_dir / JOB_DIR, env=env, start_new_session=True)
-    _write_atomic(run_dir / "job.json", json.dumps({"job_id": f"local-{child.pid}", "pid": child.pid, "mode": "local-head",
-                                                      "submitted": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}))
+    _write_atomic(
+        run_dir / "job.json",
+        json.dumps(
+            {
+                "job_id": f"local-{child.pid}",
+                "pid": child.pid,
+                "mode": "local-head",
+                "submitted": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            }
+        ),
+    )
     console.print(f"running on this machine (pid {child.pid}, a local Ray head; Ctrl-C stops it)")
     try:
         code = child.wait()
@@ -178,6 +238,8 @@ def _run_here(plan: LaunchPlan, run_dir: Path, console: Console) -> None:
             child.wait(timeout=60)
         except subprocess.TimeoutExpired:
             os.killpg(child.pid, signal.SIGKILL)
-        raise UserError(f"stopped; continue later with: coreward run RECIPE --resume --out {run_dir}") from None
+        raise UserError(
+            f"stopped; continue later with: coreward run RECIPE --resume --out {run_dir}"
+        ) from None
     if code != 0:
         raise UserError(f"the OpenRLHF job exited with status {code}; see its log above")

@@ -10,7 +10,9 @@ import torch
 Schedule = Literal["cosine", "linear", "constant"]
 
 
-def lr_multiplier(step: int, total: int, warmup: int, schedule: Schedule, min_ratio: float) -> float:
+def lr_multiplier(
+    step: int, total: int, warmup: int, schedule: Schedule, min_ratio: float
+) -> float:
     """Share of the peak lr for 0-based optimizer step `step` of `total`."""
     if step < warmup:
         return (step + 1) / warmup

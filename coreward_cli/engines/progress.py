@@ -5,7 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 
 
@@ -18,10 +25,18 @@ class StepProgress:
 
     def __init__(self, console: Console, total: int, done: int, eval_now: dict[str, float]) -> None:
         self.progress = Progress(
-            TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[numbers]}"),
-            TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=False,
+            TextColumn("[bold]train"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[numbers]}"),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=console,
+            transient=False,
         )
-        self.task = self.progress.add_task("train", total=total, completed=done, numbers=self._numbers(None, eval_now))
+        self.task = self.progress.add_task(
+            "train", total=total, completed=done, numbers=self._numbers(None, eval_now)
+        )
 
     @staticmethod
     def _numbers(record: dict[str, Any] | None, eval_now: dict[str, float]) -> str:
@@ -47,7 +62,10 @@ class StepProgress:
 
 
 def final_table(summary: dict[str, Any]) -> Table:
-    table = Table(title=f"{summary['method']} on {summary['model']}: {summary['steps']} steps", show_header=True)
+    table = Table(
+        title=f"{summary['method']} on {summary['model']}: {summary['steps']} steps",
+        show_header=True,
+    )
     table.add_column("")
     table.add_column("before", justify="right")
     table.add_column("after", justify="right")
@@ -56,12 +74,21 @@ def final_table(summary: dict[str, Any]) -> Table:
     for key in after:
         if key == "eval_accuracy" and len(after) == 2:
             continue  # one held-out set: its own row says it all
-        name = "held-out mean" if key == "eval_accuracy" else f"held-out {key.removeprefix('eval/')}"
+        name = (
+            "held-out mean" if key == "eval_accuracy" else f"held-out {key.removeprefix('eval/')}"
+        )
         b, a = before.get(key), after[key]
         change = "-" if b is None else f"{100 * (a - b):+.1f} pts"
         table.add_row(name + " (greedy)", _pct(b), _pct(a), change)
-    table.add_row("pseudo-label accuracy (mean / last 10%)", "", f"{_pct(summary['pseudo_label_accuracy_mean'])} / "
-                  f"{_pct(summary['pseudo_label_accuracy_last'])}", "")
-    table.add_row("time", "", f"{summary['seconds']:.1f} s ({summary['seconds_per_step']:.2f} s/step)", "")
+    table.add_row(
+        "pseudo-label accuracy (mean / last 10%)",
+        "",
+        f"{_pct(summary['pseudo_label_accuracy_mean'])} / "
+        f"{_pct(summary['pseudo_label_accuracy_last'])}",
+        "",
+    )
+    table.add_row(
+        "time", "", f"{summary['seconds']:.1f} s ({summary['seconds_per_step']:.2f} s/step)", ""
+    )
     table.add_row("final model", "", summary["final"], "")
     return table

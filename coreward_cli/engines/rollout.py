@@ -43,13 +43,20 @@ class Sequences:
         )
 
 
-def build_prompt(tokenizer: PreTrainedTokenizerBase, question: str, chat_template: bool, system_prompt: str | None) -> str:
+def build_prompt(
+    tokenizer: PreTrainedTokenizerBase,
+    question: str,
+    chat_template: bool,
+    system_prompt: str | None,
+) -> str:
     """The text the model is asked: chat-templated, or the system prompt and question as plain text."""
     if chat_template:
         if not getattr(tokenizer, "chat_template", None):
             from coreward_cli.errors import UserError
 
-            raise UserError("model.chat_template: the tokenizer has no chat template; set model.chat_template: false")
+            raise UserError(
+                "model.chat_template: the tokenizer has no chat template; set model.chat_template: false"
+            )
         messages = ([{"role": "system", "content": system_prompt}] if system_prompt else []) + [
             {"role": "user", "content": question}
         ]
@@ -68,15 +75,23 @@ def eos_ids(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> list[
     return sorted(ids)
 
 
-def tokenize_prompts(tokenizer: PreTrainedTokenizerBase, prompts: list[str], chat_template: bool) -> tuple[torch.Tensor, torch.Tensor]:
+def tokenize_prompts(
+    tokenizer: PreTrainedTokenizerBase, prompts: list[str], chat_template: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
     tokenizer.padding_side = "left"
-    enc = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=not chat_template)
+    enc = tokenizer(
+        prompts, return_tensors="pt", padding=True, add_special_tokens=not chat_template
+    )
     return enc["input_ids"], enc["attention_mask"]
 
 
 def response_mask_for(response_ids: torch.Tensor, eos: list[int]) -> torch.Tensor:
     """1 on every token up to and including the first end-of-sequence token (all, if none)."""
-    is_eos = torch.isin(response_ids, torch.tensor(eos, dtype=response_ids.dtype)) if eos else torch.zeros_like(response_ids, dtype=torch.bool)
+    is_eos = (
+        torch.isin(response_ids, torch.tensor(eos, dtype=response_ids.dtype))
+        if eos
+        else torch.zeros_like(response_ids, dtype=torch.bool)
+    )
     after_eos = (is_eos.long().cumsum(-1) - is_eos.long()) > 0  # strictly after the first eos
     return (~after_eos).long()
 
@@ -119,12 +134,26 @@ def generate(
     model.eval()
     try:
         for start in range(0, len(prompts), per_call):
-            ids, mask = tokenize_prompts(tokenizer, prompts[start : start + per_call], chat_template)
-            out = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), generation_config=config)
+            ids, mask = tokenize_prompts(
+                tokenizer, prompts[start : start + per_call], chat_template
+            )
+            out = model.generate(
+                input_ids=ids.to(device), attention_mask=mask.to(device), generation_config=config
+            )
             response = out[:, ids.shape[1] :].cpu()
             rmask = response_mask_for(response, eos)
-            texts = tokenizer.batch_decode([r[m.bool()] for r, m in zip(response, rmask)], skip_special_tokens=True)
-            parts.append(Sequences(ids.repeat_interleave(n, 0), mask.repeat_interleave(n, 0), response, rmask, texts))
+            texts = tokenizer.batch_decode(
+                [r[m.bool()] for r, m in zip(response, rmask)], skip_special_tokens=True
+            )
+            parts.append(
+                Sequences(
+                    ids.repeat_interleave(n, 0),
+                    mask.repeat_interleave(n, 0),
+                    response,
+                    rmask,
+                    texts,
+                )
+            )
     finally:
         model.train(was_training)
     return concat(parts, pad)
@@ -159,7 +188,9 @@ class TokenScores:
     self_certainty: torch.Tensor | None = None  # (B, R) KL(uniform || p)
 
 
-def score_tokens(model: PreTrainedModel, seqs: Sequences, temperature: float, with_stats: bool = False) -> TokenScores:
+def score_tokens(
+    model: PreTrainedModel, seqs: Sequences, temperature: float, with_stats: bool = False
+) -> TokenScores:
     """Log-probs of the response tokens (with grad if enabled), from logits / temperature.
 
     Dividing by the sampling temperature (as verl and OpenRLHF do) makes these the log-probs of
@@ -171,7 +202,9 @@ def score_tokens(model: PreTrainedModel, seqs: Sequences, temperature: float, wi
     mask = torch.cat([seqs.prompt_mask, seqs.response_mask], 1).to(device)
     positions = (mask.long().cumsum(-1) - 1).clamp(min=0)
     kwargs = {"logits_to_keep": r_len + 1} if _accepts_logits_to_keep(model) else {}
-    logits = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=False, **kwargs).logits
+    logits = model(
+        input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=False, **kwargs
+    ).logits
     logits = logits[:, -(r_len + 1) : -1].float()  # position t predicts token t+1
     if temperature > 0:
         logits = logits / temperature

@@ -45,7 +45,9 @@ def prepare(run_dir: Path, *, resume: bool, force: bool) -> Path | None:
     how to continue it or start over.
     """
     if resume and force:
-        raise UserError("--resume and --force contradict each other: --resume continues the run, --force starts it over")
+        raise UserError(
+            "--resume and --force contradict each other: --resume continues the run, --force starts it over"
+        )
     if run_dir.exists() and not run_dir.is_dir():
         raise UserError(f"run directory {run_dir} is a file; pass another --out DIR")
     if holds_run(run_dir):

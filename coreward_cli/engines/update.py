@@ -13,7 +13,14 @@ from dataclasses import dataclass
 
 import torch
 
-from coreward_cli.engines.loss import KlEstimator, LossAgg, ViewNorm, aggregate, kl_penalty, ppo_clip
+from coreward_cli.engines.loss import (
+    KlEstimator,
+    LossAgg,
+    ViewNorm,
+    aggregate,
+    kl_penalty,
+    ppo_clip,
+)
 from coreward_cli.engines.rollout import Sequences, score_tokens
 
 # A model that scores reference log-probs: the frozen initial model, or the policy with the teacher swapped in.
@@ -47,7 +54,9 @@ def micro_slices(n: int, size: int) -> list[tuple[int, int]]:
 
 
 @torch.no_grad()
-def reference_logprobs(scorer: Callable[[Sequences], torch.Tensor], seqs: Sequences, micro: int) -> torch.Tensor:
+def reference_logprobs(
+    scorer: Callable[[Sequences], torch.Tensor], seqs: Sequences, micro: int
+) -> torch.Tensor:
     """Reference log-probs of every response token, (B, R) on CPU, computed micro-batch by micro-batch."""
     out = torch.zeros(seqs.response_ids.shape, dtype=torch.float32)
     for start, stop in micro_slices(len(seqs), micro):
@@ -81,12 +90,19 @@ def policy_update(
             logp = scores.logprobs
             entropy_sum += float((scores.entropy * mask).sum())
             token_count += int(mask.sum())
-            pg = ppo_clip(logp, logp.detach(), vb.advantages[start:stop].to(device, logp.dtype), settings.clip_ratio)
+            pg = ppo_clip(
+                logp,
+                logp.detach(),
+                vb.advantages[start:stop].to(device, logp.dtype),
+                settings.clip_ratio,
+            )
             pg_loss = aggregate(pg, mask, settings.loss_agg, norm)
             loss = pg_loss
             if settings.kl_coef > 0 and vb.ref_logprobs is not None:
                 ref = vb.ref_logprobs[start:stop, : mask.shape[1]].to(device)
-                kl_loss = aggregate(kl_penalty(logp, ref, settings.kl_estimator), mask, settings.loss_agg, norm)
+                kl_loss = aggregate(
+                    kl_penalty(logp, ref, settings.kl_estimator), mask, settings.loss_agg, norm
+                )
                 loss = loss + settings.kl_coef * kl_loss
                 totals["kl"] += kl_loss.item() / len(views)
             (loss * view_weight).backward()
@@ -96,9 +112,16 @@ def policy_update(
     if settings.grad_clip > 0:
         grad_norm = torch.nn.utils.clip_grad_norm_(params, settings.grad_clip)
     else:
-        grad_norm = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in params if p.grad is not None]))
+        grad_norm = torch.linalg.vector_norm(
+            torch.stack([p.grad.norm() for p in params if p.grad is not None])
+        )
     lr = optimizer.param_groups[0]["lr"]
     optimizer.step()
     scheduler.step()
     optimizer.zero_grad(set_to_none=True)
-    return {**totals, "entropy": entropy_sum / max(1, token_count), "grad_norm": float(grad_norm), "lr": lr}
+    return {
+        **totals,
+        "entropy": entropy_sum / max(1, token_count),
+        "grad_norm": float(grad_norm),
+        "lr": lr,
+    }

@@ -26,7 +26,14 @@ BUILTIN_METHODS: dict[str, str] = {
     "random": "coreward_plugins.methods.random:RandomReward",
 }
 
-__all__ = ["Method", "MethodOptions", "available_methods", "get_method", "BUILTIN_METHODS", "ENTRY_POINT_GROUP"]
+__all__ = [
+    "Method",
+    "MethodOptions",
+    "available_methods",
+    "get_method",
+    "BUILTIN_METHODS",
+    "ENTRY_POINT_GROUP",
+]
 
 
 def _entry_points() -> dict[str, metadata.EntryPoint]:
@@ -55,7 +62,9 @@ def _import_path(path: str, name: str) -> object:
 
 def _checked(obj: object, name: str) -> type[Method]:
     if not (isinstance(obj, type) and issubclass(obj, Method)):
-        raise ValueError(f"method {name!r} is {obj!r}, not a subclass of coreward_plugins.methods.Method")
+        raise ValueError(
+            f"method {name!r} is {obj!r}, not a subclass of coreward_plugins.methods.Method"
+        )
     return obj
 
 
@@ -68,8 +77,12 @@ def get_method(name: str) -> type[Method]:
         try:
             loaded = entry_points[name].load()
         except (ImportError, AttributeError) as exc:
-            raise ValueError(f"method {name!r}: its entry point {entry_points[name].value!r} does not load ({exc})") from exc
+            raise ValueError(
+                f"method {name!r}: its entry point {entry_points[name].value!r} does not load ({exc})"
+            ) from exc
         return _checked(loaded, name)
     if ":" in name:
         return _checked(_import_path(name, name), name)
-    raise ValueError(f"unknown method {name!r}; available: {', '.join(available_methods())}, or module:Class")
+    raise ValueError(
+        f"unknown method {name!r}; available: {', '.join(available_methods())}, or module:Class"
+    )

@@ -14,9 +14,15 @@ class MethodOptions:
     """The recipe's `method:` section as plain data (the plugins never import the recipe)."""
 
     match: Literal["exact", "normalized", "math_verify"] = "exact"
-    extract_fallbacks: tuple[str, ...] = ()  # beyond the last \boxed{}: "gsm8k", "answer_is", "last_number"
-    tie: Literal["first", "none"] = "first"  # "first": first-counted answer wins (paper); "none": no label
-    min_votes: int = 1  # a label needs at least this many agreeing answers, else the group gets zeros
+    extract_fallbacks: tuple[
+        str, ...
+    ] = ()  # beyond the last \boxed{}: "gsm8k", "answer_is", "last_number"
+    tie: Literal["first", "none"] = (
+        "first"  # "first": first-counted answer wins (paper); "none": no label
+    )
+    min_votes: int = (
+        1  # a label needs at least this many agreeing answers, else the group gets zeros
+    )
     match_timeout_s: float = 5.0
     seed: int = 0  # for methods with randomness (the `random` control)
 
@@ -25,8 +31,12 @@ class Method(ABC):
     """A reward method. Engines ask which views to sample, then call `score` once per step."""
 
     name: ClassVar[str]
-    policy_views: ClassVar[tuple[View, ...]] = ("original",)  # views the policy samples and trains on
-    teacher_views: ClassVar[tuple[View, ...]] = ()  # views the EMA teacher samples (never trained on)
+    policy_views: ClassVar[tuple[View, ...]] = (
+        "original",
+    )  # views the policy samples and trains on
+    teacher_views: ClassVar[
+        tuple[View, ...]
+    ] = ()  # views the EMA teacher samples (never trained on)
     needs_token_stats: ClassVar[bool] = False  # engine fills Group.entropy / Group.self_certainty
     needs_teacher: ClassVar[bool] = False
 
@@ -41,5 +51,5 @@ class Method(ABC):
         """State that must survive a resume (the engine checkpoints it); most methods have none."""
         return {}
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
+    def load_state_dict(self, state: dict[str, Any]) -> None:  # noqa: B027 - optional hook
         """Restore what `state_dict` gave."""

@@ -19,5 +19,7 @@ class GroundTruth(LabelledMethod):
     def pseudo_label(self, ctx: ScoringContext, index: int) -> str | None:
         group = ctx.groups[index]
         if group.reference is None:
-            raise ValueError(f"gt: problem {group.problem_id!r} has no reference answer; gt needs one for every problem")
+            raise ValueError(
+                f"gt: problem {group.problem_id!r} has no reference answer; gt needs one for every problem"
+            )
         return group.reference

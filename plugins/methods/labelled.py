@@ -31,7 +31,9 @@ class LabelledMethod(GroupScoredMethod):
         label = self.pseudo_label(ctx, index)
         return ctx.rewards_against(index, label), label
 
-    def metrics(self, ctx: ScoringContext, rewards: list[list[float]], labels: list[str | None]) -> dict[str, float]:
+    def metrics(
+        self, ctx: ScoringContext, rewards: list[list[float]], labels: list[str | None]
+    ) -> dict[str, float]:
         """The common metrics, plus: label_rate (share of trained groups with a label),
         pseudo_label_accuracy (label equals the group's reference, over trained groups having both;
         omitted when none has), agreement_share (mean share of the voting answers that agree with the
@@ -39,7 +41,9 @@ class LabelledMethod(GroupScoredMethod):
         metrics = ctx.common_metrics(rewards)
         trained = ctx.policy_indices()
         metrics["label_rate"] = mean([1.0 if labels[i] is not None else 0.0 for i in trained])
-        judged = [i for i in trained if labels[i] is not None and ctx.groups[i].reference is not None]
+        judged = [
+            i for i in trained if labels[i] is not None and ctx.groups[i].reference is not None
+        ]
         if judged:
             hits = [ctx.matches([labels[i]], ctx.groups[i].reference)[0] for i in judged]
             metrics["pseudo_label_accuracy"] = mean([1.0 if h else 0.0 for h in hits])
@@ -65,7 +69,9 @@ class VotedMethod(LabelledMethod):
 
     def pseudo_label(self, ctx: ScoringContext, index: int) -> str | None:
         source = self._source_index(ctx, index)
-        if source is None:  # the engine sampled too little: scoring on would silently train on zeros
+        if (
+            source is None
+        ):  # the engine sampled too little: scoring on would silently train on zeros
             group = ctx.groups[index]
             view, who = self.label_source(group)
             raise ValueError(

@@ -39,7 +39,9 @@ class ScoringContext:
 
     def __post_init__(self) -> None:
         fallbacks = self.options.extract_fallbacks
-        self.answers = [[extract_answer(r, fallbacks) for r in g.responses] for g in self.batch.groups]
+        self.answers = [
+            [extract_answer(r, fallbacks) for r in g.responses] for g in self.batch.groups
+        ]
         for i, g in enumerate(self.batch.groups):
             same = self._positions.setdefault((g.problem_id, g.view, g.source), [])
             self._ranks.append(len(same))
@@ -66,7 +68,10 @@ class ScoringContext:
     def vote(self, index: int) -> Vote:
         if index not in self._votes:
             self._votes[index] = majority_vote(
-                self.answers[index], self.matcher, tie=self.options.tie, min_votes=self.options.min_votes
+                self.answers[index],
+                self.matcher,
+                tie=self.options.tie,
+                min_votes=self.options.min_votes,
             )
         return self._votes[index]
 
@@ -108,7 +113,11 @@ class ScoringContext:
         }
         with_reference = [i for i in trained if self.groups[i].reference is not None]
         if with_reference:
-            hits = [h for i in with_reference for h in self.matches(self.answers[i], self.groups[i].reference)]
+            hits = [
+                h
+                for i in with_reference
+                for h in self.matches(self.answers[i], self.groups[i].reference)
+            ]
             metrics["reference_accuracy"] = mean([1.0 if h else 0.0 for h in hits])
         return metrics
 
@@ -126,7 +135,9 @@ class GroupScoredMethod(Method):
 
     @property
     def matcher(self) -> AnswerMatcher:
-        if self._matcher is None:  # built once: a math_verify matcher keeps a worker for its time limit
+        if (
+            self._matcher is None
+        ):  # built once: a math_verify matcher keeps a worker for its time limit
             self._matcher = make_matcher(self.options)
         return self._matcher
 
@@ -134,7 +145,9 @@ class GroupScoredMethod(Method):
     def score_group(self, ctx: ScoringContext, index: int) -> tuple[list[float], str | None]:
         """Rewards of policy group `index` (one per response) and its pseudo-label (None if none)."""
 
-    def metrics(self, ctx: ScoringContext, rewards: list[list[float]], labels: list[str | None]) -> dict[str, float]:
+    def metrics(
+        self, ctx: ScoringContext, rewards: list[list[float]], labels: list[str | None]
+    ) -> dict[str, float]:
         return ctx.common_metrics(rewards)
 
     def score(self, batch: RolloutBatch) -> MethodResult:
@@ -148,7 +161,9 @@ class GroupScoredMethod(Method):
                 continue
             group_rewards, label = self.score_group(ctx, index)
             if len(group_rewards) != len(group.responses):
-                raise ValueError(f"{self.name}: {len(group_rewards)} rewards for {len(group.responses)} responses")
+                raise ValueError(
+                    f"{self.name}: {len(group_rewards)} rewards for {len(group.responses)} responses"
+                )
             rewards.append(group_rewards)
             labels.append(label)
         return MethodResult(rewards, labels, self.metrics(ctx, rewards, labels))

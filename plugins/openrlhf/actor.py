@@ -23,7 +23,10 @@ import ray
 import torch
 from openrlhf.trainer.ray.launcher import ReferenceModelActor
 from openrlhf.trainer.ray.ppo_actor import PolicyModelActor
-from openrlhf.utils.deepspeed.deepspeed_utils import offload_deepspeed_states, reload_deepspeed_states
+from openrlhf.utils.deepspeed.deepspeed_utils import (
+    offload_deepspeed_states,
+    reload_deepspeed_states,
+)
 
 from coreward_plugins.openrlhf.cli_args import csv_views
 from coreward_plugins.openrlhf.teacher import ShadowTeacher
@@ -45,8 +48,11 @@ class CorewardPolicyActor(PolicyModelActor.__ray_actor_class__):
         if args.ds.enable_sleep:
             reload_deepspeed_states(self.actor.model)
         engine = self.actor.model
-        self.teacher = ShadowTeacher(engine.module, zero_stage=args.ds.zero_stage,
-                                     release_gathered=engine.empty_partition_cache)
+        self.teacher = ShadowTeacher(
+            engine.module,
+            zero_stage=args.ds.zero_stage,
+            release_gathered=engine.empty_partition_cache,
+        )
         if args.ds.enable_sleep:
             offload_deepspeed_states(self.actor.model)
         latest = Path(args.ckpt.path) / "_actor" / "latest"
@@ -54,7 +60,9 @@ class CorewardPolicyActor(PolicyModelActor.__ray_actor_class__):
             tag = latest.read_text().strip()
             source = teacher_dir(args.ckpt.path, tag)
             if not (source / "teacher_meta.json").exists():
-                raise RuntimeError(f"resume: the policy checkpoint {tag} has no teacher at {source}")
+                raise RuntimeError(
+                    f"resume: the policy checkpoint {tag} has no teacher at {source}"
+                )
             self.teacher.load(source)
             strategy.print(f"coreward: teacher restored from {source}")
 
@@ -102,7 +110,9 @@ class CorewardPolicyActor(PolicyModelActor.__ray_actor_class__):
         if self.teacher is not None:
             args = self.strategy.args
             with self.teacher.swapped_in():
-                self.strategy.save_model(self.actor, self.tokenizer, args.ckpt.output_dir.rstrip("/") + "_teacher")
+                self.strategy.save_model(
+                    self.actor, self.tokenizer, args.ckpt.output_dir.rstrip("/") + "_teacher"
+                )
 
     # ---- per-response token statistics (entropy / self-certainty methods) ----
     def token_stats(self, sequences, action_mask, attention_mask, **unused):
@@ -113,15 +123,25 @@ class CorewardPolicyActor(PolicyModelActor.__ray_actor_class__):
         self.actor.eval()
         with torch.no_grad():
             for i in range(sequences.shape[0]):
-                act = action_mask[i:i + 1].to(device)
-                _, output = self.actor(sequences[i:i + 1].to(device), act, attention_mask[i:i + 1].to(device),
-                                       return_output=True, ring_attn_group=self.strategy.ring_attn_group)
-                logp = output["logits"][:, :-1][:, -act.shape[1]:].log_softmax(-1)
+                act = action_mask[i : i + 1].to(device)
+                _, output = self.actor(
+                    sequences[i : i + 1].to(device),
+                    act,
+                    attention_mask[i : i + 1].to(device),
+                    return_output=True,
+                    ring_attn_group=self.strategy.ring_attn_group,
+                )
+                logp = output["logits"][:, :-1][:, -act.shape[1] :].log_softmax(-1)
                 entropy = -(logp.exp() * logp).sum(-1)
                 certainty = -logp.mean(-1) - math.log(logp.shape[-1])
                 mask = act.float()
                 denom = mask.sum().clamp(min=1.0)
-                rows.append((((entropy * mask).sum() / denom).item(), ((certainty * mask).sum() / denom).item()))
+                rows.append(
+                    (
+                        ((entropy * mask).sum() / denom).item(),
+                        ((certainty * mask).sum() / denom).item(),
+                    )
+                )
                 del output, logp
         self.actor.train()
         return rows
@@ -135,7 +155,9 @@ class TeacherKLStandIn(ReferenceModelActor.__ray_actor_class__):
         self.strategy = strategy
 
     def forward(self, *args, **kwargs):
-        raise RuntimeError("coreward: the teacher KL stand-in computes nothing; the trainer routes to the policy actors")
+        raise RuntimeError(
+            "coreward: the teacher KL stand-in computes nothing; the trainer routes to the policy actors"
+        )
 
     def empty_cache(self) -> None:
         pass

@@ -13,9 +13,9 @@ from __future__ import annotations
 import argparse
 import runpy
 import sys
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from types import SimpleNamespace
-from typing import Iterator, Sequence
 from unittest import mock
 
 HOST_MODULE = "openrlhf.cli.train_ppo_ray"
@@ -24,18 +24,48 @@ HOST_MODULE = "openrlhf.cli.train_ppo_ray"
 def add_coreward_flags(parser: argparse.ArgumentParser) -> None:
     """Our flags, namespaced so OpenRLHF's `hierarchize` nests them under `args.coreward`."""
     a = parser.add_argument
-    a("--coreward.method", type=str, required=True, help="reward method name (coreward_plugins.methods)")
+    a(
+        "--coreward.method",
+        type=str,
+        required=True,
+        help="reward method name (coreward_plugins.methods)",
+    )
     a("--coreward.method_options", type=str, default="{}", help="MethodOptions as JSON")
-    a("--coreward.policy_views", type=str, default="original", help="views the policy samples, comma-separated")
-    a("--coreward.teacher_views", type=str, default="none", help="views the EMA teacher samples, or none")
+    a(
+        "--coreward.policy_views",
+        type=str,
+        default="original",
+        help="views the policy samples, comma-separated",
+    )
+    a(
+        "--coreward.teacher_views",
+        type=str,
+        default="none",
+        help="views the EMA teacher samples, or none",
+    )
     a("--coreward.problems_per_step", type=int, required=True, help="problems drawn per RL step")
     a("--coreward.max_steps", type=int, default=None, help="stop after this many RL steps")
     a("--coreward.view_loss", type=str, default="sum", choices=["sum", "mean"])
     a("--coreward.kl_target", type=str, default="initial", choices=["initial", "teacher"])
-    a("--coreward.token_stats", type=int, default=0, help="1: compute per-response entropy/self-certainty")
+    a(
+        "--coreward.token_stats",
+        type=int,
+        default=0,
+        help="1: compute per-response entropy/self-certainty",
+    )
     a("--coreward.reward_actors", type=int, default=4, help="Ray actors grading answers")
-    a("--coreward.metrics_file", type=str, default=None, help="append one JSON line of metrics per step")
-    a("--coreward.max_prompt_tokens", type=int, default=None, help="drop problems whose prompt (any view) is longer")
+    a(
+        "--coreward.metrics_file",
+        type=str,
+        default=None,
+        help="append one JSON line of metrics per step",
+    )
+    a(
+        "--coreward.max_prompt_tokens",
+        type=int,
+        default=None,
+        help="drop problems whose prompt (any view) is longer",
+    )
     a("--coreward.teacher.decay_start", type=float, default=0.99)
     a("--coreward.teacher.decay_end", type=float, default=0.99999)
     a("--coreward.teacher.schedule", type=str, default="cosine", choices=["cosine", "constant"])
@@ -63,9 +93,11 @@ def _capture_patches() -> Iterator[None]:
     def capture(args, *unused, **kw):
         raise _Captured(args)
 
-    with mock.patch.object(argparse.ArgumentParser, "parse_args", parse_with_ours), \
-            mock.patch.object(openrlhf.utils, "get_strategy", capture), \
-            mock.patch.object(ray, "is_initialized", lambda: True):
+    with (
+        mock.patch.object(argparse.ArgumentParser, "parse_args", parse_with_ours),
+        mock.patch.object(openrlhf.utils, "get_strategy", capture),
+        mock.patch.object(ray, "is_initialized", lambda: True),
+    ):
         yield
 
 
@@ -82,7 +114,9 @@ def parse_args(argv: Sequence[str]) -> SimpleNamespace:
         return captured.parsed
     finally:
         sys.argv = saved_argv
-    raise RuntimeError(f"{HOST_MODULE} finished without calling get_strategy: OpenRLHF is not 0.11.2?")
+    raise RuntimeError(
+        f"{HOST_MODULE} finished without calling get_strategy: OpenRLHF is not 0.11.2?"
+    )
 
 
 def csv_views(value: str) -> tuple[str, ...]:

@@ -19,8 +19,14 @@ from types import SimpleNamespace
 from coreward_plugins.openrlhf.cli_args import csv_views, parse_args
 from coreward_plugins.openrlhf.rows import decode_label, render
 
-FORWARDED_ENV = ("COREWARD_MATCH", "COREWARD_MATCH_TIMEOUT_S", "COREWARD_EXTRACT_FALLBACKS", "WANDB_API_KEY",
-                 "HF_TOKEN", "HF_HOME")
+FORWARDED_ENV = (
+    "COREWARD_MATCH",
+    "COREWARD_MATCH_TIMEOUT_S",
+    "COREWARD_EXTRACT_FALLBACKS",
+    "WANDB_API_KEY",
+    "HF_TOKEN",
+    "HF_HOME",
+)
 
 
 def filter_long_prompts(args: SimpleNamespace) -> tuple[int, int]:
@@ -40,9 +46,17 @@ def filter_long_prompts(args: SimpleNamespace) -> tuple[int, int]:
         label = decode_label(row["label"])
         prompts = [row["prompt"]] + ([label.rephrased] if "rephrased" in views else [])
         if any(p is None for p in prompts):
-            raise SystemExit(f"coreward: problem {label.id} has no rephrased question; the method needs one")
-        lengths = [len(tok(render(p, template, args.data.input_template), add_special_tokens=False).input_ids)
-                   for p in prompts]
+            raise SystemExit(
+                f"coreward: problem {label.id} has no rephrased question; the method needs one"
+            )
+        lengths = [
+            len(
+                tok(
+                    render(p, template, args.data.input_template), add_special_tokens=False
+                ).input_ids
+            )
+            for p in prompts
+        ]
         if max(lengths) <= limit:
             kept.append(line)
         else:
@@ -73,21 +87,33 @@ def install_coreward_classes(args: SimpleNamespace):
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     if args.train.async_enable:
-        raise SystemExit("coreward: async training is not supported (the labels must match the weights that sampled)")
+        raise SystemExit(
+            "coreward: async training is not supported (the labels must match the weights that sampled)"
+        )
     if args.logger.wandb.project and not args.logger.wandb.key and os.environ.get("WANDB_API_KEY"):
         args.logger.wandb.key = os.environ["WANDB_API_KEY"]
     kept, dropped = filter_long_prompts(args)
     if kept >= 0:
-        print(f"coreward: {kept} problems fit in {args.coreward.max_prompt_tokens} prompt tokens ({dropped} dropped)", flush=True)
+        print(
+            f"coreward: {kept} problems fit in {args.coreward.max_prompt_tokens} prompt tokens ({dropped} dropped)",
+            flush=True,
+        )
     import ray
 
     if not ray.is_initialized():
         env = {k: os.environ[k] for k in FORWARDED_ENV if k in os.environ}
-        env.update(TOKENIZERS_PARALLELISM="true", NCCL_DEBUG=os.environ.get("NCCL_DEBUG", "WARN"),
-                   RAY_ENABLE_ZERO_COPY_TORCH_TENSORS="1")
+        env.update(
+            TOKENIZERS_PARALLELISM="true",
+            NCCL_DEBUG=os.environ.get("NCCL_DEBUG", "WARN"),
+            RAY_ENABLE_ZERO_COPY_TORCH_TENSORS="1",
+        )
         # inside `ray job submit` this connects to the cluster and keeps the job's runtime env;
         # run directly, it starts a local Ray head for this process
-        ray.init(runtime_env={"env_vars": env, "working_dir": os.getcwd()} if "RAY_ADDRESS" not in os.environ else None)
+        ray.init(
+            runtime_env={"env_vars": env, "working_dir": os.getcwd()}
+            if "RAY_ADDRESS" not in os.environ
+            else None
+        )
     host = install_coreward_classes(args)
     host.train(args)
 

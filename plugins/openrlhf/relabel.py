@@ -11,8 +11,9 @@ computed in `info["coreward_reference_score"]`.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import torch
 
@@ -42,52 +43,68 @@ def group_samples(samples: Sequence[Any], n: int, source: str) -> list[SampleGro
         raise ValueError(f"{len(samples)} samples do not split into groups of n={n}")
     groups = []
     for start in range(0, len(samples), n):
-        chunk = list(samples[start:start + n])
+        chunk = list(samples[start : start + n])
         labels = [decode_label(s.labels[0]) for s in chunk]
         keys = {(lab.id, lab.view) for lab in labels}
         if len(keys) != 1:
-            raise ValueError(f"samples {start}..{start + n - 1} mix prompts {sorted(keys)}: groups must be contiguous")
+            raise ValueError(
+                f"samples {start}..{start + n - 1} mix prompts {sorted(keys)}: groups must be contiguous"
+            )
         groups.append(SampleGroup(labels[0].id, labels[0].view, source, chunk))
     return groups
 
 
-def build_batch(groups: Sequence[SampleGroup], decode: Decode,
-                token_stats: dict[int, tuple[list[float], list[float]]] | None = None) -> RolloutBatch:
+def build_batch(
+    groups: Sequence[SampleGroup],
+    decode: Decode,
+    token_stats: dict[int, tuple[list[float], list[float]]] | None = None,
+) -> RolloutBatch:
     """The method's view of the step. `token_stats[i]` = (entropy, self_certainty) of group i."""
     out = []
     for i, g in enumerate(groups):
         label = decode_label(g.samples[0].labels[0])
         stats = (token_stats or {}).get(i)
-        out.append(Group(
-            problem_id=g.problem_id,
-            view=g.view,  # type: ignore[arg-type]
-            source=g.source,  # type: ignore[arg-type]
-            prompt=g.samples[0].prompts[0],
-            responses=[decode(s) for s in g.samples],
-            reference=label.reference,
-            entropy=stats[0] if stats else None,
-            self_certainty=stats[1] if stats else None,
-        ))
+        out.append(
+            Group(
+                problem_id=g.problem_id,
+                view=g.view,  # type: ignore[arg-type]
+                source=g.source,  # type: ignore[arg-type]
+                prompt=g.samples[0].prompts[0],
+                responses=[decode(s) for s in g.samples],
+                reference=label.reference,
+                entropy=stats[0] if stats else None,
+                self_certainty=stats[1] if stats else None,
+            )
+        )
     return RolloutBatch(out)
 
 
 def write_rewards(groups: Sequence[SampleGroup], result: MethodResult) -> None:
     """Overwrite each policy sample's reward with the method's (teacher groups are left alone)."""
     if len(result.rewards) != len(groups):
-        raise ValueError(f"method returned {len(result.rewards)} reward lists for {len(groups)} groups")
+        raise ValueError(
+            f"method returned {len(result.rewards)} reward lists for {len(groups)} groups"
+        )
     for g, rewards in zip(groups, result.rewards):
         if g.source != "policy":
             continue
         if len(rewards) != len(g.samples):
-            raise ValueError(f"method returned {len(rewards)} rewards for {len(g.samples)} samples of {g.problem_id}")
+            raise ValueError(
+                f"method returned {len(rewards)} rewards for {len(g.samples)} samples of {g.problem_id}"
+            )
         for sample, r in zip(g.samples, rewards):
-            reference = sample.info.get("coreward_reference_score", sample.rewards if sample.rewards is not None else torch.zeros(1))
+            reference = sample.info.get(
+                "coreward_reference_score",
+                sample.rewards if sample.rewards is not None else torch.zeros(1),
+            )
             value = torch.tensor([float(r)], dtype=torch.float32)
             sample.rewards = value
             sample.scores = value.clone()
             sample.info["reward"] = value.clone()
             sample.info["score"] = value.clone()
-            sample.info["coreward_reference_score"] = torch.as_tensor(reference, dtype=torch.float32).reshape(1)
+            sample.info["coreward_reference_score"] = torch.as_tensor(
+                reference, dtype=torch.float32
+            ).reshape(1)
 
 
 def view_weights(samples: Sequence[Any], mode: str, loss_agg: str) -> dict[str, float]:
@@ -115,5 +132,7 @@ def view_weights(samples: Sequence[Any], mode: str, loss_agg: str) -> dict[str, 
 def scale_advantages(experiences: Sequence[Any], weights: dict[str, float]) -> None:
     """Multiply each row's advantages by its view's weight (rows of micro-batched Experiences)."""
     for exp in experiences:
-        row_w = torch.tensor([weights[decode_label(lab).view] for lab in exp.labels], dtype=exp.advantages.dtype)
+        row_w = torch.tensor(
+            [weights[decode_label(lab).view] for lab in exp.labels], dtype=exp.advantages.dtype
+        )
         exp.advantages = exp.advantages * row_w.reshape(-1, *([1] * (exp.advantages.dim() - 1)))

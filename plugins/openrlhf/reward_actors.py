@@ -37,7 +37,9 @@ def shard_by_problem(batch: RolloutBatch, shards: int) -> list[list[int]]:
     return [sorted(s) for s in out if s]
 
 
-def merge_results(batch: RolloutBatch, shards: list[list[int]], results: list[MethodResult]) -> MethodResult:
+def merge_results(
+    batch: RolloutBatch, shards: list[list[int]], results: list[MethodResult]
+) -> MethodResult:
     rewards: list[list[float]] = [[] for _ in batch.groups]
     labels: list[str | None] = [None] * len(batch.groups)
     weighted: dict[str, float] = {}
@@ -83,8 +85,10 @@ class RewardPool:
         import ray
 
         shards = shard_by_problem(batch, len(self.actors))
-        refs = [actor.score.remote(RolloutBatch([batch.groups[i] for i in indices]))
-                for actor, indices in zip(self.actors, shards)]
+        refs = [
+            actor.score.remote(RolloutBatch([batch.groups[i] for i in indices]))
+            for actor, indices in zip(self.actors, shards)
+        ]
         return merge_results(batch, shards, ray.get(refs))
 
     def state_dict(self) -> dict[str, Any]:

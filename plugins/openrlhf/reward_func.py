@@ -49,7 +49,7 @@ def _fallbacks() -> tuple[str, ...]:
 
 def response_of(query: str, prompt: str) -> str:
     """The generated part of OpenRLHF's `query` (prompt + response, decoded with special tokens)."""
-    return query[len(prompt):] if prompt and query.startswith(prompt) else query
+    return query[len(prompt) :] if prompt and query.startswith(prompt) else query
 
 
 def reference_score(query: str, prompt: str, label: Any) -> float:
@@ -65,17 +65,23 @@ def reference_score(query: str, prompt: str, label: Any) -> float:
         if answer is None:
             return 0.0
         return 1.0 if _get_matcher().equal(answer, reference) else 0.0
-    except Exception:  # noqa: BLE001 - see the module docstring: a raise here breaks the run later
+    except Exception:
         logger.exception("coreward reward_func: scoring one sample failed; it scores 0")
         return 0.0
 
 
-def reward_func(queries: list[str], prompts: list[str], labels: list[Any], **kwargs: Any) -> dict[str, Any]:
+def reward_func(
+    queries: list[str], prompts: list[str], labels: list[Any], **kwargs: Any
+) -> dict[str, Any]:
     """OpenRLHF's reward-function contract: rewards, scores and extra logs, one per sample."""
     try:
         scores = [reference_score(q, p, lab) for q, p, lab in zip(queries, prompts, labels)]
-    except Exception:  # noqa: BLE001 - mismatched inputs: still answer with zeros
+    except Exception:
         logger.exception("coreward reward_func: bad inputs; scoring 0")
         scores = [0.0] * len(queries)
     values = torch.tensor(scores, dtype=torch.float32)
-    return {"rewards": values, "scores": values.clone(), "extra_logs": {"coreward_reference_score": values.clone()}}
+    return {
+        "rewards": values,
+        "scores": values.clone(),
+        "extra_logs": {"coreward_reference_score": values.clone()},
+    }

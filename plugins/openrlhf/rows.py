@@ -10,8 +10,9 @@ controller renders itself when it samples the second view.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
-from typing import Any, Callable
+from typing import Any
 
 Prompt = str | list[dict[str, str]]
 
@@ -26,7 +27,7 @@ class Label:
     def encode(self) -> str:
         return json.dumps(asdict(self), ensure_ascii=False, separators=(",", ":"))
 
-    def as_view(self, view: str) -> "Label":
+    def as_view(self, view: str) -> Label:
         return replace(self, view=view)
 
 
@@ -35,8 +36,12 @@ def decode_label(raw: Any) -> Label:
     data = json.loads(raw) if isinstance(raw, str) else raw
     if not isinstance(data, dict) or "id" not in data:
         raise ValueError(f"not a coreward label: {str(raw)[:80]!r}")
-    return Label(id=str(data["id"]), view=data.get("view", "original"), reference=data.get("reference"),
-                 rephrased=data.get("rephrased"))
+    return Label(
+        id=str(data["id"]),
+        view=data.get("view", "original"),
+        reference=data.get("reference"),
+        rephrased=data.get("rephrased"),
+    )
 
 
 def make_prompt(question: str, system_prompt: str | None, chat_template: bool) -> Prompt:
@@ -47,19 +52,33 @@ def make_prompt(question: str, system_prompt: str | None, chat_template: bool) -
     return f"{system_prompt}\n{question}" if system_prompt else question
 
 
-def make_row(problem_id: str, question: str, rephrased: str | None, reference: str | None,
-             system_prompt: str | None, chat_template: bool) -> dict[str, Any]:
+def make_row(
+    problem_id: str,
+    question: str,
+    rephrased: str | None,
+    reference: str | None,
+    system_prompt: str | None,
+    chat_template: bool,
+) -> dict[str, Any]:
     label = Label(
         id=problem_id,
         reference=reference,
-        rephrased=make_prompt(rephrased, system_prompt, chat_template) if rephrased is not None else None,
+        rephrased=make_prompt(rephrased, system_prompt, chat_template)
+        if rephrased is not None
+        else None,
     )
     return {"prompt": make_prompt(question, system_prompt, chat_template), "label": label.encode()}
 
 
-def render(prompt: Prompt, apply_chat_template: Callable[..., str] | None, input_template: str | None = None) -> str:
+def render(
+    prompt: Prompt,
+    apply_chat_template: Callable[..., str] | None,
+    input_template: str | None = None,
+) -> str:
     """The text OpenRLHF's PromptDataset makes of a `prompt` value (its `preprocess_data`)."""
     from openrlhf.datasets.prompts_dataset import preprocess_data
 
-    text, _ = preprocess_data({"prompt": prompt}, input_template, "prompt", None, apply_chat_template)
+    text, _ = preprocess_data(
+        {"prompt": prompt}, input_template, "prompt", None, apply_chat_template
+    )
     return text

@@ -14,7 +14,8 @@ problems left, they are dropped (verl's drop_last), and the epoch ends.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import ray
 import torch
@@ -38,27 +39,40 @@ class CorewardSamplesGenerator(SamplesGenerator):
         self._iter = None
 
     @classmethod
-    def replacing(cls, base: SamplesGenerator) -> "CorewardSamplesGenerator":
-        return cls(strategy=base.strategy, prompts_dataloader=base.prompts_dataloader,
-                   eval_dataloader=base.eval_dataloader, tokenizer=base.tokenizer, vllm_engines=base.vllm_engines)
+    def replacing(cls, base: SamplesGenerator) -> CorewardSamplesGenerator:
+        return cls(
+            strategy=base.strategy,
+            prompts_dataloader=base.prompts_dataloader,
+            eval_dataloader=base.eval_dataloader,
+            tokenizer=base.tokenizer,
+            vllm_engines=base.vllm_engines,
+        )
 
     def _view_prompt(self, prompt: str, label: Any, view: str) -> str:
         if view == "original":
             return prompt
         rephrased = decode_label(label).rephrased
         if rephrased is None:
-            raise ValueError(f"problem {decode_label(label).id} has no rephrased question, which the method needs")
-        template = self.tokenizer.apply_chat_template if self.args.data.apply_chat_template else None
+            raise ValueError(
+                f"problem {decode_label(label).id} has no rephrased question, which the method needs"
+            )
+        template = (
+            self.tokenizer.apply_chat_template if self.args.data.apply_chat_template else None
+        )
         return render(rephrased, template, self.args.data.input_template)
 
-    def _sample(self, prompts: list[str], labels: list[Any], views: tuple[str, ...], **kw: Any) -> list[Any]:
+    def _sample(
+        self, prompts: list[str], labels: list[Any], views: tuple[str, ...], **kw: Any
+    ) -> list[Any]:
         """n samples for every (problem, view), groups in dispatch order."""
         out_prompts, out_labels = [], []
         for prompt, label in zip(prompts, labels):
             for view in views:
                 out_prompts.append(self._view_prompt(prompt, label, view))
                 out_labels.append(decode_label(label).as_view(view).encode())
-        refs = self._dispatch_prompts_to_vllm(out_prompts, out_labels, images=[None] * len(out_prompts), **kw)
+        refs = self._dispatch_prompts_to_vllm(
+            out_prompts, out_labels, images=[None] * len(out_prompts), **kw
+        )
         samples = []
         for responses in ray.get(refs):  # in dispatch order
             samples.extend(self._process_response_into_experience(r, **kw) for r in responses)
@@ -84,7 +98,9 @@ class CorewardSamplesGenerator(SamplesGenerator):
             if self.teacher_views:
                 if self.before_teacher is not None:
                     self.before_teacher()
-                self.last_teacher_samples = self._sample(prompts, labels, self.teacher_views, **generate_kwargs)
+                self.last_teacher_samples = self._sample(
+                    prompts, labels, self.teacher_views, **generate_kwargs
+                )
         finally:
             if self.args.vllm.enable_sleep:
                 batch_vllm_engine_call(self.vllm_engines, "sleep")

@@ -24,9 +24,9 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterator
 
 import torch
 import torch.distributed as dist
@@ -53,10 +53,17 @@ def _is_gathered(param: torch.nn.Parameter) -> bool:
 
 
 class ShadowTeacher:
-    def __init__(self, module: torch.nn.Module, zero_stage: int, use_fp32_master: bool = True,
-                 release_gathered: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self,
+        module: torch.nn.Module,
+        zero_stage: int,
+        use_fp32_master: bool = True,
+        release_gathered: Callable[[], None] | None = None,
+    ) -> None:
         if zero_stage == 3 and release_gathered is None:
-            raise ValueError("ZeRO-3 needs release_gathered (the DeepSpeed engine's empty_partition_cache)")
+            raise ValueError(
+                "ZeRO-3 needs release_gathered (the DeepSpeed engine's empty_partition_cache)"
+            )
         self.module = module
         self.release_gathered = release_gathered
         self.zero3 = zero_stage == 3
@@ -165,8 +172,13 @@ class ShadowTeacher:
                 f"this run has zero3={self.zero3} on {self.world}"
             )
         if self.holds:
-            state = torch.load(directory / f"teacher_rank{self.rank if self.zero3 else HOLDER}.pt", map_location="cpu")
+            state = torch.load(
+                directory / f"teacher_rank{self.rank if self.zero3 else HOLDER}.pt",
+                map_location="cpu",
+            )
             if set(state) != set(self.shadow):
-                raise ValueError(f"teacher checkpoint {directory}: parameter names differ from the model's")
+                raise ValueError(
+                    f"teacher checkpoint {directory}: parameter names differ from the model's"
+                )
             for name, tensor in state.items():
                 self.shadow[name].copy_(tensor)

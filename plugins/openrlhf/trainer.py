@@ -24,8 +24,14 @@ from openrlhf.trainer.ppo_trainer import PPOTrainer
 from openrlhf.trainer.ppo_utils.experience_maker import RemoteExperienceMaker
 
 from coreward_plugins.openrlhf.cli_args import csv_views
-from coreward_plugins.openrlhf.relabel import (build_batch, group_samples, response_text, scale_advantages,
-                                               view_weights, write_rewards)
+from coreward_plugins.openrlhf.relabel import (
+    build_batch,
+    group_samples,
+    response_text,
+    scale_advantages,
+    view_weights,
+    write_rewards,
+)
 from coreward_plugins.openrlhf.reward_actors import RewardPool
 from coreward_plugins.openrlhf.samples import CorewardSamplesGenerator
 from coreward_plugins.teacher import decay_at
@@ -59,10 +65,27 @@ class CorewardExperienceMaker(RemoteExperienceMaker):
 
 
 class CorewardPPOTrainer(PPOTrainer.__ray_actor_class__):
-    def __init__(self, pretrain, strategy, actor_model_group, critic_model_group, reward_model_group,
-                 reference_model_group, vllm_engines, **generate_kwargs) -> None:
-        super().__init__(pretrain, strategy, actor_model_group, critic_model_group, reward_model_group,
-                         reference_model_group, vllm_engines, **generate_kwargs)
+    def __init__(
+        self,
+        pretrain,
+        strategy,
+        actor_model_group,
+        critic_model_group,
+        reward_model_group,
+        reference_model_group,
+        vllm_engines,
+        **generate_kwargs,
+    ) -> None:
+        super().__init__(
+            pretrain,
+            strategy,
+            actor_model_group,
+            critic_model_group,
+            reward_model_group,
+            reference_model_group,
+            vllm_engines,
+            **generate_kwargs,
+        )
         args, cw = self.args, self.args.coreward
         self.policy_views = csv_views(cw.policy_views)
         self.teacher_views = csv_views(cw.teacher_views)
@@ -73,14 +96,23 @@ class CorewardPPOTrainer(PPOTrainer.__ray_actor_class__):
         if cw.max_steps is not None:
             self.rl_steps = min(self.rl_steps, cw.max_steps)
         if self.rl_steps < 1:
-            raise ValueError(f"{problems} problems make no full step of {cw.problems_per_step}: nothing to train")
+            raise ValueError(
+                f"{problems} problems make no full step of {cw.problems_per_step}: nothing to train"
+            )
         # one optimizer step per RL step (train.batch_size = the step's samples, max_epochs = 1)
         self.max_steps = self.rl_steps * args.train.max_epochs
         reference = reference_model_group
         if cw.kl_target == "teacher":
             reference = TeacherAsReference(actor_model_group)
-        self.experience_maker = CorewardExperienceMaker(actor_model_group, critic_model_group, reward_model_group,
-                                                        reference, self.kl_ctl, strategy, self.tokenizer)
+        self.experience_maker = CorewardExperienceMaker(
+            actor_model_group,
+            critic_model_group,
+            reward_model_group,
+            reference,
+            self.kl_ctl,
+            strategy,
+            self.tokenizer,
+        )
         self.experience_maker.view_weights = None
         self.rewards = RewardPool(cw.method, cw.method_options, cw.reward_actors)
         self.metrics_file = Path(cw.metrics_file) if cw.metrics_file else None
@@ -102,12 +134,14 @@ class CorewardPPOTrainer(PPOTrainer.__ray_actor_class__):
         flat = [s for g in groups for s in g.samples]
         refs = self.actor_model_group.async_run_method_batch(
             method_name="token_stats",
-            sequences=[s.sequences for s in flat], action_mask=[s.action_mask for s in flat],
-            attention_mask=[s.attention_mask for s in flat])
+            sequences=[s.sequences for s in flat],
+            action_mask=[s.action_mask for s in flat],
+            attention_mask=[s.attention_mask for s in flat],
+        )
         rows = [row for chunk in ray.get(refs) for item in chunk for row in item]
         out, k = {}, 0
         for i, g in enumerate(groups):
-            part = rows[k:k + len(g.samples)]
+            part = rows[k : k + len(g.samples)]
             k += len(g.samples)
             out[i] = ([e for e, _ in part], [c for _, c in part])
         return out
@@ -132,10 +166,19 @@ class CorewardPPOTrainer(PPOTrainer.__ray_actor_class__):
         metrics = self.relabel(rollout_samples)
         if len(self.policy_views) > 1:
             self.experience_maker.view_weights = view_weights(
-                rollout_samples, self.args.coreward.view_loss, self.args.actor.loss_agg_mode)
-            metrics.update({f"coreward/view_weight/{v}": w for v, w in self.experience_maker.view_weights.items()})
-        ray.get(self.actor_model_group.async_run_method(method_name="set_teacher_decay",
-                                                        decay=self._decay_for(step + 1)))
+                rollout_samples, self.args.coreward.view_loss, self.args.actor.loss_agg_mode
+            )
+            metrics.update(
+                {
+                    f"coreward/view_weight/{v}": w
+                    for v, w in self.experience_maker.view_weights.items()
+                }
+            )
+        ray.get(
+            self.actor_model_group.async_run_method(
+                method_name="set_teacher_decay", decay=self._decay_for(step + 1)
+            )
+        )
         status, next_step = super().train_step(rollout_samples, global_step)
         status.update(metrics)
         if self.teacher_views:
@@ -166,7 +209,9 @@ class CorewardPPOTrainer(PPOTrainer.__ray_actor_class__):
             self.samples_generator.stop = True
         super().fit(global_step)
 
-    def save_logs_and_checkpoints(self, global_step: int, logs_dict=None, client_states=None) -> None:
+    def save_logs_and_checkpoints(
+        self, global_step: int, logs_dict=None, client_states=None
+    ) -> None:
         client_states = dict(client_states or {})
         client_states["coreward_method_state"] = self.rewards.state_dict()
         super().save_logs_and_checkpoints(global_step, logs_dict, client_states)
