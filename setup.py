@@ -33,6 +33,8 @@ setup(
         "test": [
             "pytest>=8",
             "pytest-timeout",
+            "ruff==0.17.6",  # lint and format (ruff.toml); .ci/run checks both
+            "vulture==2.16",  # dead code (vulture_allowlist.py)
             "tensorboard",
             "ray[default]==2.55.0",
             "datasets",

@@ -21,8 +21,9 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from coreward_cli.benchdata import LATEX, load_benchmark
-from coreward_cli.evaluate import Grader, Record, summarize
+from coreward_cli.benchdata import load_benchmark
+from coreward_cli.evaluate import Record, summarize
+from coreward_cli.grading import LATEX, Grader
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "bench"

@@ -25,7 +25,7 @@ def time_method(
     from rich.console import Console
 
     from coreward_cli.engines.local import LocalTrainer, _seed_everything
-    from coreward_cli.recipe import load_recipe
+    from coreward_cli.resolve import load_recipe
 
     recipe = load_recipe(recipe_path, [f"method.name={method}", *sets])
     with tempfile.TemporaryDirectory() as tmp:

@@ -7,92 +7,29 @@ its public hub dataset through `datasets`. Any other json, jsonl or
 parquet file is a custom benchmark read with `question_key` / `answer_key`.
 
 Each benchmark writes its reference answers its own way (GSM8K `#### 1,234`, AIME "070",
-AMC "142.0", OlympiadBench `["$x$"]`, Minerva a `\\boxed{}` inside a worked solution).
-A `Convention` turns the stored reference into the answer a grader compares against, and
-puts a model's extracted answer into the same form, so "070" and "70" are one answer.
+AMC "142.0", OlympiadBench `["$x$"]`, Minerva a `\\boxed{}` inside a worked solution); its
+`coreward_cli.grading.Convention` reads them.
 """
 
 from __future__ import annotations
 
-import json
 import os
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from coreward_cli import rows as tables
 from coreward_cli.errors import UserError
+from coreward_cli.grading import ARITHMETIC, CONVENTIONS, LATEX, Convention
+from coreward_cli.problem import BUILTIN
 
 DATA_DIR_ENV = "COREWARD_DATA_DIR"
-ARITHMETIC = "arithmetic"  # the built-in tiny model's task (toy eval split)
-
-_THOUSANDS = re.compile(r"^[+-]?\d{1,3}(,\d{3})+(\.\d+)?$")
-_DECIMAL_ZERO = re.compile(r"^([+-]?\d+)\.0*$")
-_INTEGER = re.compile(r"^([+-]?)0*(\d+)$")
-
-
-def canonical_number(answer: str) -> str:
-    """A plain number in one spelling: "1,234" -> "1234", "142.0" -> "142", "070" -> "70".
-
-    Anything that is not a plain number comes back stripped but otherwise unchanged.
-    """
-    text = answer.strip().strip("$").strip()
-    if text.startswith("\\$"):  # a dollar sign as currency, e.g. GSM8K answers written "\$18"
-        text = text[2:].strip()
-    if _THOUSANDS.match(text):
-        text = text.replace(",", "")
-    match = _DECIMAL_ZERO.match(text)
-    if match:
-        text = match.group(1)
-    match = _INTEGER.match(text)
-    if match:
-        text = ("-" if match.group(1) == "-" else "") + match.group(2)
-    return text
 
 
 def strip_dollars(answer: str) -> str:
     """OlympiadBench wraps answers in math mode: "$\\frac{1}{2}$" -> "\\frac{1}{2}"."""
     return answer.replace("$", "").strip()
-
-
-@dataclass(frozen=True)
-class Convention:
-    """How one benchmark states answers.
-
-    `numeric`: answers are plain numbers, compared after `canonical_number` on both sides.
-    `fallbacks`: answer extraction after the last `\\boxed{}` (names understood by
-    `coreward_plugins.answers.extract_answer`: gsm8k, answer_is, last_number).
-    """
-
-    name: str
-    numeric: bool = False
-    fallbacks: tuple[str, ...] = ()
-
-    def canonical(self, answer: str | None) -> str | None:
-        if answer is None:
-            return None
-        answer = answer.strip()
-        if not answer:
-            return None
-        return canonical_number(answer) if self.numeric else answer
-
-
-CONVENTIONS: dict[str, Convention] = {
-    "math500": Convention("math500"),
-    "math_test": Convention("math_test"),
-    "minerva_math": Convention("minerva_math"),
-    "olympiadbench": Convention("olympiadbench"),
-    "gsm8k": Convention("gsm8k", numeric=True, fallbacks=("gsm8k",)),
-    "aime24": Convention("aime24", numeric=True),
-    "aime25": Convention("aime25", numeric=True),
-    "amc": Convention("amc", numeric=True),
-    "amc23": Convention("amc23", numeric=True),
-    ARITHMETIC: Convention(
-        ARITHMETIC, numeric=True
-    ),  # the toy answers in \boxed{}, like the paper's prompt asks
-}
-LATEX = Convention("latex")  # custom files: answers compared as written
 
 
 @dataclass(frozen=True)
@@ -151,7 +88,7 @@ def _plain(key: str) -> Callable[[dict[str, Any]], str | None]:
     """A field as text (`a.b` for nested fields)."""
 
     def read(row: dict[str, Any]) -> str | None:
-        value = get_field(row, key)
+        value = tables.get(row, key)
         return None if value is None else str(value)
 
     return read
@@ -208,53 +145,6 @@ def default_data_dir() -> Path | None:
     return Path(value) if value else None
 
 
-def read_rows(path: Path) -> list[dict[str, Any]]:
-    """Rows of a json array, a jsonl file or a parquet file."""
-    if not path.is_file():
-        raise UserError(
-            f"benchmark file {path} does not exist; pass an existing json, jsonl or parquet file"
-        )
-    suffix = path.suffix.lower()
-    try:
-        if suffix == ".parquet":
-            import pyarrow.parquet as pq
-
-            return pq.read_table(path).to_pylist()
-        text = path.read_text(encoding="utf-8")
-        if suffix == ".jsonl":
-            return [json.loads(line) for line in text.splitlines() if line.strip()]
-        data = json.loads(text)
-    except (ValueError, OSError) as exc:  # json and arrow errors are ValueErrors
-        raise UserError(
-            f"benchmark file {path} could not be read ({exc.__class__.__name__}: {exc}); fix or replace it"
-        ) from exc
-    if isinstance(data, dict):  # {"data": [...]} or {"test": [...]} style wrappers
-        lists = [v for v in data.values() if isinstance(v, list)]
-        data = lists[0] if len(lists) == 1 else None
-    if not isinstance(data, list):
-        raise UserError(
-            f"benchmark file {path} is not a list of records; use a json array, jsonl or parquet file"
-        )
-    return data
-
-
-def get_field(row: dict[str, Any], key: str) -> Any:
-    """`a.b` reads nested fields; a chat-message list yields its (last) user turn."""
-    value: Any = row
-    for part in key.split("."):
-        if not isinstance(value, dict) or part not in value:
-            return None
-        value = value[part]
-    if (
-        isinstance(value, list)
-        and value
-        and all(isinstance(m, dict) and "content" in m for m in value)
-    ):
-        users = [m["content"] for m in value if m.get("role") == "user"]
-        value = users[-1] if users else value[-1]["content"]
-    return value
-
-
 def _items(
     rows: list[dict[str, Any]],
     source: str,
@@ -264,7 +154,7 @@ def _items(
     convention: Convention,
     answer_key_name: str,
 ) -> list[BenchItem]:
-    if rows and get_field(rows[0], question_key) is None:
+    if rows and tables.get(rows[0], question_key) is None:
         raise UserError(
             f"{source}: no field '{question_key}' in its records (fields: {', '.join(sorted(rows[0]))}); pass --question-key"
         )
@@ -275,7 +165,7 @@ def _items(
             raise UserError(
                 f"{source}: record {i} has no reference answer in '{answer_key_name}'; pass --answer-key"
             )
-        items.append(BenchItem(i, str(get_field(row, question_key)), ref, solution(row)))
+        items.append(BenchItem(i, str(tables.get(row, question_key)), ref, solution(row)))
     return items
 
 
@@ -287,7 +177,7 @@ def load_benchmark(
 ) -> Benchmark:
     """A benchmark by name (file under data_dir, else the hub) or by path."""
     path = Path(spec)
-    if path.suffix.lower() in {".json", ".jsonl", ".parquet"} or path.is_file():
+    if tables.is_table_file(path) or path.is_file():
         return _load_custom(path, question_key or "question", answer_key or "answer")
     if spec == ARITHMETIC:
         return _load_arithmetic()
@@ -311,7 +201,7 @@ def load_benchmark(
                 f"benchmark {spec}: {folder / layout.filename} does not exist ({where});"
                 f" point --data-dir at a folder holding {layout.filename}"
             )
-        rows = read_rows(file)
+        rows = tables.read_file(file, what=f"benchmark {spec}").rows
         reference = _plain(answer_key) if answer_key else layout.reference
         return Benchmark(
             spec,
@@ -339,10 +229,10 @@ def _candidate_files(folder: Path, filename: str) -> list[Path]:
 
 
 def _load_custom(path: Path, question_key: str, answer_key: str) -> Benchmark:
-    rows = read_rows(path)
+    rows = tables.read_file(path, what="benchmark").rows
     stem = path.stem
     convention = CONVENTIONS.get(stem, LATEX)
-    if rows and get_field(rows[0], answer_key) is None:
+    if rows and tables.get(rows[0], answer_key) is None:
         raise UserError(
             f"{path}: no field '{answer_key}' in its records (fields: {', '.join(sorted(rows[0]))}); pass --answer-key"
         )
@@ -367,27 +257,8 @@ def _load_from_hub(
     hint = f"pass --data-dir DIR (or set {DATA_DIR_ENV}) with a folder holding {layout.filename}"
     if layout.hub is None:
         raise UserError(f"benchmark {name} has no hub copy coreward knows; {hint}")
-    offline = any(
-        os.environ.get(v, "0") not in {"", "0", "false"}
-        for v in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")
-    )
-    if offline:
-        raise UserError(f"benchmark {name}: no --data-dir given and the hub is offline; {hint}")
-    try:
-        import datasets
-    except ImportError as exc:
-        raise UserError(
-            f"benchmark {name}: loading from the hub needs `pip install datasets`; or {hint}"
-        ) from exc
     hub_id, config, split = layout.hub
-    try:
-        rows = datasets.load_dataset(hub_id, config, split=split).to_list()
-    except (
-        Exception
-    ) as exc:  # network, auth and missing-dataset errors all end the same way for a user
-        raise UserError(
-            f"benchmark {name}: could not load {hub_id} from the hub ({exc.__class__.__name__}); {hint}"
-        ) from exc
+    rows = tables.read_hub(hub_id, config, split, what=f"benchmark {name}", hint=hint)
     qkey = question_key or next(
         (k for k in _HUB_QUESTION_KEYS if rows and k in rows[0]), layout.question_key
     )
@@ -411,7 +282,7 @@ def _load_from_hub(
 
 
 def _load_arithmetic() -> Benchmark:
-    from coreward_cli import toy
+    from coreward_cli import toy  # torch loads only for the built-in task
 
     convention = CONVENTIONS[ARITHMETIC]
     items = []
@@ -419,4 +290,4 @@ def _load_arithmetic() -> Benchmark:
         items.append(
             BenchItem(i, problem.question, convention.canonical(str(problem.answer)) or "", None)
         )
-    return Benchmark(ARITHMETIC, toy.BUILTIN, convention, items)
+    return Benchmark(ARITHMETIC, BUILTIN, convention, items)

@@ -12,31 +12,19 @@ A training source is one of:
 
 from __future__ import annotations
 
-import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
+from coreward_cli import rows as tables
+from coreward_cli.benchdata import KNOWN_BENCHMARKS
 from coreward_cli.errors import UserError
+from coreward_cli.problem import BUILTIN, Problem
+from coreward_cli.rows import FILE_TYPES, MISSING
+from coreward_plugins.answers import extract_answer
 
 if TYPE_CHECKING:
     from coreward_cli.recipe import DataConfig, Recipe, TrainSource
-
-BUILTIN = "builtin:tiny-arith"
-FILE_TYPES = (".parquet", ".jsonl", ".json")
-
-
-@dataclass(frozen=True)
-class Problem:
-    """One training problem: its question in two views, and its reference for metrics only."""
-
-    id: str
-    question: str
-    rephrased: str | None = None
-    answer: str | None = (
-        None  # never read by label-free rewards; metrics (pseudo-label accuracy) only
-    )
 
 
 @dataclass(frozen=True)
@@ -126,7 +114,6 @@ class Resolved:
     paired: Path | None = None  # row-aligned rephrased file that comes with a published dataset
     hub: tuple[str, str | None, str] | None = None  # (id, config, split)
     layout: Layout | None = None  # None: the recipe's column keys
-    carries_rephrased: bool = False
 
 
 def _local(data_dir: str, relative: str) -> Path | None:
@@ -140,7 +127,7 @@ def _local(data_dir: str, relative: str) -> Path | None:
     return None
 
 
-def resolve(spec: str, data_dir: str | None, split: str) -> Resolved:
+def locate(spec: str, data_dir: str | None, split: str) -> Resolved:
     if spec.startswith("builtin:"):
         raise SourceError(f"unknown builtin '{spec}'; the only one is {BUILTIN}")
     if is_path_like(spec):
@@ -160,7 +147,6 @@ def resolve(spec: str, data_dir: str | None, split: str) -> Resolved:
             spec,
             hub=(spec, entry.config, split),
             layout=entry.hub,
-            carries_rephrased=entry.rephrased,
         )
     if split not in entry.files:
         raise SourceError(
@@ -179,7 +165,6 @@ def resolve(spec: str, data_dir: str | None, split: str) -> Resolved:
         path=paths[0],
         paired=paths[1] if len(paths) > 1 else None,
         layout=entry.local,
-        carries_rephrased=entry.rephrased,
     )
 
 
@@ -193,7 +178,7 @@ def source_problem(
     if spec == BUILTIN:
         return f"{BUILTIN} carries its own rephrasings; remove this field" if rephrased else None
     try:
-        resolve(spec, data_dir, split)
+        locate(spec, data_dir, split)
     except SourceError as exc:
         return str(exc)
     return None
@@ -216,8 +201,6 @@ def eval_set_problem(name: str, data_dir: str | None) -> str | None:
             if Path(name).expanduser().is_file()
             else f"file {name} does not exist (relative to {Path.cwd()}); fix the path"
         )
-    from coreward_cli.benchdata import KNOWN_BENCHMARKS
-
     if name in KNOWN_BENCHMARKS:
         return None
     return f"unknown eval set '{name}'; use one of {', '.join(KNOWN_BENCHMARKS)} or a json/jsonl/parquet file"
@@ -249,12 +232,12 @@ def load_train_problems(recipe: Recipe) -> list[Problem]:
 
 def _load_source(source: TrainSource, cfg: DataConfig, field: str) -> list[Problem]:
     if source.original == BUILTIN:
-        from coreward_cli import toy
+        from coreward_cli import toy  # torch loads only for the built-in task
 
         return toy.problems("train")
     try:
-        main = resolve(source.original, cfg.data_dir, source.split)
-        extra = resolve(source.rephrased, cfg.data_dir, source.split) if source.rephrased else None
+        main = locate(source.original, cfg.data_dir, source.split)
+        extra = locate(source.rephrased, cfg.data_dir, source.split) if source.rephrased else None
     except SourceError as exc:
         raise UserError(f"{field}: {exc}") from exc
     layout = main.layout or Layout(cfg.question_key, cfg.rephrased_key, cfg.answer_key, cfg.id_key)
@@ -294,9 +277,6 @@ def _load_source(source: TrainSource, cfg: DataConfig, field: str) -> list[Probl
     ]
 
 
-_MISSING = object()
-
-
 @dataclass
 class _Table:
     label: str
@@ -314,13 +294,14 @@ class _Table:
             if k
         ]
         if source.hub is not None:
-            rows = _hub_rows(*source.hub, recipe_field)
+            rows = tables.read_hub(*source.hub, what=recipe_field, hint=_HUB_HINT)
             label = f"{source.hub[0]} ({source.hub[2]})"
-            columns = _flatten(rows[0]) if rows else []
+            columns = tables.column_names(rows[0]) if rows else []
         else:
             assert source.path is not None
             label = str(source.path)
-            rows, columns = _file_rows(source.path, keys, recipe_field)
+            read = tables.read_file(source.path, keys, what=recipe_field)
+            rows, columns = read.rows, read.columns
         table = cls(label, rows, columns, layout, recipe_field)
         if not rows:
             raise UserError(f"{recipe_field}: {label} has no rows; use a file with problems in it")
@@ -330,7 +311,7 @@ class _Table:
             (layout.answer_key, "answer_key"),
             (layout.id_key, "id_key"),
         ):
-            if key is not None and _get(rows[0], key) is _MISSING:
+            if key is not None and tables.lookup(rows[0], key) is MISSING:
                 table.missing(key, name, 0)
         return table
 
@@ -347,8 +328,8 @@ class _Table:
         if key not in self._cache:
             values = []
             for n, row in enumerate(self.rows):
-                value = _get(row, key)
-                if value is _MISSING:
+                value = tables.lookup(row, key)
+                if value is MISSING:
                     self.missing(key, name, n)
                 values.append(value)
             self._cache[key] = values
@@ -357,7 +338,7 @@ class _Table:
     def questions(self, key: str) -> list[str]:
         out = []
         for n, value in enumerate(self.column(key, "question_key")):
-            text = _question_text(value)
+            text = tables.chat_text(value)
             if not text:
                 raise UserError(
                     f"{self.recipe_field}: row {n} of {self.label}: column '{key}' holds no question text ({str(value)[:60]!r}); fix the row or the key"
@@ -370,8 +351,6 @@ class _Table:
             return [None] * len(self.rows)
         values = [_answer_text(v) for v in self.column(self.layout.answer_key, "answer_key")]
         if self.layout.answer_in_solution:
-            from coreward_plugins.answers import extract_answer
-
             values = [extract_answer(v) if v else None for v in values]
         return values
 
@@ -379,37 +358,6 @@ class _Table:
         if self.layout.id_key is None:
             return [str(n) for n in range(len(self.rows))]
         return [str(v) for v in self.column(self.layout.id_key, "id_key")]
-
-
-def _get(row: dict[str, Any], key: str) -> Any:
-    if key in row:  # a flat column whose name contains dots
-        return row[key]
-    value: Any = row
-    for part in key.split("."):
-        if not isinstance(value, dict) or part not in value:
-            return _MISSING
-        value = value[part]
-    return value
-
-
-def _flatten(row: dict[str, Any], prefix: str = "") -> list[str]:
-    names = []
-    for key, value in row.items():
-        names.append(f"{prefix}{key}")
-        if isinstance(value, dict):
-            names.extend(_flatten(value, f"{prefix}{key}."))
-    return names
-
-
-def _question_text(value: Any) -> str | None:
-    """A question is text, or a chat message list whose (last) user turn is the question."""
-    if isinstance(value, str):
-        return value if value.strip() else None
-    if isinstance(value, list) and value and all(isinstance(m, dict) for m in value):
-        users = [m.get("content") for m in value if m.get("role") == "user"]
-        text = users[-1] if users else None
-        return text if isinstance(text, str) and text.strip() else None
-    return None
 
 
 def _answer_text(value: Any) -> str | None:
@@ -421,98 +369,4 @@ def _answer_text(value: Any) -> str | None:
     return text or None  # an empty reference is no reference (two MATH rows have one)
 
 
-def _file_rows(
-    path: Path, keys: list[str], recipe_field: str
-) -> tuple[list[dict[str, Any]], list[str]]:
-    suffix = path.suffix.lower()
-    try:
-        if suffix == ".parquet":
-            import pyarrow.parquet as pq
-
-            schema = pq.read_schema(path)
-            columns = _schema_columns(schema)
-            wanted = sorted(
-                {k if k in schema.names else k.split(".")[0] for k in keys} & set(schema.names)
-            )
-            return pq.read_table(path, columns=wanted).to_pylist(), columns
-        text = path.read_text(encoding="utf-8")
-    except (OSError, ValueError) as exc:  # arrow and decode errors are ValueErrors
-        raise UserError(
-            f"{recipe_field}: cannot read {path} ({exc.__class__.__name__}: {exc}); fix or replace the file"
-        ) from exc
-    if suffix == ".jsonl":
-        rows = []
-        for n, line in enumerate(text.splitlines(), start=1):
-            if line.strip():
-                try:
-                    rows.append(json.loads(line))
-                except ValueError as exc:
-                    raise UserError(
-                        f"{path}:{n}: not valid JSON ({exc}); fix the line ({recipe_field})"
-                    ) from exc
-    else:
-        try:
-            data = json.loads(text)
-        except ValueError as exc:
-            raise UserError(
-                f"{path}: not valid JSON ({exc}); fix the file ({recipe_field})"
-            ) from exc
-        if isinstance(data, dict):  # {"data": [...]}-style wrappers around one list
-            lists = [v for v in data.values() if isinstance(v, list)]
-            data = lists[0] if len(lists) == 1 else data
-        if not isinstance(data, list):
-            raise UserError(
-                f"{recipe_field}: {path} is not a list of records; use a json array, jsonl or parquet"
-            )
-        rows = data
-    bad = next((n for n, row in enumerate(rows) if not isinstance(row, dict)), None)
-    if bad is not None:
-        raise UserError(
-            f"{recipe_field}: record {bad} of {path} is not an object with columns; fix the file"
-        )
-    return rows, _flatten(rows[0]) if rows else []
-
-
-def _schema_columns(schema: Any) -> list[str]:
-    import pyarrow as pa
-
-    def walk(fields: Any, prefix: str) -> list[str]:
-        names = []
-        for f in fields:
-            names.append(prefix + f.name)
-            if pa.types.is_struct(f.type):
-                names.extend(walk(list(f.type), f"{prefix}{f.name}."))
-        return names
-
-    return walk(list(schema), "")
-
-
-def _hub_offline() -> bool:
-    return any(
-        os.environ.get(v, "").lower() in {"1", "true", "yes", "on"}
-        for v in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")
-    )
-
-
-def _hub_rows(
-    hub_id: str, config: str | None, split: str, recipe_field: str
-) -> list[dict[str, Any]]:
-    hint = "set data.data_dir to a local copy laid out like shared/data/train, or use a file path"
-    if _hub_offline():
-        raise UserError(
-            f"{recipe_field}: '{hub_id}' is a hub dataset and the hub is offline (HF_HUB_OFFLINE); {hint}"
-        )
-    try:
-        import datasets
-    except ImportError as exc:
-        raise UserError(
-            f"{recipe_field}: reading hub dataset '{hub_id}' needs `pip install datasets`; or {hint}"
-        ) from exc
-    try:
-        rows = datasets.load_dataset(hub_id, config, split=split)
-    except Exception as exc:  # network, auth, unknown id: all end the same way for a user
-        reason = str(exc).splitlines()[0][:200] if str(exc) else ""
-        raise UserError(
-            f"{recipe_field}: cannot load '{hub_id}' (split {split}) from the hub ({exc.__class__.__name__}: {reason}); {hint}"
-        ) from exc
-    return [dict(row) for row in rows]
+_HUB_HINT = "set data.data_dir to a local copy laid out like shared/data/train, or use a file path"

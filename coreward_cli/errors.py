@@ -1,14 +1,25 @@
-"""User-caused errors: one line naming the field, file or value and the fix; exit status 2."""
+"""The library's errors. The CLI (`main.py`) prints them as one line and exits with their status.
+
+Library code never imports click for this: a function called from a script or a test raises a
+plain exception, and only the command-line layer decides how it is shown.
+"""
 
 from __future__ import annotations
 
-import click
+
+class CorewardError(Exception):
+    """An error reported as one line (`error: ...`) with exit status `exit_code`."""
+
+    exit_code = 1
 
 
-class UserError(click.ClickException):
-    """An error the user can fix. Printed as one line, exit status 2."""
+class UserError(CorewardError):
+    """An error the user can fix: the message names the field, file or value and the fix."""
 
     exit_code = 2
 
-    def show(self, file=None) -> None:  # one line, no "Error:" noise from click's usage text
-        click.echo(f"error: {self.format_message()}", err=True, file=file)
+
+def one_line(exc: BaseException) -> str:
+    """`Type: first line of the message` (at most 200 characters), for wrapping a library's error."""
+    text = str(exc).strip().splitlines()
+    return f"{exc.__class__.__name__}: {text[0][:200]}" if text else exc.__class__.__name__

@@ -18,13 +18,17 @@ import os
 import time
 import zlib
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from math import comb
 from pathlib import Path
 from typing import Any
 
-from coreward_cli.benchdata import CONVENTIONS, LATEX, BenchItem, Benchmark, Convention
+from coreward_cli import rows as tables
+from coreward_cli.benchdata import BenchItem, Benchmark
 from coreward_cli.errors import UserError
+from coreward_cli.fileutil import write_text_atomic
+from coreward_cli.grading import CONVENTIONS, LATEX, Grader
+from coreward_cli.prompts import PromptStyle
 
 SAMPLES_FILE = "samples.jsonl"
 CONFIG_FILE = "config.json"
@@ -51,41 +55,6 @@ def ks_for(n: int) -> list[int]:
         ks.append(k)
         k *= 2
     return ks
-
-
-@dataclass
-class Grader:
-    """Extracts answers in a benchmark's convention and compares them with the matcher."""
-
-    match: str = "math_verify"
-    timeout_s: float = 5.0
-    matcher: Any = field(init=False, repr=False)
-
-    def __post_init__(self) -> None:
-        from coreward_plugins.answers import AnswerMatcher
-
-        self.matcher = AnswerMatcher(self.match, timeout_s=self.timeout_s)
-
-    def extract(self, response: str, convention: Convention) -> str | None:
-        from coreward_plugins.answers import extract_answer
-
-        return convention.canonical(extract_answer(response, fallbacks=convention.fallbacks))
-
-    def grade(
-        self, responses: Sequence[str], reference: str, convention: Convention
-    ) -> tuple[list[str | None], list[bool]]:
-        answers = [self.extract(r, convention) for r in responses]
-        verdicts: dict[str, bool] = {}  # the n answers repeat a lot: compare each distinct one once
-        for a in answers:
-            if a is not None and a not in verdicts:
-                verdicts[a] = bool(self.matcher.equal(a, reference))
-        return answers, [a is not None and verdicts[a] for a in answers]
-
-    def majority_correct(self, answers: Sequence[str | None], reference: str) -> bool:
-        from coreward_plugins.voting import majority_vote
-
-        vote = majority_vote(list(answers), self.matcher)
-        return vote.label is not None and bool(self.matcher.equal(vote.label, reference))
 
 
 @dataclass
@@ -143,13 +112,6 @@ def results_of(
 
 
 # ---------------------------------------------------------------- files
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Write beside and rename, so a reader never sees half a file."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def read_records(path: Path) -> list[Record]:
@@ -214,12 +176,14 @@ def check_config(out_dir: Path, config: dict[str, Any], write: bool = True) -> N
         return
     if write:
         out_dir.mkdir(parents=True, exist_ok=True)
-        write_atomic(path, json.dumps(config, indent=2) + "\n")
+        write_text_atomic(path, json.dumps(config, indent=2) + "\n")
 
 
 def write_reports(out_dir: Path, results: dict[str, Any]) -> None:
-    write_atomic(out_dir / RESULTS_FILE, json.dumps(results, indent=2, ensure_ascii=False) + "\n")
-    write_atomic(out_dir / REPORT_FILE, markdown_table(results))
+    write_text_atomic(
+        out_dir / RESULTS_FILE, json.dumps(results, indent=2, ensure_ascii=False) + "\n"
+    )
+    write_text_atomic(out_dir / REPORT_FILE, markdown_table(results))
 
 
 def metric_columns(results: dict[str, Any]) -> list[str]:
@@ -265,27 +229,6 @@ def rich_table(results: dict[str, Any]) -> Any:
     for i, row in enumerate(rows):
         table.add_row(*row, end_section=i == len(rows) - 2)
     return table
-
-
-# ---------------------------------------------------------------- prompts
-
-
-@dataclass(frozen=True)
-class PromptStyle:
-    system_prompt: str | None
-    chat_template: bool = True
-
-    def render(self, tokenizer: Any, question: str) -> tuple[str, bool]:
-        """The prompt text, and whether it still needs the tokenizer's special tokens."""
-        if self.chat_template and getattr(tokenizer, "chat_template", None):
-            messages = (
-                [{"role": "system", "content": self.system_prompt}] if self.system_prompt else []
-            )
-            messages.append({"role": "user", "content": question})
-            return tokenizer.apply_chat_template(
-                messages, tokenize=False, add_generation_prompt=True
-            ), False
-        return (f"{self.system_prompt}\n\n{question}" if self.system_prompt else question), True
 
 
 # ---------------------------------------------------------------- the run
@@ -371,13 +314,10 @@ def run_eval(
 def _generate_chunk(
     chunk: list[tuple[Benchmark, BenchItem]], backend: Any, request: EvalRequest, grader: Grader
 ) -> list[Record]:
-    rendered = [request.prompt.render(backend.tokenizer, item.question) for _, item in chunk]
-    add_special = rendered[0][1]
+    prompts = [request.prompt.render(backend.tokenizer, item.question) for _, item in chunk]
     first_bench, first_item = chunk[0]
     seed = batch_seed(request.sampling.seed, first_bench.name, first_item.index)
-    completions = backend.generate(
-        [text for text, _ in rendered], request.sampling, seed, add_special_tokens=add_special
-    )
+    completions = backend.generate(prompts, request.sampling, seed)
     records = []
     for (bench, item), group in zip(chunk, completions):
         texts = [c.text for c in group]
@@ -412,34 +352,32 @@ def grade_file(
     path: Path, keys: ResponseKeys, match: str, default_bench: str | None, out_dir: Path
 ) -> dict[str, Any]:
     """Grade responses made elsewhere: one question per line, no model involved."""
-    from coreward_cli.benchdata import get_field, read_rows
-
     if path.suffix.lower() not in {".jsonl", ".json", ".parquet"}:
         raise UserError(f"--responses {path}: expected a .jsonl, .json or .parquet file")
-    rows = read_rows(path)
+    rows = tables.read_file(path, what="--responses").rows
     grader = Grader(match)
     by_bench: dict[str, list[Record]] = {}
     for i, row in enumerate(rows):
-        responses = get_field(row, keys.response)
+        responses = tables.get(row, keys.response)
         if responses is None and keys.response == "responses":
-            responses = get_field(row, "response")
-        reference = get_field(row, keys.reference)
+            responses = tables.get(row, "response")
+        reference = tables.get(row, keys.reference)
         if responses is None or reference is None:
             missing = keys.response if responses is None else keys.reference
             raise UserError(
                 f"{path}:{i + 1}: no field '{missing}' (fields: {', '.join(sorted(row))}); pass --response-key/--answer-key"
             )
         responses = [responses] if isinstance(responses, str) else [str(r) for r in responses]
-        bench = str(get_field(row, keys.benchmark) or default_bench or path.stem)
+        bench = str(tables.get(row, keys.benchmark) or default_bench or path.stem)
         convention = CONVENTIONS.get(bench, CONVENTIONS.get(default_bench or "", LATEX))
         ref = convention.canonical(str(reference)) or ""
         answers, correct = grader.grade(responses, ref, convention)
-        index = get_field(row, "index")
+        index = tables.get(row, "index")
         by_bench.setdefault(bench, []).append(
             Record(
                 bench,
                 int(index) if isinstance(index, int) else i,
-                str(get_field(row, keys.question) or ""),
+                str(tables.get(row, keys.question) or ""),
                 ref,
                 responses,
                 answers,
@@ -451,7 +389,7 @@ def grade_file(
         raise UserError(f"--responses {path} holds no lines to grade")
     out_dir.mkdir(parents=True, exist_ok=True)
     lines = "".join(r.to_json() + "\n" for recs in by_bench.values() for r in recs)
-    write_atomic(out_dir / SAMPLES_FILE, lines)
+    write_text_atomic(out_dir / SAMPLES_FILE, lines)
     results = results_of(by_bench, grader, {"model": None, "responses_file": str(path)})
     write_reports(out_dir, results)
     return results

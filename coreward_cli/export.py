@@ -20,10 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-import click
 import torch
 
-from coreward_cli.errors import UserError
+from coreward_cli.errors import CorewardError, UserError, one_line
 from coreward_cli.export_card import render_card
 from coreward_cli.export_sources import ExportSource
 
@@ -38,13 +37,8 @@ PROBE_MAX_TOKENS = 48
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
 
 
-class SelfCheckFailed(click.ClickException):
+class SelfCheckFailed(CorewardError):
     """The written folder does not reproduce the source: exit 1, nothing left behind."""
-
-    exit_code = 1
-
-    def show(self, file=None) -> None:
-        click.echo(f"error: {self.format_message()}", err=True, file=file)
 
 
 @dataclass
@@ -262,7 +256,7 @@ def merge_deepspeed(root: Path, tag: str | None) -> dict[str, torch.Tensor]:
             return get_fp32_state_dict_from_zero_checkpoint(str(root), tag=tag)
     except (OSError, ValueError, KeyError, RuntimeError, AssertionError, EOFError) as e:
         raise UserError(
-            f"{root / (tag or '')}: DeepSpeed could not merge this checkpoint ({_one_line(e)})"
+            f"{root / (tag or '')}: DeepSpeed could not merge this checkpoint ({one_line(e)})"
         ) from e
 
 
@@ -281,7 +275,7 @@ def load_merged_state(
     except RuntimeError as e:
         raise UserError(
             f"{source.label}: weights do not fit the config from "
-            f"{source.config_from} ({_one_line(e)}); pass the right --base"
+            f"{source.config_from} ({one_line(e)}); pass the right --base"
         ) from e
     current = model.state_dict()
     loaded = {current[k].data_ptr() for k in state if k in current}
@@ -344,7 +338,7 @@ def verify_export(
         reloaded_tokenizer = AutoTokenizer.from_pretrained(folder)
     except Exception as e:
         raise SelfCheckFailed(
-            f"self-check failed: the written folder does not load ({_one_line(e)})"
+            f"self-check failed: the written folder does not load ({one_line(e)})"
         ) from e
     for kind in ("missing_keys", "unexpected_keys", "mismatched_keys"):
         if info.get(kind):
@@ -420,14 +414,10 @@ def _loading(where: str, what: str, load: Callable[[], Any]) -> Any:
         raise
     except Exception as e:
         raise UserError(
-            f"{where}: the {what} does not load with transformers ({_one_line(e)})"
+            f"{where}: the {what} does not load with transformers ({one_line(e)})"
         ) from e
 
 
 def _dtype_name(value: Any) -> str:
     text = str(value or "float32").replace("torch.", "")
     return {"bfloat16": "bf16", "float16": "fp16"}.get(text, "fp32")
-
-
-def _one_line(error: BaseException) -> str:
-    return " ".join(str(error).split())[:300]

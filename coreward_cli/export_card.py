@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from coreward_cli import rows as tables
+
 if TYPE_CHECKING:
     from coreward_cli.export import CheckResult
     from coreward_cli.export_sources import ExportSource
@@ -47,8 +49,8 @@ def render_card(
     chat: bool = True,
 ) -> str:
     recipe = source.recipe or {}
-    base = str(_get(recipe, "model.path") or "")
-    method = str(_get(recipe, "method.name") or "")
+    base = str(tables.get(recipe, "model.path") or "")
+    method = str(tables.get(recipe, "method.name") or "")
     title = name or (source.run_dir.name if source.run_dir else source.weights.name)
     rows = [
         ("Base model", f"`{base}`" if base else "unknown (not a coreward run directory)"),
@@ -148,7 +150,7 @@ def _front_matter(base: str, method: str) -> str:
 
 
 def _data_line(recipe: dict) -> str:
-    sources = _get(recipe, "data.train") or []
+    sources = tables.get(recipe, "data.train") or []
     parts = []
     for entry in sources if isinstance(sources, list) else []:
         if isinstance(entry, dict) and entry.get("original"):
@@ -156,17 +158,8 @@ def _data_line(recipe: dict) -> str:
             if entry.get("rephrased"):
                 part += f" (rephrased: `{entry['rephrased']}`)"
             parts.append(part)
-    limit = _get(recipe, "data.max_problems")
+    limit = tables.get(recipe, "data.max_problems")
     return ", ".join(parts) + (f", at most {limit} problems" if parts and limit else "")
-
-
-def _get(mapping: dict, dotted: str) -> Any:
-    value: Any = mapping
-    for key in dotted.split("."):
-        if not isinstance(value, dict):
-            return None
-        value = value.get(key)
-    return value
 
 
 def _same_folder(measured: Path, weights: Path) -> bool:

@@ -22,7 +22,8 @@ from pathlib import Path
 
 import yaml
 
-from coreward_cli.errors import UserError
+from coreward_cli import runlayout
+from coreward_cli.errors import UserError, one_line
 
 WEIGHT_FILES = (
     "model.safetensors",
@@ -88,7 +89,7 @@ def resolve_source(
         )
     if not path.is_dir():
         raise UserError(f"{spec}: is a file; pass a run directory or a model folder")
-    if (path / "recipe.yaml").is_file():
+    if (path / runlayout.RECIPE).is_file():
         return _from_run(path, step, teacher, base)
     if teacher:
         raise UserError(
@@ -122,13 +123,13 @@ def deepspeed_root(path: Path) -> Path | None:
 
 
 def _from_run(run: Path, step: int | None, teacher: bool, base: str | None) -> ExportSource:
-    recipe_path = run / "recipe.yaml"
+    recipe_path = run / runlayout.RECIPE
     try:
         text = recipe_path.read_text(encoding="utf-8")
         recipe = yaml.safe_load(text)
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
         raise UserError(
-            f"{recipe_path}: not readable ({_one_line(e)}); is this a complete coreward run directory?"
+            f"{recipe_path}: not readable ({one_line(e)}); is this a complete coreward run directory?"
         ) from e
     if not isinstance(recipe, dict):
         raise UserError(f"{recipe_path}: not a recipe (expected a YAML mapping)")
@@ -139,17 +140,16 @@ def _from_run(run: Path, step: int | None, teacher: bool, base: str | None) -> E
         raise UserError(
             f"{recipe_path}: engine.kind {engine!r} is unknown; export reads local and openrlhf runs"
         )
-    if not any((run / sub).exists() for sub in ("final", "final_teacher", "checkpoints")):
+    saved = (runlayout.FINAL, runlayout.FINAL_TEACHER, runlayout.CHECKPOINTS)
+    if not any((run / sub).exists() for sub in saved):
         raise UserError(
             f"{run}: no model saved yet (no final/ and no checkpoints/); wait for the first checkpoint"
         )
-    from coreward_cli.models import (
-        resolve_model,
-    )  # the one definition of the local run layout (eval uses it too)
+    from coreward_cli.models import resolve_model  # finds the model eval would load
 
     folder = Path(resolve_model(str(run), step, teacher))
-    who = "teacher" if teacher else "policy"
-    if folder.name in ("final", "final_teacher"):
+    who = runlayout.TEACHER if teacher else runlayout.POLICY
+    if folder.name in (runlayout.FINAL, runlayout.FINAL_TEACHER):
         step = _final_step(run)
         label = f"final {who} of run {run}"
     else:
@@ -164,7 +164,7 @@ def _from_openrlhf_run(
 ) -> ExportSource:
     if teacher:
         return _openrlhf_teacher(run, recipe, text, step, base)
-    final = run / "model"
+    final = run / runlayout.OPENRLHF_MODEL
     if step is None:
         if not is_hf_folder(final):
             ckpt = run / "ckpt"
@@ -228,7 +228,7 @@ def _openrlhf_teacher(
             f"{folder}: a ZeRO-3 teacher is saved in per-rank partitions, which export cannot merge; "
             "export the final teacher (drop --step)"
         )
-    final = run / "model"
+    final = run / runlayout.OPENRLHF_MODEL
     config_from = (
         base or (str(final) if is_hf_folder(final) else None) or _sibling_hf_save(run / "ckpt")
     )
@@ -337,14 +337,14 @@ def _sibling_hf_save(ckpt: Path) -> str | None:
 def _final_step(run: Path) -> int | None:
     """The last training step: summary.json if it says, else the last metrics.jsonl record with a step."""
     try:
-        summary = json.loads((run / "summary.json").read_text(encoding="utf-8"))
+        summary = json.loads((run / runlayout.SUMMARY).read_text(encoding="utf-8"))
         for key in ("steps", "step", "global_step", "final_step"):
             if isinstance(summary.get(key), int):
                 return summary[key]
     except (OSError, ValueError, AttributeError):
         pass
     try:
-        lines = (run / "metrics.jsonl").read_text(encoding="utf-8").splitlines()
+        lines = (run / runlayout.METRICS).read_text(encoding="utf-8").splitlines()
     except OSError:
         return None
     for line in reversed(lines):
@@ -366,7 +366,3 @@ def _require_hf(folder: Path) -> None:
 
 def _list(steps: list[int]) -> str:
     return ", ".join(map(str, steps)) if steps else "none"
-
-
-def _one_line(error: BaseException) -> str:
-    return " ".join(str(error).split())[:200]

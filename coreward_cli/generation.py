@@ -1,8 +1,9 @@
-"""Sampling n responses per prompt: vLLM where it is installed (GPU), transformers otherwise.
+"""Backends for `coreward eval` and `coreward rephrase`: vLLM where it is installed (GPU),
+transformers (`coreward_cli.sampling.sample`, the engine's own sampler) otherwise.
 
-Both backends take already-templated prompt strings and return, per prompt, n
-`Completion`s (decoded text without special tokens, and the number of generated tokens),
-so results do not depend on which backend made them. Temperature 0 means greedy.
+Both take `Prompt`s and return, per prompt, n `Completion`s (decoded text without special
+tokens, and the number of generated tokens), so results do not depend on which backend made
+them. Temperature 0 means greedy.
 """
 
 from __future__ import annotations
@@ -11,8 +12,9 @@ import importlib.util
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from coreward_cli.errors import UserError
+from coreward_cli.errors import UserError, one_line
 from coreward_cli.models import ModelSource, load_causal_lm, load_tokenizer, pick_device
+from coreward_cli.prompts import Prompt
 
 
 @dataclass(frozen=True)
@@ -39,14 +41,9 @@ class Backend(Protocol):
     tokenizer: Any
 
     def generate(
-        self,
-        prompts: list[str],
-        sampling: SamplingConfig,
-        seed: int,
-        add_special_tokens: bool = False,
+        self, prompts: list[Prompt], sampling: SamplingConfig, seed: int
     ) -> list[list[Completion]]:
-        """n completions per prompt. `add_special_tokens`: True for plain prompts (the tokenizer's
-        BOS etc.), False for chat-templated ones, which carry their special tokens already."""
+        """n completions per prompt, drawn from `seed`."""
         ...
 
 
@@ -76,7 +73,7 @@ def open_backend(
 
 
 class HfBackend:
-    """transformers `generate`: batched prompts with left padding, seeded sampling, CPU or GPU."""
+    """transformers: batched prompts with left padding, seeded sampling, CPU or GPU."""
 
     name = "hf"
 
@@ -84,62 +81,30 @@ class HfBackend:
         self.device = pick_device(device)
         self.tokenizer = load_tokenizer(source)
         self.model = load_causal_lm(source, self.device, dtype)
-        self._stop_ids = self._stop_token_ids()
-
-    def _stop_token_ids(self) -> set[int]:
-        ids = self.model.generation_config.eos_token_id
-        if ids is None:
-            ids = self.tokenizer.eos_token_id
-        ids = [ids] if isinstance(ids, int) else list(ids or [])
-        if self.tokenizer.eos_token_id is not None:
-            ids.append(self.tokenizer.eos_token_id)
-        return set(ids)
 
     def generate(
-        self,
-        prompts: list[str],
-        sampling: SamplingConfig,
-        seed: int,
-        add_special_tokens: bool = False,
+        self, prompts: list[Prompt], sampling: SamplingConfig, seed: int
     ) -> list[list[Completion]]:
         import torch
 
+        from coreward_cli.sampling import sample
+
         n = 1 if sampling.greedy else sampling.n  # greedy: the n samples are the same response
-        encoded = self.tokenizer(
-            prompts, return_tensors="pt", padding=True, add_special_tokens=add_special_tokens
-        ).to(self.device)
-        kwargs: dict[str, Any] = (
-            {"do_sample": False}
-            if sampling.greedy
-            else {
-                "do_sample": True,
-                "temperature": sampling.temperature,
-                "top_p": sampling.top_p,
-                "top_k": 0,
-            }
-        )
         torch.manual_seed(seed)
-        with torch.no_grad():
-            output = self.model.generate(
-                **encoded,
-                max_new_tokens=sampling.max_new_tokens,
-                num_return_sequences=n,
-                pad_token_id=self.tokenizer.pad_token_id,
-                eos_token_id=sorted(self._stop_ids) or None,
-                **kwargs,
-            )
-        new_tokens = output[:, encoded["input_ids"].shape[1] :].tolist()
-        results: list[list[Completion]] = []
-        for p in range(len(prompts)):
-            group = []
-            for tokens in new_tokens[p * n : (p + 1) * n]:
-                length = next(
-                    (i + 1 for i, t in enumerate(tokens) if t in self._stop_ids), len(tokens)
-                )
-                text = self.tokenizer.decode(tokens[:length], skip_special_tokens=True)
-                group.append(Completion(text, length))
-            results.append(group * sampling.n if n == 1 else group)
-        return results
+        seqs = sample(
+            self.model,
+            self.tokenizer,
+            prompts,
+            n=n,
+            temperature=sampling.temperature,
+            top_p=sampling.top_p,
+            max_new_tokens=sampling.max_new_tokens,
+            chunk=max(1, len(prompts)) * n,
+        )
+        lengths = seqs.response_mask.sum(-1).tolist()
+        completions = [Completion(t, int(k)) for t, k in zip(seqs.texts, lengths)]
+        groups = [completions[p * n : (p + 1) * n] for p in range(len(prompts))]
+        return [g * sampling.n for g in groups] if n == 1 else groups
 
 
 class VllmBackend:
@@ -157,17 +122,12 @@ class VllmBackend:
         try:
             self.llm = LLM(model=source.path, dtype=vllm_dtype, trust_remote_code=False)
         except Exception as exc:
-            first = (str(exc).strip().splitlines() or [""])[0][:200]
             raise UserError(
-                f"vLLM could not load {source.path} ({exc.__class__.__name__}: {first}); try --backend hf"
+                f"vLLM could not load {source.path} ({one_line(exc)}); try --backend hf"
             ) from exc
 
     def generate(
-        self,
-        prompts: list[str],
-        sampling: SamplingConfig,
-        seed: int,
-        add_special_tokens: bool = False,
+        self, prompts: list[Prompt], sampling: SamplingConfig, seed: int
     ) -> list[list[Completion]]:
         from vllm import SamplingParams
 
@@ -180,7 +140,11 @@ class VllmBackend:
         )
         # Tokenized here so both backends see the same ids (vLLM would add special tokens itself).
         token_prompts = [
-            {"prompt_token_ids": self.tokenizer(p, add_special_tokens=add_special_tokens).input_ids}
+            {
+                "prompt_token_ids": self.tokenizer(
+                    p.text, add_special_tokens=p.add_special_tokens
+                ).input_ids
+            }
             for p in prompts
         ]
         outputs = self.llm.generate(token_prompts, params, use_tqdm=False)

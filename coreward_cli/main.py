@@ -10,6 +10,8 @@ import importlib
 
 import click
 
+from coreward_cli.errors import CorewardError
+
 # verb -> (module under coreward_cli.commands, attribute, one-line help)
 VERBS: dict[str, tuple[str, str, str]] = {
     "run": ("run", "run", "Train with a recipe (local engine or OpenRLHF on Ray)."),
@@ -21,6 +23,14 @@ VERBS: dict[str, tuple[str, str, str]] = {
 
 
 class LazyGroup(click.Group):
+    def invoke(self, ctx: click.Context) -> object:
+        """The library raises `CorewardError`s; here they become one line and their exit status."""
+        try:
+            return super().invoke(ctx)
+        except CorewardError as exc:
+            click.echo(f"error: {exc}", err=True)
+            ctx.exit(exc.exit_code)
+
     def list_commands(self, ctx: click.Context) -> list[str]:
         return list(VERBS)
 

@@ -16,56 +16,34 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from coreward_cli.errors import UserError
+from coreward_cli import runlayout
+from coreward_cli.errors import UserError, one_line
+from coreward_cli.problem import BUILTIN
 
-BUILTIN = "builtin:tiny-arith"
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
-def is_run_dir(path: Path) -> bool:
-    """A coreward run directory (either engine): it holds the resolved recipe."""
-    return (path / "recipe.yaml").is_file() and any(
-        (path / sub).exists() for sub in ("final", "checkpoints", "model", "metrics.jsonl")
-    )
-
-
-def checkpoint_dir(run_dir: Path, step: int) -> Path:
-    return run_dir / "checkpoints" / f"step-{step:06d}"
-
-
-def _latest_checkpoint(run_dir: Path) -> Path | None:
-    latest = run_dir / "checkpoints" / "latest"
-    if latest.is_file():
-        name = latest.read_text(encoding="utf-8").strip()
-        if name and (run_dir / "checkpoints" / name).is_dir():
-            return run_dir / "checkpoints" / name
-    return None
-
-
 def _resolve_run_dir(run_dir: Path, step: int | None, teacher: bool) -> Path:
-    role = "teacher" if teacher else "policy"
+    role = runlayout.TEACHER if teacher else runlayout.POLICY
     if step is not None:
-        ckpt = checkpoint_dir(run_dir, step)
+        ckpt = runlayout.checkpoint_dir(run_dir, step)
         if not ckpt.is_dir():
-            have = (
-                sorted(p.name for p in (run_dir / "checkpoints").glob("step-*"))
-                if (run_dir / "checkpoints").is_dir()
-                else []
-            )
+            have = runlayout.checkpoint_names(run_dir)
             raise UserError(
                 f"run {run_dir} has no checkpoint for step {step} ({ckpt.name}); available: {', '.join(have) or 'none'}"
             )
         model = ckpt / role
     else:
-        final = run_dir / ("final_teacher" if teacher else "final")
+        final = run_dir / (runlayout.FINAL_TEACHER if teacher else runlayout.FINAL)
         if final.is_dir():
             return final
-        if not teacher and (run_dir / "model").is_dir():  # OpenRLHF engine's HF save
-            return run_dir / "model"
-        latest = _latest_checkpoint(run_dir)
+        openrlhf_save = run_dir / runlayout.OPENRLHF_MODEL
+        if not teacher and openrlhf_save.is_dir():
+            return openrlhf_save
+        latest = runlayout.latest_checkpoint(run_dir)
         if latest is None:
             raise UserError(
-                f"run {run_dir} has no {final.name}/ and no checkpoint yet; wait for a checkpoint or pass --step N"
+                f"run {run_dir} has no {final.name}/ and no complete checkpoint yet; wait for a checkpoint or pass --step N"
             )
         model = latest / role
     if not model.is_dir():
@@ -87,7 +65,7 @@ def resolve_model(spec: str, step: int | None = None, teacher: bool = False) -> 
         return str(toy.warm_start())
     path = Path(spec).expanduser()
     if path.exists():
-        if path.is_dir() and is_run_dir(path):
+        if path.is_dir() and runlayout.is_run_dir(path):
             return str(_resolve_run_dir(path, step, teacher))
         if step is not None:
             raise UserError(
@@ -163,26 +141,12 @@ def load_tokenizer(source: ModelSource) -> Any:
         Exception
     ) as exc:  # transformers raises OSError, ValueError, KeyError... for unloadable folders
         raise UserError(
-            f"tokenizer of {source.path} does not load ({_one_line(exc)}); check the model path"
+            f"tokenizer of {source.path} does not load ({one_line(exc)}); check the model path"
         ) from exc
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     tokenizer.padding_side = "left"
     return tokenizer
-
-
-def load_model_and_tokenizer(
-    spec: str,
-    device: str = "auto",
-    dtype: str = "auto",
-    step: int | None = None,
-    teacher: bool = False,
-    gguf_file: str | None = None,
-) -> tuple[Any, Any]:
-    """The causal LM (eval mode, on `device`) and its left-padding tokenizer."""
-    source = model_source(resolve_model(spec, step, teacher), gguf_file)
-    device = pick_device(device)
-    return load_causal_lm(source, device, dtype), load_tokenizer(source)
 
 
 def load_causal_lm(source: ModelSource, device: str = "auto", dtype: str = "auto") -> Any:
@@ -195,11 +159,6 @@ def load_causal_lm(source: ModelSource, device: str = "auto", dtype: str = "auto
         )
     except Exception as exc:  # OSError, ValueError, KeyError...: all mean "this does not load"
         raise UserError(
-            f"model {source.path} does not load ({_one_line(exc)}); check the path, or that it is a causal LM"
+            f"model {source.path} does not load ({one_line(exc)}); check the path, or that it is a causal LM"
         ) from exc
     return model.to(device).eval()
-
-
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{exc.__class__.__name__}: {text[0][:200]}" if text else exc.__class__.__name__

@@ -8,12 +8,9 @@ paper has one.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
-
-from coreward_cli.errors import UserError
 
 PAPER_SYSTEM_PROMPT = "Let's think step by step and output the final answer within \\boxed{}."
 
@@ -283,57 +280,7 @@ class Recipe:
     seed: int = doc(1, "Seed for sampling, initialisation and the random method.")
 
 
-# ---------------------------------------------------------------- loading and writing
-
-
-def load_recipe(
-    path: str | Path, overrides: Sequence[str] = (), warn: Callable[[str], None] | None = None
-) -> Recipe:
-    """Read, override (`a.b=value`, YAML rules) and check a recipe.
-
-    Every problem raises UserError with one line: `FILE:LINE: field: what is wrong and the fix`
-    (`--set field: ...` for an override). `warn` receives one-line warnings (default: stderr).
-    """
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError as exc:
-        raise UserError(
-            f"{path}: no such recipe file; see the shipped ones with `coreward recipe list`"
-        ) from exc
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UserError(
-            f"{path}: cannot read the recipe ({exc.__class__.__name__}: {exc})"
-        ) from exc
-    return load_recipe_text(text, str(path), overrides, warn)
-
-
-def load_recipe_text(
-    text: str, name: str, overrides: Sequence[str] = (), warn: Callable[[str], None] | None = None
-) -> Recipe:
-    """`load_recipe` on text already in memory; `name` is what error lines call the file."""
-    from coreward_cli import typed_yaml
-    from coreward_cli.recipe_checks import Where, check_recipe
-
-    root = typed_yaml.compose(text, name)
-    if root is None:
-        raise UserError(f"{name}:1: the recipe is empty; write one with `coreward recipe new`")
-    if not isinstance(root, typed_yaml.MappingNode):
-        raise typed_yaml.fail(
-            root, "", "a recipe is a mapping of sections (model:, data:, method:, ...)"
-        )
-    for item in overrides:
-        typed_yaml.apply_override(root, *typed_yaml.parse_override(item))
-    converter = typed_yaml.Converter()
-    recipe = converter.build(Recipe, root)
-    check_recipe(recipe, Where(converter, root), warn or _warn_stderr)
-    return recipe
-
-
-def _warn_stderr(message: str) -> None:
-    import click
-
-    click.echo(f"warning: {message}", err=True)
+# ---------------------------------------------------------------- writing
 
 
 def recipe_to_dict(recipe: Recipe) -> dict:
@@ -351,8 +298,3 @@ def dump_recipe(recipe: Recipe, explain: bool = False) -> str:
 def run_dir_for(recipe: Recipe, recipe_path: str | Path) -> Path:
     """The run directory: `output.dir` with `{recipe}` replaced by the recipe file's stem."""
     return Path(recipe.output.dir.replace("{recipe}", Path(recipe_path).stem)).expanduser()
-
-
-def field_help(cls: type) -> dict[str, str]:
-    """Field name -> its one-line description, for tables and `--explain`."""
-    return {f.name: f.metadata.get("help", "") for f in dataclasses.fields(cls)}

@@ -14,7 +14,6 @@ import hashlib
 import json
 import os
 import random
-import shutil
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -25,10 +24,12 @@ import torch
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from coreward_cli.data import Problem
-from coreward_plugins.answers import extract_answer
+from coreward_cli.fileutil import write_folder_atomic
+from coreward_cli.grading import ARITHMETIC, CONVENTIONS, Grader
+from coreward_cli.problem import BUILTIN, Problem
+from coreward_cli.prompts import Prompt
+from coreward_cli.sampling import sample
 
-BUILTIN = "builtin:tiny-arith"
 VERSION = 1  # bump when anything that shapes the warm start changes outside the constants below
 
 # ---------------------------------------------------------------- task
@@ -156,46 +157,28 @@ def build_model(seed: int = 0):
 # ---------------------------------------------------------------- greedy accuracy
 
 
-@torch.no_grad()
-def generate_greedy(
-    model, tokenizer, prompts: Sequence[str], max_new_tokens: int = 12, batch_size: int = 256
-) -> list[str]:
-    """Batched greedy decoding with left padding (position ids follow the attention mask)."""
-    was_training = model.training
-    model.eval()
-    tokenizer.padding_side = "left"
-    device = next(model.parameters()).device
-    out: list[str] = []
-    for start in range(0, len(prompts), batch_size):
-        enc = tokenizer(
-            list(prompts[start : start + batch_size]), return_tensors="pt", padding=True
-        ).to(device)
-        generated = model.generate(
-            **enc,
-            do_sample=False,
-            max_new_tokens=max_new_tokens,
-            pad_token_id=tokenizer.pad_token_id,
-            eos_token_id=tokenizer.eos_token_id,
-        )
-        out.extend(
-            tokenizer.batch_decode(
-                generated[:, enc["input_ids"].shape[1] :], skip_special_tokens=True
-            )
-        )
-    model.train(was_training)
-    return out
-
-
 def greedy_accuracy(
     model, tokenizer, items: Sequence[Problem], view: ViewName = "original", batch_size: int = 256
 ) -> float:
-    """Share of problems whose greedy response's last \\boxed{} answer equals the reference."""
+    """Share of problems whose greedy response is right, graded as held-out evaluation grades
+    the arithmetic benchmark (exact answers, numbers in one spelling)."""
     if not items:
         return 0.0
-    responses = generate_greedy(
-        model, tokenizer, [prompt_of(p, view) for p in items], batch_size=batch_size
+    seqs = sample(
+        model,
+        tokenizer,
+        [Prompt(prompt_of(p, view), add_special_tokens=True) for p in items],
+        n=1,
+        temperature=0.0,
+        top_p=1.0,
+        max_new_tokens=12,
+        chunk=batch_size,
     )
-    right = sum(extract_answer(r) == p.answer for r, p in zip(responses, items))
+    grader, convention = Grader("exact"), CONVENTIONS[ARITHMETIC]
+    right = sum(
+        grader.grade([text], convention.canonical(p.answer) or "", convention)[1][0]
+        for text, p in zip(seqs.texts, items)
+    )
     return right / len(items)
 
 
@@ -370,9 +353,6 @@ def warm_start(console: Console | None = None, cfg: WarmStartConfig = WarmStartC
             transient=True,
         ) as progress:
             model, tokenizer, stats = train_warm_start(cfg, progress)
-        tmp = root / f".{final.name}.tmp-{os.getpid()}"
-        shutil.rmtree(tmp, ignore_errors=True)
-        _save_quietly(model, tokenizer, tmp)
         elapsed = time.perf_counter() - started
         meta = {
             "builtin": BUILTIN,
@@ -381,10 +361,12 @@ def warm_start(console: Console | None = None, cfg: WarmStartConfig = WarmStartC
             **stats,
             "config": asdict(cfg),
         }
-        (tmp / MARKER).write_text(json.dumps(meta, indent=2) + "\n")
-        if final.exists():  # incomplete leftover of an interrupted build
-            shutil.rmtree(final)
-        os.replace(tmp, final)
+
+        def fill(folder: Path) -> None:
+            _save_quietly(model, tokenizer, folder)
+            (folder / MARKER).write_text(json.dumps(meta, indent=2) + "\n")
+
+        write_folder_atomic(final, fill)  # replaces an incomplete leftover of an interrupted build
         console.print(
             f"Warm start ready in {elapsed:.1f} s: {stats['steps']} supervised steps, "
             f"greedy accuracy {stats['dev_accuracy']:.1%} on held-out problems -> {final}"

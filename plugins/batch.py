@@ -29,12 +29,6 @@ class Group:
 class RolloutBatch:
     groups: list[Group]
 
-    def find(self, problem_id: str, view: View, source: Source) -> Group | None:
-        for g in self.groups:
-            if g.problem_id == problem_id and g.view == view and g.source == source:
-                return g
-        return None
-
 
 @dataclass
 class MethodResult:

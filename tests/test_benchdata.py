@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from coreward_cli.benchdata import CONVENTIONS, LAYOUTS, canonical_number, load_benchmark
+from coreward_cli.benchdata import LAYOUTS, load_benchmark
 from coreward_cli.errors import UserError
-from coreward_cli.evaluate import Grader
+from coreward_cli.grading import CONVENTIONS, Grader, canonical_number
 
 
 @pytest.mark.parametrize(
@@ -142,7 +142,7 @@ def test_user_errors_are_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     with pytest.raises(UserError, match="--data-dir") as err:
         load_benchmark("math500")
-    assert "\n" not in str(err.value.format_message())
+    assert "\n" not in str(err.value)
 
 
 # Where a file's worked solution does not state its final answer in the benchmark's own convention,

@@ -14,7 +14,7 @@ import pytest
 
 from coreward_cli.data import PUBLISHED, Problem, load_train_problems
 from coreward_cli.errors import UserError
-from coreward_cli.recipe import load_recipe_text
+from coreward_cli.resolve import load_recipe_text
 
 SYSTEM = "Let's think step by step and output the final answer within \\boxed{}."
 
@@ -48,7 +48,7 @@ def recipe(data_yaml: str, method: str = "co_rewarding_i", overrides: tuple[str,
 
 
 def one_line(exc: pytest.ExceptionInfo[UserError]) -> str:
-    message = exc.value.format_message()
+    message = str(exc.value)
     assert "\n" not in message
     return message
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from coreward_cli.benchdata import CONVENTIONS, LATEX
-from coreward_cli.evaluate import Grader, Record, ks_for, pass_at_k, summarize
+from coreward_cli.evaluate import Record, ks_for, pass_at_k, summarize
+from coreward_cli.grading import CONVENTIONS, LATEX, Grader
 
 
 @pytest.mark.parametrize(

@@ -24,7 +24,8 @@ from safetensors.torch import load_file, save_file
 from coreward_cli import export as export_module
 from coreward_cli import toy
 from coreward_cli.main import cli
-from coreward_cli.recipe import dump_recipe, load_recipe
+from coreward_cli.recipe import dump_recipe
+from coreward_cli.resolve import load_recipe
 
 ROOT = Path(__file__).resolve().parents[1]
 CHAT_TEMPLATE = (

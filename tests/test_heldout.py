@@ -9,7 +9,7 @@ from types import SimpleNamespace
 import pytest
 
 from coreward_cli.engines import heldout
-from coreward_cli.recipe import load_recipe
+from coreward_cli.resolve import load_recipe
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -7,16 +7,12 @@ import copy
 import pytest
 import torch
 
+from coreward_cli.engines.logprobs import score_tokens
 from coreward_cli.engines.loss import ViewNorm, aggregate, kl_penalty, ppo_clip
 from coreward_cli.engines.optim import lr_multiplier
-from coreward_cli.engines.rollout import (
-    Sequences,
-    concat,
-    generate,
-    response_mask_for,
-    score_tokens,
-)
 from coreward_cli.engines.update import UpdateSettings, ViewBatch, policy_update
+from coreward_cli.prompts import Prompt
+from coreward_cli.sampling import Sequences, concat, response_mask_for, sample
 from coreward_cli.toy import build_model, build_tokenizer
 
 torch.set_num_threads(1)
@@ -31,15 +27,14 @@ def toy():
 
 def _sample(model, tok, prompts, n=2, seed=0, **kw) -> Sequences:
     torch.manual_seed(seed)
-    return generate(
+    return sample(
         model,
         tok,
-        prompts,
+        [Prompt(p, add_special_tokens=True) for p in prompts],
         n=n,
         temperature=kw.get("temperature", 1.0),
         top_p=1.0,
         max_new_tokens=kw.get("max_new_tokens", 10),
-        chat_template=False,
     )
 
 

@@ -7,7 +7,13 @@ from pathlib import Path
 import pytest
 
 from coreward_cli.errors import UserError
-from coreward_cli.models import ModelSource, load_model_and_tokenizer, model_source, resolve_model
+from coreward_cli.models import (
+    ModelSource,
+    load_causal_lm,
+    load_tokenizer,
+    model_source,
+    resolve_model,
+)
 
 
 def make_run(
@@ -19,6 +25,7 @@ def make_run(
     for step in steps:
         ckpt = run / "checkpoints" / f"step-{step:06d}"
         (ckpt / "policy").mkdir(parents=True)
+        (ckpt / "state.json").write_text("{}")  # written last: the checkpoint is complete
         if teacher:
             (ckpt / "teacher").mkdir()
     if steps:
@@ -43,6 +50,9 @@ def test_run_dir_resolves_to_final_step_and_teacher(tmp_path: Path) -> None:
 def test_run_dir_without_final_uses_the_latest_checkpoint(tmp_path: Path) -> None:
     run = make_run(tmp_path, final=False)
     assert resolve_model(str(run)) == str(run / "checkpoints" / "step-000020" / "policy")
+    (run / "checkpoints" / "step-000020" / "state.json").unlink()  # a crash mid-write
+    with pytest.raises(UserError, match="no complete checkpoint"):
+        resolve_model(str(run))
 
 
 def test_run_dir_errors_name_what_exists(tmp_path: Path) -> None:
@@ -75,9 +85,10 @@ def test_loads_a_saved_model_and_refuses_a_broken_one(tmp_path: Path) -> None:
     folder = tmp_path / "tiny"
     toy.build_model(seed=0).save_pretrained(folder)
     toy.build_tokenizer().save_pretrained(folder)
-    model, tokenizer = load_model_and_tokenizer(str(folder), device="cpu")
+    source = model_source(resolve_model(str(folder)))
+    model, tokenizer = load_causal_lm(source, device="cpu"), load_tokenizer(source)
     assert model.config.hidden_size == toy.MODEL_CONFIG["hidden_size"]
     assert tokenizer.padding_side == "left" and tokenizer.pad_token is not None
     (folder / "config.json").write_text("{not json")
     with pytest.raises(UserError, match="does not load"):
-        load_model_and_tokenizer(str(folder), device="cpu")
+        load_causal_lm(model_source(resolve_model(str(folder))), device="cpu")

@@ -18,7 +18,7 @@ from safetensors.torch import load_file
 
 import coreward_cli.data as data
 from coreward_cli.engines import local
-from coreward_cli.recipe import load_recipe
+from coreward_cli.resolve import load_recipe
 
 torch.set_num_threads(2)
 

@@ -16,7 +16,7 @@ pytest.importorskip("openrlhf")
 pytestmark = pytest.mark.usefixtures("openrlhf_import_stubs")
 
 from coreward_cli.engines.openrlhf import build_plan  # noqa: E402
-from coreward_cli.recipe import load_recipe  # noqa: E402
+from coreward_cli.resolve import load_recipe  # noqa: E402
 from coreward_plugins.openrlhf.rows import decode_label, make_row  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -17,7 +17,7 @@ pytestmark = pytest.mark.usefixtures("openrlhf_import_stubs")
 
 from coreward_cli.engines.openrlhf import build_plan  # noqa: E402
 from coreward_cli.errors import UserError  # noqa: E402
-from coreward_cli.recipe import load_recipe  # noqa: E402
+from coreward_cli.resolve import load_recipe  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 GPU_RECIPES = sorted(ROOT.glob("recipes/qwen3b_*.yaml"))
@@ -140,12 +140,8 @@ def test_steps_with_known_problem_count(tmp_path: Path) -> None:
 
 
 def test_plan_rejects_impossible_resources(tmp_path: Path) -> None:
-    recipe = load_recipe(ROOT / "recipes/qwen3b_math.yaml")
-    recipe.engine.cluster.vllm_engines = (
-        2  # past the recipe checks: the plan guards OpenRLHF's assertion too
-    )
-    with pytest.raises(UserError, match="colocate"):
-        build_plan(recipe, tmp_path)
+    with pytest.raises(UserError, match="colocate"):  # OpenRLHF asserts it: resolve() refuses it
+        load_recipe(ROOT / "recipes/qwen3b_math.yaml", ["engine.cluster.vllm_engines=2"])
     recipe = load_recipe(ROOT / "recipes/qwen3b_math.yaml")
     recipe.engine.cluster.micro_train_batch_size = 7
     with pytest.raises(UserError, match="micro_train_batch_size"):

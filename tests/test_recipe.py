@@ -11,15 +11,8 @@ import yaml
 from click.testing import CliRunner
 
 from coreward_cli.main import cli
-from coreward_cli.recipe import (
-    Recipe,
-    TeacherConfig,
-    dump_recipe,
-    load_recipe,
-    load_recipe_text,
-    recipe_to_dict,
-    run_dir_for,
-)
+from coreward_cli.recipe import Recipe, TeacherConfig, dump_recipe, recipe_to_dict, run_dir_for
+from coreward_cli.resolve import load_recipe, load_recipe_text
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = sorted((ROOT / "recipes").glob("*.yaml"))

@@ -15,9 +15,10 @@ import torch
 from rich.console import Console
 from safetensors.torch import load_file
 
+from coreward_cli import runlayout
 from coreward_cli.engines import checkpoint as ckpt
 from coreward_cli.engines import local
-from coreward_cli.recipe import load_recipe
+from coreward_cli.resolve import load_recipe
 
 torch.set_num_threads(2)
 
@@ -104,7 +105,7 @@ def test_sigkill_mid_run_then_resume_equals_uninterrupted(tmp_path, toy_folder):
     try:
         # wait until a checkpoint exists and the run is busy with the step after it, then kill it hard
         while time.time() < deadline and proc.poll() is None:
-            latest = ckpt.latest_checkpoint(cut)
+            latest = runlayout.latest_checkpoint(cut)
             if latest is not None and latest.name == "step-000004":
                 break
             time.sleep(0.02)
@@ -142,7 +143,7 @@ def test_interrupted_then_resumed_equals_uninterrupted(
     with pytest.raises(KeyboardInterrupt):
         train(recipe, cut)
     monkeypatch.setattr(local.LocalTrainer, "step", real_step)
-    assert ckpt.latest_checkpoint(cut).name == "step-000002"
+    assert runlayout.latest_checkpoint(cut).name == "step-000002"
     train(recipe, cut, resume=True)
     assert_same_run(whole, cut)
 
@@ -167,7 +168,7 @@ def test_failed_checkpoint_write_keeps_previous_one(tmp_path, monkeypatch, toy_f
         train(recipe, out)
     monkeypatch.setattr(ckpt.torch, "save", real_save)
 
-    latest = ckpt.latest_checkpoint(out)
+    latest = runlayout.latest_checkpoint(out)
     assert latest is not None and latest.name == "step-000002"
     assert (out / "checkpoints" / "latest").read_text().strip() == "step-000002"
     assert not (out / "checkpoints" / "step-000004").exists()
@@ -178,7 +179,7 @@ def test_failed_checkpoint_write_keeps_previous_one(tmp_path, monkeypatch, toy_f
     AutoModelForCausalLM.from_pretrained(latest / "policy")
 
     train(recipe, out, resume=True)  # picks up from step 2 and clears the half-written folder
-    assert ckpt.latest_checkpoint(out).name == "step-000004"
+    assert runlayout.latest_checkpoint(out).name == "step-000004"
     assert not list((out / "checkpoints").glob(".tmp-*"))
 
 

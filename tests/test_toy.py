@@ -13,6 +13,8 @@ import pytest
 import torch
 
 from coreward_cli import toy
+from coreward_cli.prompts import Prompt
+from coreward_cli.sampling import sample
 
 TINY = replace(
     toy.WarmStartConfig(), max_steps=3, first_check=2, check_every=1, batch_size=16, threads=1
@@ -114,8 +116,12 @@ def test_batched_greedy_with_left_padding_matches_one_by_one():
     torch.manual_seed(0)
     model, tok = toy.build_model(3), toy.build_tokenizer()
     prompts = ["1+2=", "sum of 12 and 58?", "add 7 and 99:"]
-    batched = toy.generate_greedy(model, tok, prompts)
-    assert batched == [toy.generate_greedy(model, tok, [p])[0] for p in prompts]
+
+    def greedy(texts: list[str]) -> list[str]:
+        prompts = [Prompt(t, add_special_tokens=True) for t in texts]
+        return sample(model, tok, prompts, n=1, temperature=0.0, top_p=1.0, max_new_tokens=12).texts
+
+    assert greedy(prompts) == [greedy([p])[0] for p in prompts]
 
 
 def test_small_warm_start_is_deterministic():

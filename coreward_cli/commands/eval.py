@@ -7,37 +7,35 @@ from pathlib import Path
 
 import click
 
+from coreward_cli import runlayout
 from coreward_cli.errors import UserError
+from coreward_cli.problem import BUILTIN
 
 DEFAULT_BENCHES = "math500,gsm8k,amc,aime24,aime25"
 MATCH_MODES = ["exact", "normalized", "math_verify"]
 
 
 def _default_out(model: str, resolved: str, step: int | None, teacher: bool, name: str) -> Path:
-    from coreward_cli.models import BUILTIN, is_run_dir
-
     path = Path(model)
-    if path.is_dir() and is_run_dir(path):
-        sub = path / "eval"
+    if path.is_dir() and runlayout.is_run_dir(path):
+        sub = path / runlayout.EVAL
         if step is not None:
-            sub = sub / f"step-{step:06d}"
-        return sub / "teacher" if teacher else sub
+            sub = sub / runlayout.checkpoint_name(step)
+        return sub / runlayout.TEACHER if teacher else sub
     return Path("eval-out") / (BUILTIN.split(":", 1)[1] if model == BUILTIN else name)
 
 
 def _is_tiny(model: str) -> bool:
     """builtin:tiny-arith itself, or a run directory trained from it (same task, same plain prompt)."""
-    from coreward_cli.models import BUILTIN, is_run_dir
-
     if model == BUILTIN:
         return True
     path = Path(model)
-    if not (path.is_dir() and is_run_dir(path)):
+    if not (path.is_dir() and runlayout.is_run_dir(path)):
         return False
     import yaml
 
     try:
-        recipe = yaml.safe_load((path / "recipe.yaml").read_text(encoding="utf-8")) or {}
+        recipe = yaml.safe_load((path / runlayout.RECIPE).read_text(encoding="utf-8")) or {}
     except (OSError, yaml.YAMLError):
         return False
     return isinstance(recipe, dict) and (recipe.get("model") or {}).get("path") == BUILTIN

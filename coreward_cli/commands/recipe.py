@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 
 import click
 
 from coreward_cli.errors import UserError
+from coreward_cli.fileutil import write_text_atomic
 
 SET_HELP = "Override a field, e.g. --set train.lr=1e-6 or --set data.eval=[math500,gsm8k] (YAML values; repeatable)."
 
@@ -55,7 +55,7 @@ def validate(file: Path, overrides: tuple[str, ...], check_data: bool) -> None:
 
     Checks types, ranges, choices, data files and combinations of FILE with its --set overrides.
     """
-    from coreward_cli.recipe import load_recipe
+    from coreward_cli.resolve import load_recipe
 
     loaded = load_recipe(file, overrides, warn=_warn)
     line = summary(loaded)
@@ -85,7 +85,8 @@ def show(file: Path, overrides: tuple[str, ...], explain: bool, as_json: bool) -
 
     Defaults are filled in and --set overrides applied; --explain documents every field.
     """
-    from coreward_cli.recipe import dump_recipe, load_recipe, recipe_to_dict
+    from coreward_cli.recipe import dump_recipe, recipe_to_dict
+    from coreward_cli.resolve import load_recipe
 
     loaded = load_recipe(file, overrides, warn=_warn)
     if as_json:
@@ -141,28 +142,27 @@ def new(
 
     Every field is written, with its description above it, and checked before the file is written.
     """
-    from coreward_cli import data
+    from coreward_cli.problem import BUILTIN
     from coreward_cli.recipe import (
         DataConfig,
         EngineConfig,
         MethodConfig,
         ModelConfig,
         Recipe,
-        TeacherConfig,
         TrainSource,
         dump_recipe,
-        load_recipe_text,
     )
+    from coreward_cli.resolve import load_recipe_text
 
     if output.exists() and not force:
         raise UserError(f"{output} exists; pass --force to overwrite it or choose another -o")
-    builtin = model == data.BUILTIN
+    builtin = model == BUILTIN
     if data_source is None:
         if not builtin:
             raise UserError(
                 "--data: name the training questions (a file or hub dataset id), e.g. --data TMLR-Group-HF/Co-rewarding-RephrasedMATH"
             )
-        data_source = data.BUILTIN
+        data_source = BUILTIN
     made = Recipe(
         model=ModelConfig(path=model),
         data=DataConfig(
@@ -176,24 +176,19 @@ def new(
         "co_rewarding_ii",
         "co_rewarding_iii",
     ):  # the official scripts: KL 0.001 against the EMA teacher
-        made.teacher = TeacherConfig()
         made.train.kl_coef = 0.001
         made.train.kl_target = "teacher"
     command = " ".join(
         ["coreward recipe new", "--method", method, "--model", model, "--data", data_source]
         + (["--rephrased", rephrased] if rephrased else [])
     )
+    try:  # resolved before it is written: the file shows every default (the teacher of II/III too)
+        made = load_recipe_text(dump_recipe(made), str(output), warn=_warn)
+    except UserError as exc:
+        raise UserError(f"nothing written: {exc}") from exc
     text = f"# Written by `{command}`.\n# Every field is explained above it; `coreward recipe validate {output}` checks it.\n"
     text += dump_recipe(made, explain=True)
-    try:
-        load_recipe_text(text, str(output), warn=_warn)
-    except UserError as exc:
-        raise UserError(f"nothing written: {exc.format_message()}") from exc
-    output.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(dir=output.parent, prefix=f".{output.name}.", suffix=".tmp")
-    with os.fdopen(handle, "w", encoding="utf-8") as stream:
-        stream.write(text)
-    os.replace(tmp, output)
+    write_text_atomic(output, text)
     click.echo(f"wrote {output}: {summary(made)}")
 
 
@@ -233,7 +228,7 @@ def list_(as_json: bool) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from coreward_cli.recipe import load_recipe
+    from coreward_cli.resolve import load_recipe
 
     rows = []
     for folder in recipe_dirs():
@@ -244,7 +239,7 @@ def list_(as_json: bool) -> None:
             try:
                 loaded = load_recipe(path, warn=lambda message: None)
             except UserError as exc:
-                row["error"] = exc.format_message()
+                row["error"] = str(exc)
             else:
                 row.update(
                     method=loaded.method.name,

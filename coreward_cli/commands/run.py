@@ -55,7 +55,8 @@ def run(
 ) -> None:
     """Train with RECIPE (a YAML file). An existing run is never overwritten silently:
     continue it with --resume, or start over with --force."""
-    from coreward_cli.recipe import load_recipe, run_dir_for
+    from coreward_cli.recipe import run_dir_for
+    from coreward_cli.resolve import load_recipe
 
     recipe = load_recipe(recipe_path, overrides)
     run_dir = out if out is not None else run_dir_for(recipe, recipe_path)
@@ -70,7 +71,9 @@ def run(
         if dry_run:
             openrlhf.dry_run(recipe, run_dir, as_json, console)
         else:
-            openrlhf.launch(recipe, run_dir, resume, console)
+            from coreward_cli.engines.openrlhf_job import run_job
+
+            run_job(recipe, run_dir, resume, console)
         return
     if dry_run:
         _local_dry_run(recipe, run_dir, resume, force, as_json, console)
@@ -88,24 +91,31 @@ def run(
 
 
 def local_plan(recipe, run_dir: Path, resume: bool, force: bool) -> dict[str, Any]:
-    """What the local engine would do, computed without loading a model."""
+    """What the local engine would do, with the trainer's own data filter and step count (the
+    tokenizer is loaded to measure prompts; no model is)."""
+    from coreward_cli import runlayout
     from coreward_cli.data import load_train_problems
     from coreward_cli.engines import rundir
-    from coreward_cli.engines.checkpoint import latest_checkpoint
+    from coreward_cli.engines.sampler import total_steps, usable_problems
+    from coreward_cli.prompts import PromptStyle
     from coreward_plugins.methods import get_method
 
-    try:
-        method = get_method(recipe.method.name)
-    except ValueError as exc:
-        raise UserError(f"method.name: {exc}") from None
+    method = get_method(recipe.method.name)
+    views = tuple(dict.fromkeys((*method.policy_views, *method.teacher_views)))
+    tokenizer = _plan_tokenizer(recipe)
+    style = PromptStyle(recipe.model.system_prompt, recipe.model.chat_template)
+
+    def prompt_tokens(problem, view: str) -> int:
+        question = problem.question if view == "original" else problem.rephrased
+        prompt = style.render(tokenizer, question)
+        return len(tokenizer(prompt.text, add_special_tokens=prompt.add_special_tokens).input_ids)
+
     problems = load_train_problems(recipe)
-    if recipe.data.max_problems is not None:
-        problems = problems[: recipe.data.max_problems]
-    per_step = min(recipe.train.problems_per_step, len(problems))
-    steps = recipe.train.max_steps or recipe.train.epochs * (len(problems) // max(1, per_step))
+    usable = usable_problems(recipe, problems, views, prompt_tokens if tokenizer else None)
+    per_step = min(recipe.train.problems_per_step, len(usable.problems))
     n = recipe.rollout.n
-    if rundir.holds_run(run_dir):
-        ckpt = latest_checkpoint(run_dir)
+    if runlayout.holds_run(run_dir):
+        ckpt = runlayout.latest_checkpoint(run_dir)
         if resume:
             action = f"resume from {ckpt.name}" if ckpt else "start at step 1 (no checkpoint yet)"
         elif force:
@@ -123,8 +133,14 @@ def local_plan(recipe, run_dir: Path, resume: bool, force: bool) -> dict[str, An
         "method": recipe.method.name,
         "policy_views": list(method.policy_views),
         "teacher_views": list(method.teacher_views),
-        "training_problems": len(problems),
-        "steps": steps,
+        "training_problems": len(usable.problems),
+        "dropped_problems": (
+            f"{len(problems) - len(usable.problems)} ({usable.too_long} with a prompt over "
+            f"rollout.max_prompt_tokens)"
+            if tokenizer
+            else "prompt lengths not checked: the tokenizer does not load here"
+        ),
+        "steps": total_steps(recipe, len(usable.problems)),
         "samples_per_step": per_step * n * (len(method.policy_views) + len(method.teacher_views)),
         "trained_samples_per_step": per_step * n * len(method.policy_views),
         "kl": f"{recipe.train.kl_estimator} x {recipe.train.kl_coef} vs {recipe.train.kl_target}"
@@ -132,6 +148,22 @@ def local_plan(recipe, run_dir: Path, resume: bool, force: bool) -> dict[str, An
         else "off",
         "eval_sets": list(recipe.data.eval),
     }
+
+
+def _plan_tokenizer(recipe) -> Any | None:
+    """The run's tokenizer without its model (the built-in's is built in code); None if it does not
+    load here (a hub id offline)."""
+    from coreward_cli.models import load_tokenizer, model_source, resolve_model
+    from coreward_cli.problem import BUILTIN
+
+    if recipe.model.path == BUILTIN:
+        from coreward_cli import toy
+
+        return toy.build_tokenizer()
+    try:
+        return load_tokenizer(model_source(resolve_model(recipe.model.path)))
+    except UserError:
+        return None
 
 
 def _local_dry_run(

@@ -1,8 +1,7 @@
 """Atomic checkpoints of the local engine, and the RNG states that make a resumed run bit-for-bit.
 
-Layout (export and eval read it): RUN/checkpoints/step-000010/{policy/, teacher/, trainer_state.pt,
-state.json} and RUN/checkpoints/latest (text: the newest complete checkpoint's name).
-A checkpoint is written into a hidden temporary folder and renamed into place only once every
+Layout: `coreward_cli.runlayout` (checkpoints/step-N/{policy/, teacher/, trainer_state.pt,
+state.json} and checkpoints/latest). A checkpoint is written into a hidden temporary folder and renamed into place only once every
 file is there; `latest` is replaced atomically after that. A crash at any point leaves the
 previous checkpoint complete and `latest` naming it.
 """
@@ -20,20 +19,16 @@ from typing import Any
 import numpy as np
 import torch
 
-CHECKPOINTS = "checkpoints"
-LATEST = "latest"
-TRAINER_STATE = "trainer_state.pt"
-STATE_JSON = "state.json"
-
-
-def checkpoint_name(step: int) -> str:
-    return f"step-{step:06d}"
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+from coreward_cli.fileutil import write_text_atomic
+from coreward_cli.runlayout import (
+    CHECKPOINTS,
+    LATEST,
+    POLICY,
+    STATE_JSON,
+    TEACHER,
+    TRAINER_STATE,
+    checkpoint_name,
+)
 
 
 def rng_state() -> dict[str, Any]:
@@ -71,9 +66,9 @@ def save_checkpoint(
     tmp = root / f".tmp-{name}-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
-    write_policy(tmp / "policy")
+    write_policy(tmp / POLICY)
     if write_teacher is not None:
-        write_teacher(tmp / "teacher")
+        write_teacher(tmp / TEACHER)
     torch.save(trainer_state, tmp / TRAINER_STATE)
     (tmp / STATE_JSON).write_text(json.dumps(state, indent=2), encoding="utf-8")
     final = root / name
@@ -84,15 +79,6 @@ def save_checkpoint(
     os.rename(tmp, final)
     write_text_atomic(root / LATEST, name)
     return final
-
-
-def latest_checkpoint(run_dir: Path) -> Path | None:
-    """The newest complete checkpoint, or None."""
-    pointer = run_dir / CHECKPOINTS / LATEST
-    if not pointer.is_file():
-        return None
-    folder = run_dir / CHECKPOINTS / pointer.read_text(encoding="utf-8").strip()
-    return folder if (folder / STATE_JSON).is_file() else None
 
 
 def remove_partial(run_dir: Path) -> None:

@@ -5,24 +5,25 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from coreward_cli.engines.rollout import generate
+from coreward_cli.benchdata import Benchmark, load_benchmark
+from coreward_cli.grading import Grader
+from coreward_cli.prompts import PromptStyle
+from coreward_cli.recipe import Recipe
+from coreward_cli.sampling import sample
 
 
 @dataclass
 class HeldOut:
     """The held-out sets of a run, loaded once, with the grader and prompt style of the run."""
 
-    benchmarks: list  # coreward_cli.benchdata.Benchmark
-    grader: object  # coreward_cli.evaluate.Grader
-    prompt_style: object  # coreward_cli.evaluate.PromptStyle
+    benchmarks: list[Benchmark]
+    grader: Grader
+    prompt_style: PromptStyle
     limit: int | None
     max_new_tokens: int
 
     @classmethod
-    def from_recipe(cls, recipe) -> HeldOut:
-        from coreward_cli.benchdata import load_benchmark
-        from coreward_cli.evaluate import Grader, PromptStyle
-
+    def from_recipe(cls, recipe: Recipe) -> HeldOut:
         sets = [load_benchmark(spec, data_dir=recipe.data.data_dir) for spec in recipe.data.eval]
         return cls(
             sets,
@@ -37,23 +38,23 @@ class HeldOut:
         results: dict[str, float] = {}
         for bench in self.benchmarks:
             items = bench.items if self.limit is None else bench.items[: self.limit]
-            rendered = [self.prompt_style.render(tokenizer, item.question) for item in items]
-            chat = bool(rendered) and not rendered[0][1]
-            seqs = generate(
+            if not items:
+                results[f"eval/{bench.name}"] = 0.0
+                continue
+            seqs = sample(
                 model,
                 tokenizer,
-                [text for text, _ in rendered],
+                [self.prompt_style.render(tokenizer, item.question) for item in items],
                 n=1,
                 temperature=0.0,
                 top_p=1.0,
                 max_new_tokens=self.max_new_tokens,
-                chat_template=chat,
             )
             right = sum(
                 self.grader.grade([text], item.reference, bench.convention)[1][0]
                 for text, item in zip(seqs.texts, items)
             )
-            results[f"eval/{bench.name}"] = right / max(1, len(items))
+            results[f"eval/{bench.name}"] = right / len(items)
         if results:
             results["eval_accuracy"] = sum(results.values()) / len(results)
         return results

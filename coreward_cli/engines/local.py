@@ -12,24 +12,25 @@ from __future__ import annotations
 
 import random
 import time
-from contextlib import nullcontext
-from dataclasses import dataclass, field
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from rich.console import Console
+from transformers.utils import logging as hf_logging
 
-from coreward_cli.data import Problem
+from coreward_cli import runlayout
+from coreward_cli.data import load_train_problems
 from coreward_cli.engines import rundir
 from coreward_cli.engines.checkpoint import load_checkpoint, restore_rng, rng_state, save_checkpoint
 from coreward_cli.engines.heldout import HeldOut
+from coreward_cli.engines.logprobs import masked_row_mean, score_tokens
 from coreward_cli.engines.optim import build_optimizer
 from coreward_cli.engines.progress import StepProgress, final_table
-from coreward_cli.engines.rollout import Sequences, generate, masked_row_mean, score_tokens
-from coreward_cli.engines.sampler import ProblemSampler
-from coreward_cli.engines.tracking import MetricsLog
+from coreward_cli.engines.sampler import ProblemSampler, total_steps, usable_problems
+from coreward_cli.engines.tracking import MetricsLog, read_metrics
 from coreward_cli.engines.update import (
     UpdateSettings,
     ViewBatch,
@@ -38,41 +39,56 @@ from coreward_cli.engines.update import (
     reference_logprobs,
 )
 from coreward_cli.errors import UserError
-from coreward_cli.recipe import Recipe, TeacherConfig
+from coreward_cli.fileutil import write_folder_atomic, write_json_atomic, write_text_atomic
+from coreward_cli.models import load_causal_lm, load_tokenizer, model_source, resolve_model
+from coreward_cli.problem import Problem
+from coreward_cli.prompts import Prompt, PromptStyle
+from coreward_cli.recipe import Recipe, dump_recipe, recipe_to_dict
+from coreward_cli.resolve import load_recipe
+from coreward_cli.sampling import Sequences, sample
+from coreward_plugins.advantages import group_advantages
+from coreward_plugins.batch import Group, MethodResult, RolloutBatch
+from coreward_plugins.methods import MethodOptions, get_method
+from coreward_plugins.teacher import EmaTeacher, decay_at
 
-TIMING_KEYS = ("step_seconds", "generate_seconds", "reward_seconds", "train_seconds")
-
-
-@dataclass
-class StepRollouts:
-    groups: list  # coreward_plugins.batch.Group, policy groups first then teacher groups
-    policy: dict[str, Sequences] = field(
-        default_factory=dict
-    )  # view -> sequences (problem-major, n per problem)
+# What the engine measures itself; a method reporting a metric of the same name is a bug in it.
+ENGINE_METRICS = (
+    "step",
+    "response_length",
+    "entropy",
+    "kl",
+    "pg_loss",
+    "grad_norm",
+    "lr",
+    "teacher_decay",
+    "step_seconds",
+    "generate_seconds",
+    "reward_seconds",
+    "train_seconds",
+)
+# Label statistics every run's metrics carry (None where a method has no labels).
+LABEL_METRICS = (
+    "pseudo_label_accuracy",
+    "agreement_share",
+    "no_answer_share",
+    "clusters_per_group",
+)
 
 
 class LocalTrainer:
-    """Everything one run holds; `train()` below drives it."""
+    """Everything one run holds; `train()` below drives it. The recipe is resolved: read only."""
 
     def __init__(
         self, recipe: Recipe, run_dir: Path, console: Console, checkpoint: Path | None
     ) -> None:
-        from transformers.utils import logging as hf_logging
-
-        from coreward_plugins.methods import MethodOptions, get_method
-
         hf_logging.disable_progress_bar()  # per-load and per-save bars would drown the step bar
         self.recipe, self.run_dir, self.console = recipe, run_dir, console
         if recipe.engine.threads:
             torch.set_num_threads(recipe.engine.threads)
         self.device = _device(recipe.engine.device)
         self.compute_dtype = _compute_dtype(recipe.model.dtype, self.device)
-        try:
-            method_cls = get_method(recipe.method.name)
-        except ValueError as exc:
-            raise UserError(f"method.name: {exc}") from None
-        m = recipe.method
-        self.method = method_cls(
+        m, t = recipe.method, recipe.train
+        self.method = get_method(m.name)(
             MethodOptions(
                 m.match,
                 tuple(m.extract_fallbacks),
@@ -82,39 +98,31 @@ class LocalTrainer:
                 recipe.seed,
             )
         )
-        t = recipe.train
-        if t.kl_coef > 0 and t.kl_target == "teacher" and not self.method.needs_teacher:
-            raise UserError(
-                f"train.kl_target: teacher needs a method with a teacher (co_rewarding_ii/iii), not {m.name}; use initial"
-            )
-        self.teacher_cfg = recipe.teacher or TeacherConfig()
-
-        from coreward_cli.models import load_tokenizer, model_source, resolve_model
-
         self.base_path = resolve_model(recipe.model.path)
         self.tokenizer = load_tokenizer(model_source(self.base_path))
-        self.model = _load_lm(
-            str(checkpoint / "policy") if checkpoint else self.base_path, torch.float32, self.device
-        )
-        self.model.requires_grad_(True)
+        policy_path = str(checkpoint / runlayout.POLICY) if checkpoint else self.base_path
+        self.model = _load_lm(policy_path, torch.float32, self.device).requires_grad_(True)
         self.reference = None
         if t.kl_coef > 0 and t.kl_target == "initial":
-            self.reference = _load_lm(
-                self.base_path, self.compute_dtype, self.device
-            ).requires_grad_(False)
-        self.teacher = None
-        if self.method.needs_teacher:
-            from coreward_plugins.teacher import EmaTeacher
-
-            self.teacher = EmaTeacher.from_module(self.model, device=self.device)
-
-        from coreward_cli.evaluate import PromptStyle
-
+            self.reference = _load_lm(self.base_path, self.compute_dtype, self.device)
+            self.reference.requires_grad_(False)
+        self.teacher = (
+            EmaTeacher.from_module(self.model, device=self.device)
+            if self.method.needs_teacher
+            else None
+        )
         self.prompt_style = PromptStyle(recipe.model.system_prompt, recipe.model.chat_template)
-        self.views = tuple(dict.fromkeys((*self.method.policy_views, *self.method.teacher_views)))
-        self.problems = self._training_problems()
-        self.sampler = ProblemSampler(self.problems, t.problems_per_step, recipe.data.shuffle_seed)
-        self.total_steps = t.max_steps or t.epochs * self.sampler.steps_per_epoch
+        views = tuple(dict.fromkeys((*self.method.policy_views, *self.method.teacher_views)))
+        usable = usable_problems(recipe, load_train_problems(recipe), views, self._prompt_tokens)
+        if usable.too_long:
+            console.print(
+                f"[dim]{usable.too_long} problems dropped: prompt longer than "
+                f"rollout.max_prompt_tokens={recipe.rollout.max_prompt_tokens}[/]"
+            )
+        self.sampler = ProblemSampler(
+            usable.problems, t.problems_per_step, recipe.data.shuffle_seed
+        )
+        self.total_steps = total_steps(recipe, len(usable.problems))
         self.optimizer, self.scheduler = build_optimizer(
             self.model.parameters(),
             lr=t.lr,
@@ -137,117 +145,122 @@ class LocalTrainer:
             grad_clip=t.grad_clip,
         )
 
-    # ------------------------------------------------------------------ data
+    # ------------------------------------------------------------------ prompts
 
-    def prompt(self, problem: Problem, view: str) -> tuple[str, bool]:
+    def prompt(self, problem: Problem, view: str) -> Prompt:
         question = problem.question if view == "original" else problem.rephrased
-        text, needs_special = self.prompt_style.render(self.tokenizer, question)
-        return text, not needs_special
-
-    def _training_problems(self) -> list[Problem]:
-        from coreward_cli.data import load_train_problems
-
-        problems = load_train_problems(self.recipe)
-        if self.recipe.data.max_problems is not None:
-            problems = problems[: self.recipe.data.max_problems]
-        if "rephrased" in self.views:
-            lacking = sum(p.rephrased is None for p in problems)
-            if lacking == len(problems):
-                raise UserError(
-                    f"method {self.recipe.method.name} trains on rephrased questions, but data.train has none; "
-                    "set data.train[].rephrased or data.rephrased_key"
-                )
-            problems = [p for p in problems if p.rephrased is not None]
-        limit = self.recipe.rollout.max_prompt_tokens
-        kept = [p for p in problems if all(self._prompt_tokens(p, v) <= limit for v in self.views)]
-        if len(kept) < len(problems):
-            self.console.print(
-                f"[dim]{len(problems) - len(kept)} problems dropped: prompt longer than rollout.max_prompt_tokens={limit}[/]"
-            )
-        if len(kept) < self.recipe.train.problems_per_step:
-            raise UserError(
-                f"train.problems_per_step is {self.recipe.train.problems_per_step} but only {len(kept)} training problems "
-                "are usable; lower it or add data"
-            )
-        return kept
+        assert question is not None  # usable_problems keeps only problems with every view
+        return self.prompt_style.render(self.tokenizer, question)
 
     def _prompt_tokens(self, problem: Problem, view: str) -> int:
-        text, chat = self.prompt(problem, view)
-        return len(self.tokenizer(text, add_special_tokens=not chat).input_ids)
+        prompt = self.prompt(problem, view)
+        return len(
+            self.tokenizer(prompt.text, add_special_tokens=prompt.add_special_tokens).input_ids
+        )
 
     # ------------------------------------------------------------------ one step
 
-    def autocast(self):
+    def step(self, step: int) -> dict[str, Any]:
+        """One RL step, in the official order; returns its metrics line."""
+        started = time.perf_counter()
+        problems = self.sampler.batch(step)
+        policy = self.sample_views(problems, self.method.policy_views)
+        decay = self.update_teacher(step)
+        teacher = self.sample_teacher(problems)
+        generated = time.perf_counter()
+        batch = self.rollout_batch(problems, policy, teacher)
+        result = self.method.score(batch)
+        scored = time.perf_counter()
+        views = self.view_batches(batch, result, policy)
+        self.fill_reference_logprobs(views)
+        train = policy_update(
+            self.model, self.optimizer, self.scheduler, views, self.settings, self.autocast
+        )
+        done = time.perf_counter()
+        timings = {
+            "step_seconds": done - started,
+            "generate_seconds": generated - started,
+            "reward_seconds": scored - generated,
+            "train_seconds": done - scored,
+        }
+        return self.metrics(step, result, views, train, decay, timings)
+
+    def autocast(self) -> AbstractContextManager:
         if self.compute_dtype == torch.float32:
             return nullcontext()
         return torch.autocast(self.device.type, dtype=self.compute_dtype)
 
-    def _sample(self, problems: list[Problem], view: str, n: int) -> Sequences:
-        rendered = [self.prompt(p, view) for p in problems]
+    def sample_views(self, problems: list[Problem], views: tuple[str, ...]) -> dict[str, Sequences]:
+        """n responses per problem in each view, from the model as it is now."""
         r = self.recipe.rollout
-        with self.autocast():
-            return generate(
-                self.model,
-                self.tokenizer,
-                [text for text, _ in rendered],
-                n=n,
-                temperature=r.temperature,
-                top_p=r.top_p,
-                max_new_tokens=r.max_new_tokens,
-                chat_template=rendered[0][1],
-            )
-
-    def rollouts(self, step: int, problems: list[Problem]) -> tuple[StepRollouts, float | None]:
-        from coreward_plugins.batch import Group
-
-        n = self.recipe.rollout.n
-        out = StepRollouts(groups=[])
-        for view in self.method.policy_views:
-            seqs = self._sample(problems, view, n)
-            out.policy[view] = seqs
-            if self.method.needs_token_stats:
-                entropy, certainty = self._token_stats(seqs)
-            for i, p in enumerate(problems):
-                rows = slice(i * n, (i + 1) * n)
-                out.groups.append(
-                    Group(
-                        p.id,
-                        view,
-                        "policy",
-                        self.prompt(p, view)[0],
-                        seqs.texts[rows],
-                        reference=p.answer,
-                        entropy=entropy[rows] if self.method.needs_token_stats else None,
-                        self_certainty=certainty[rows] if self.method.needs_token_stats else None,
-                    )
+        out = {}
+        for view in views:
+            with self.autocast():
+                out[view] = sample(
+                    self.model,
+                    self.tokenizer,
+                    [self.prompt(p, view) for p in problems],
+                    n=r.n,
+                    temperature=r.temperature,
+                    top_p=r.top_p,
+                    max_new_tokens=r.max_new_tokens,
                 )
-        decay = None
-        if self.teacher is not None:
-            # The official order: the teacher moves toward the policy that just sampled, then samples.
-            if step % self.teacher_cfg.update_interval == 0:
-                from coreward_plugins.teacher import decay_at
+        return out
 
-                tc = self.teacher_cfg
-                decay = decay_at(step, self.total_steps, tc.decay_start, tc.decay_end, tc.schedule)
-                self.teacher.update(self.model.named_parameters(), decay)
-            with self.teacher.swapped_into(self.model):
-                for view in self.method.teacher_views:
-                    seqs = self._sample(problems, view, n)
-                    for i, p in enumerate(problems):
-                        out.groups.append(
-                            Group(
-                                p.id,
-                                view,
-                                "teacher",
-                                self.prompt(p, view)[0],
-                                seqs.texts[i * n : (i + 1) * n],
-                                reference=p.answer,
-                            )
+    def update_teacher(self, step: int) -> float | None:
+        """The official order: the teacher moves toward the policy that just sampled, then samples.
+        Returns the decay used (None: no teacher, or not an update step)."""
+        tc = self.recipe.teacher
+        if self.teacher is None:
+            return None
+        assert tc is not None, "resolve() gives every method with a teacher a teacher section"
+        if step % tc.update_interval:
+            return None
+        decay = decay_at(step, self.total_steps, tc.decay_start, tc.decay_end, tc.schedule)
+        self.teacher.update(self.model.named_parameters(), decay)
+        return decay
+
+    def sample_teacher(self, problems: list[Problem]) -> dict[str, Sequences]:
+        if self.teacher is None:
+            return {}
+        with self.teacher.swapped_into(self.model):
+            return self.sample_views(problems, self.method.teacher_views)
+
+    def rollout_batch(
+        self,
+        problems: list[Problem],
+        policy: dict[str, Sequences],
+        teacher: dict[str, Sequences],
+    ) -> RolloutBatch:
+        """What the method sees: one group per (problem, view, source), policy groups first."""
+        n = self.recipe.rollout.n
+        groups = []
+        for source, sampled in (("policy", policy), ("teacher", teacher)):
+            for view, seqs in sampled.items():
+                stats = (
+                    self._token_stats(seqs)
+                    if source == "policy" and self.method.needs_token_stats
+                    else None
+                )
+                for i, p in enumerate(problems):
+                    rows = slice(i * n, (i + 1) * n)
+                    groups.append(
+                        Group(
+                            p.id,
+                            view,
+                            source,
+                            self.prompt(p, view).text,
+                            seqs.texts[rows],
+                            reference=p.answer,
+                            entropy=stats[0][rows] if stats else None,
+                            self_certainty=stats[1][rows] if stats else None,
                         )
-        return out, decay
+                    )
+        return RolloutBatch(groups)
 
     @torch.no_grad()
     def _token_stats(self, seqs: Sequences) -> tuple[list[float], list[float]]:
+        """Per response: mean token entropy and self-certainty under the current policy."""
         entropy: list[float] = []
         certainty: list[float] = []
         for start, stop in micro_slices(len(seqs), self.recipe.train.micro_batch_size):
@@ -260,62 +273,61 @@ class LocalTrainer:
             certainty += masked_row_mean(scores.self_certainty, part.response_mask)
         return entropy, certainty
 
-    def _reference_scorer(self):
+    def view_batches(
+        self, batch: RolloutBatch, result: MethodResult, policy: dict[str, Sequences]
+    ) -> list[ViewBatch]:
+        """Group-normalised advantages of each policy view's responses, in sampling order."""
+        n = self.recipe.rollout.n
+        advantages: dict[str, list[float]] = {view: [] for view in policy}
+        for group, rewards in zip(batch.groups, result.rewards):
+            if group.source != "policy":
+                continue
+            if len(rewards) != n:
+                raise RuntimeError(
+                    f"method {self.recipe.method.name} returned {len(rewards)} rewards for a group of {n}"
+                )
+            advantages[group.view] += group_advantages(rewards, std=self.recipe.train.advantage_std)
+        return [
+            ViewBatch(view, seqs, torch.tensor(advantages[view], dtype=torch.float32))
+            for view, seqs in policy.items()
+        ]
+
+    def fill_reference_logprobs(self, views: list[ViewBatch]) -> None:
+        """Log-probs of the KL anchor: the frozen initial model, or the policy with the teacher in."""
+        if self.settings.kl_coef <= 0:
+            return
         temperature = self.recipe.rollout.temperature
         if self.reference is not None:
-            return nullcontext(), lambda s: score_tokens(self.reference, s, temperature).logprobs
-        return self.teacher.swapped_into(
-            self.model
-        ), lambda s: score_tokens(self.model, s, temperature).logprobs
-
-    def step(self, step: int) -> dict[str, Any]:
-        from coreward_plugins.advantages import group_advantages
-        from coreward_plugins.batch import RolloutBatch
-
-        started = time.perf_counter()
-        problems = self.sampler.batch(step)
-        rolled, decay = self.rollouts(step, problems)
-        generated = time.perf_counter()
-        result = self.method.score(RolloutBatch(rolled.groups))
-        scored = time.perf_counter()
-
-        n = self.recipe.rollout.n
-        advantages: dict[str, list[float]] = {view: [] for view in rolled.policy}
-        rewards: list[float] = []
-        for group, group_rewards in zip(rolled.groups, result.rewards):
-            if group.source == "policy":
-                if len(group_rewards) != n:
-                    raise RuntimeError(
-                        f"method {self.recipe.method.name} returned {len(group_rewards)} rewards for a group of {n}"
-                    )
-                advantages[group.view] += group_advantages(
-                    group_rewards, std=self.recipe.train.advantage_std
+            anchor, context = self.reference, nullcontext()
+        else:
+            assert self.teacher is not None  # resolve() allows kl_target: teacher only with one
+            anchor, context = self.model, self.teacher.swapped_into(self.model)
+        with context, self.autocast():
+            for vb in views:
+                vb.ref_logprobs = reference_logprobs(
+                    lambda s: score_tokens(anchor, s, temperature).logprobs,
+                    vb.seqs,
+                    self.settings.micro_batch_size,
                 )
-                rewards += group_rewards
-        views = [
-            ViewBatch(view, seqs, torch.tensor(advantages[view], dtype=torch.float32))
-            for view, seqs in rolled.policy.items()
-        ]
-        if self.settings.kl_coef > 0:
-            context, scorer = self._reference_scorer()
-            with context, self.autocast():
-                for vb in views:
-                    vb.ref_logprobs = reference_logprobs(
-                        scorer, vb.seqs, self.settings.micro_batch_size
-                    )
-        train = policy_update(
-            self.model, self.optimizer, self.scheduler, views, self.settings, self.autocast
-        )
-        done = time.perf_counter()
 
+    def metrics(
+        self,
+        step: int,
+        result: MethodResult,
+        views: list[ViewBatch],
+        train: dict[str, float],
+        decay: float | None,
+        timings: dict[str, float],
+    ) -> dict[str, Any]:
+        clash = sorted(set(result.metrics) & set(ENGINE_METRICS))
+        if clash:
+            raise RuntimeError(
+                f"method {self.recipe.method.name} reports '{clash[0]}', a metric the engine writes; rename it"
+            )
         lengths = [float(v.seqs.response_mask.sum(-1).float().mean()) for v in views]
-        record: dict[str, Any] = {
+        return {
             "step": step,
-            "reward_mean": sum(rewards) / max(1, len(rewards)),
-            "pseudo_label_accuracy": None,
-            "agreement_share": None,
-            "no_answer_share": None,
-            "clusters_per_group": None,
+            **dict.fromkeys(LABEL_METRICS),
             **{k: float(v) for k, v in result.metrics.items()},
             "response_length": sum(lengths) / len(lengths),
             "entropy": train["entropy"],
@@ -324,12 +336,8 @@ class LocalTrainer:
             "grad_norm": train["grad_norm"],
             "lr": train["lr"],
             "teacher_decay": decay,
-            "step_seconds": done - started,
-            "generate_seconds": generated - started,
-            "reward_seconds": scored - generated,
-            "train_seconds": done - scored,
+            **timings,
         }
-        return record
 
     # ------------------------------------------------------------------ saving
 
@@ -338,6 +346,7 @@ class LocalTrainer:
         self.tokenizer.save_pretrained(folder)
 
     def _write_teacher(self, folder: Path) -> None:
+        assert self.teacher is not None
         with self.teacher.swapped_into(self.model):
             self._write_model(folder)
 
@@ -373,9 +382,9 @@ class LocalTrainer:
         restore_rng(trainer_state["rng"])
 
     def write_final(self) -> None:
-        rundir.write_folder_atomic(self.run_dir / rundir.FINAL, self._write_model)
+        write_folder_atomic(self.run_dir / runlayout.FINAL, self._write_model)
         if self.teacher is not None:
-            rundir.write_folder_atomic(self.run_dir / rundir.FINAL_TEACHER, self._write_teacher)
+            write_folder_atomic(self.run_dir / runlayout.FINAL_TEACHER, self._write_teacher)
 
 
 def _device(kind: str) -> torch.device:
@@ -399,8 +408,6 @@ def _compute_dtype(dtype: str, device: torch.device) -> torch.dtype:
 
 
 def _load_lm(path: str, dtype: torch.dtype, device: torch.device):
-    from coreward_cli.models import load_causal_lm, model_source
-
     name = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[dtype]
     model = load_causal_lm(model_source(path), device.type, name)
     return model.eval()  # eval mode throughout: dropout off, so sampled and trained log-probs agree
@@ -416,14 +423,10 @@ def train(
     recipe: Recipe, run_dir: Path, resume: bool, console: Console, force: bool = False
 ) -> dict[str, Any]:
     """Run (or continue) a recipe in `run_dir`; returns the summary also written to RUN/summary.json."""
-    from coreward_cli.recipe import dump_recipe, recipe_to_dict
-
     run_dir = Path(run_dir)
     checkpoint = rundir.prepare(run_dir, resume=resume, force=force)
-    if resume and (run_dir / rundir.RECIPE).is_file():
-        from coreward_cli.recipe import load_recipe
-
-        saved = load_recipe(run_dir / rundir.RECIPE, warn=lambda message: None)
+    if resume and (run_dir / runlayout.RECIPE).is_file():
+        saved = load_recipe(run_dir / runlayout.RECIPE, warn=lambda message: None)
         rundir.check_same_recipe(recipe_to_dict(saved), recipe_to_dict(recipe))
     wall_start = time.perf_counter()
     trainer = LocalTrainer(recipe, run_dir, console, checkpoint)
@@ -441,7 +444,7 @@ def train(
     else:
         if resume:
             console.print(f"[dim]{run_dir} has no checkpoint yet: starting at step 1[/]")
-        (run_dir / rundir.RECIPE).write_text(dump_recipe(recipe), encoding="utf-8")
+        write_text_atomic(run_dir / runlayout.RECIPE, dump_recipe(recipe))
         _seed_everything(recipe.seed)
         first, eval_before, seconds_before = 1, None, 0.0
     log = MetricsLog(
@@ -472,7 +475,7 @@ def train(
     trainer.write_final()
     seconds = seconds_before + time.perf_counter() - wall_start
     summary = _summary(recipe, run_dir, trainer, eval_before, last_eval, seconds)
-    rundir.write_json_atomic(run_dir / rundir.SUMMARY, summary)
+    write_json_atomic(run_dir / runlayout.SUMMARY, summary)
     console.print(final_table(summary))
     return summary
 
@@ -480,8 +483,6 @@ def train(
 def _summary(
     recipe: Recipe, run_dir: Path, trainer: LocalTrainer, before: dict, after: dict, seconds: float
 ) -> dict[str, Any]:
-    from coreward_cli.engines.tracking import read_metrics
-
     steps = [r for r in read_metrics(run_dir) if r["step"] > 0]
     labelled = [
         r["pseudo_label_accuracy"] for r in steps if r.get("pseudo_label_accuracy") is not None
@@ -496,12 +497,16 @@ def _summary(
         "eval_after": after,
         "pseudo_label_accuracy_mean": sum(labelled) / len(labelled) if labelled else None,
         "pseudo_label_accuracy_last": sum(tail) / len(tail) if tail else None,
-        "reward_mean": sum(r["reward_mean"] for r in steps) / max(1, len(steps)),
+        "reward_mean": _mean([r["reward_mean"] for r in steps if r.get("reward_mean") is not None]),
         "seconds": round(seconds, 2),
         "seconds_per_step": round(sum(r["step_seconds"] for r in steps) / max(1, len(steps)), 4),
         "device": str(trainer.device),
-        "final": str(run_dir / rundir.FINAL),
-        "final_teacher": str(run_dir / rundir.FINAL_TEACHER)
+        "final": str(run_dir / runlayout.FINAL),
+        "final_teacher": str(run_dir / runlayout.FINAL_TEACHER)
         if trainer.teacher is not None
         else None,
     }
+
+
+def _mean(values: list[float]) -> float | None:
+    return sum(values) / len(values) if values else None

@@ -3,7 +3,7 @@
 The plan is plain data built from the recipe alone: the complete dotted-flag argument list of
 `openrlhf.cli.train_ppo_ray` plus our `--coreward.*` flags, the resources (GPUs per role, vLLM
 engines, colocation), the Ray runtime environment and the entry module. Nothing here imports Ray,
-OpenRLHF or torch, so `--dry-run` works on any machine; `launch` lives in `openrlhf_job.py`.
+OpenRLHF or torch, so `--dry-run` works on any machine; the launch itself lives in `openrlhf_job.py`.
 
 Step accounting (the paper: one optimizer step per RL step). A step draws `problems_per_step`
 problems; methods that train on both views send each problem twice, so a step generates
@@ -73,10 +73,7 @@ class LaunchPlan:
 def method_views(recipe: Recipe) -> MethodViews:
     from coreward_plugins.methods import get_method
 
-    try:
-        cls = get_method(recipe.method.name)
-    except (KeyError, ValueError, ImportError) as exc:
-        raise UserError(f"method.name: {exc}") from None
+    cls = get_method(recipe.method.name)  # resolve() has checked that it loads
     return MethodViews(
         name=recipe.method.name,
         policy_views=tuple(cls.policy_views),
@@ -98,11 +95,7 @@ def _param_dtype(recipe: Recipe) -> str:
 def _check_resources(recipe: Recipe, views: int) -> dict[str, Any]:
     c = recipe.engine.cluster
     actor_gpus = c.nodes * c.gpus_per_node
-    vllm_gpus = c.vllm_engines * c.vllm_tensor_parallel
-    if c.colocate and actor_gpus != vllm_gpus:
-        raise UserError(
-            f"engine.cluster: colocate needs vllm_engines * vllm_tensor_parallel ({vllm_gpus}) == nodes * gpus_per_node ({actor_gpus})"
-        )
+    vllm_gpus = c.vllm_engines * c.vllm_tensor_parallel  # resolve() checked them against colocate
     samples = recipe.train.problems_per_step * views * recipe.rollout.n
     per_pass = c.micro_train_batch_size * actor_gpus
     if samples % per_pass:
@@ -140,15 +133,7 @@ def build_plan(
     problems_per_step = t.problems_per_step
     prompts_per_step = problems_per_step * views
     samples_per_step = prompts_per_step * r.n
-    teacher = recipe.teacher
-    if mv.needs_teacher and teacher is None:
-        raise UserError(
-            f"teacher: method {mv.name} needs a teacher section (decay_start, decay_end, schedule)"
-        )
-    if t.kl_target == "teacher" and not mv.needs_teacher:
-        raise UserError(
-            f"train.kl_target: 'teacher' needs a method with a teacher (co_rewarding_ii/iii), not {mv.name}"
-        )
+    teacher = recipe.teacher  # resolve() filled it for a method with a teacher
     if t.schedule == "linear" and t.min_lr_ratio > 0:
         raise UserError(
             "train.min_lr_ratio: OpenRLHF's linear schedule decays to 0; use schedule: cosine or min_lr_ratio: 0"
@@ -424,10 +409,3 @@ def dry_run(recipe: Recipe, run_dir: Path, as_json: bool, console: Console) -> N
         click.echo(json.dumps(payload, indent=2))  # stdout, whatever the console prints to
         return
     print_plan(plan, console)
-
-
-def launch(recipe: Recipe, run_dir: Path, resume: bool, console: Console) -> None:
-    """Prepare the run directory and run the job on the Ray cluster (see openrlhf_job.py)."""
-    from coreward_cli.engines.openrlhf_job import run_job
-
-    run_job(recipe, Path(run_dir), resume, console)

@@ -24,8 +24,10 @@ from pathlib import Path
 
 from rich.console import Console
 
+from coreward_cli import runlayout
 from coreward_cli.engines.openrlhf import JOB_DIR, LaunchPlan, build_plan
 from coreward_cli.errors import UserError
+from coreward_cli.fileutil import write_folder_atomic, write_text_atomic
 from coreward_cli.recipe import Recipe, dump_recipe
 
 SECRET_ENV = (
@@ -33,13 +35,6 @@ SECRET_ENV = (
     "HF_TOKEN",
 )  # forwarded to the job, never written to plan.json/job.json
 CLUSTER_MODULES = ("ray", "openrlhf", "deepspeed", "vllm")
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def cluster_address(recipe: Recipe) -> str | None:
@@ -74,8 +69,6 @@ def prepare_data(recipe: Recipe, plan: LaunchPlan) -> int:
 
     m = recipe.model
     problems = load_train_problems(recipe)
-    if recipe.data.max_problems is not None:
-        problems = problems[: recipe.data.max_problems]
     lines = [
         json.dumps(
             make_row(p.id, p.question, p.rephrased, p.answer, m.system_prompt, m.chat_template),
@@ -83,7 +76,7 @@ def prepare_data(recipe: Recipe, plan: LaunchPlan) -> int:
         )
         for p in problems
     ]
-    _write_atomic(Path(plan.paths["train_data"]), "\n".join(lines) + "\n")
+    write_text_atomic(Path(plan.paths["train_data"]), "\n".join(lines) + "\n")
     if recipe.data.eval:
         from coreward_cli.benchdata import load_benchmark
 
@@ -105,7 +98,7 @@ def prepare_data(recipe: Recipe, plan: LaunchPlan) -> int:
                         ensure_ascii=False,
                     )
                 )
-        _write_atomic(Path(plan.paths["eval_data"]), "\n".join(rows) + "\n")
+        write_text_atomic(Path(plan.paths["eval_data"]), "\n".join(rows) + "\n")
     return len(problems)
 
 
@@ -114,12 +107,10 @@ def stage_plugins(job_dir: Path) -> None:
     import coreward_plugins
 
     source = Path(coreward_plugins.__file__).parent
-    target = job_dir / "coreward_plugins"
-    tmp = job_dir / "coreward_plugins.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    shutil.copytree(source, tmp, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-    shutil.rmtree(target, ignore_errors=True)
-    os.replace(tmp, target)
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+    write_folder_atomic(
+        job_dir / "coreward_plugins", lambda tmp: shutil.copytree(source, tmp, ignore=ignore)
+    )
 
 
 def run_job(recipe: Recipe, run_dir: Path, resume: bool, console: Console) -> None:
@@ -141,8 +132,8 @@ def run_job(recipe: Recipe, run_dir: Path, resume: bool, console: Console) -> No
             f"train.problems_per_step: {problems} problems make no full step of {recipe.train.problems_per_step}"
         )
     stage_plugins(run_dir / JOB_DIR)
-    _write_atomic(run_dir / "recipe.yaml", dump_recipe(recipe))
-    _write_atomic(run_dir / "plan.json", json.dumps(plan.to_dict(), indent=2))
+    write_text_atomic(run_dir / runlayout.RECIPE, dump_recipe(recipe))
+    write_text_atomic(run_dir / "plan.json", json.dumps(plan.to_dict(), indent=2))
     console.print(
         f"[bold]openrlhf[/bold]: {problems} problems, {plan.schedule['rl_steps']} steps, run dir {run_dir}"
     )
@@ -181,7 +172,7 @@ def _submit(client, plan: LaunchPlan, address: str, run_dir: Path, console: Cons
         runtime_env=runtime_env,
         submission_id=f"coreward-{run_dir.name}-{int(time.time())}",
     )
-    _write_atomic(
+    write_text_atomic(
         run_dir / "job.json",
         json.dumps(
             {
@@ -218,7 +209,7 @@ def _run_here(plan: LaunchPlan, run_dir: Path, console: Console) -> None:
     env = {**os.environ, **plan.runtime_env["env_vars"]}
     command = [sys.executable, *plan.entrypoint[1:], *plan.flags]
     child = subprocess.Popen(command, cwd=run_dir / JOB_DIR, env=env, start_new_session=True)
-    _write_atomic(
+    write_text_atomic(
         run_dir / "job.json",
         json.dumps(
             {

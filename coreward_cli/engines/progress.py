@@ -42,7 +42,8 @@ class StepProgress:
     def _numbers(record: dict[str, Any] | None, eval_now: dict[str, float]) -> str:
         parts = []
         if record is not None:
-            parts.append(f"reward {record['reward_mean']:.2f}")
+            if record.get("reward_mean") is not None:
+                parts.append(f"reward {record['reward_mean']:.2f}")
             if record.get("pseudo_label_accuracy") is not None:
                 parts.append(f"label acc {_pct(record['pseudo_label_accuracy'])}")
             parts.append(f"{record['step_seconds']:.2f} s/step")

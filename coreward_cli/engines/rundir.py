@@ -1,32 +1,16 @@
-"""The local engine's run directory: start, refuse, start over or resume; write finished folders whole.
-
-RUN/recipe.yaml, metrics.jsonl, summary.json, checkpoints/, final/, final_teacher/, tensorboard/
-(export and eval read this layout; see BRIEF / DESIGN).
-"""
+"""The local engine's run directory: start, refuse, start over or resume (layout: `runlayout`)."""
 
 from __future__ import annotations
 
 import json
-import os
 import shutil
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from coreward_cli.engines.checkpoint import CHECKPOINTS, latest_checkpoint, remove_partial
-from coreward_cli.engines.tracking import METRICS, read_metrics
+from coreward_cli.engines.checkpoint import remove_partial
+from coreward_cli.engines.tracking import read_metrics
 from coreward_cli.errors import UserError
-
-RECIPE = "recipe.yaml"
-SUMMARY = "summary.json"
-FINAL = "final"
-FINAL_TEACHER = "final_teacher"
-# Everything a run writes; --force removes exactly these and nothing else the folder may hold.
-RUN_ARTIFACTS = (RECIPE, METRICS, SUMMARY, CHECKPOINTS, FINAL, FINAL_TEACHER, "tensorboard", "eval")
-
-
-def holds_run(run_dir: Path) -> bool:
-    return any((run_dir / name).exists() for name in (METRICS, CHECKPOINTS, FINAL, SUMMARY))
+from coreward_cli.runlayout import RECIPE, RUN_ARTIFACTS, SUMMARY, holds_run, latest_checkpoint
 
 
 def describe(run_dir: Path) -> str:
@@ -88,21 +72,3 @@ def check_same_recipe(saved: dict[str, Any], given: dict[str, Any], path: str = 
                 f"--resume: {where} is {b!r} here but {a!r} in the run's {RECIPE}; "
                 "resume with the same recipe, or start a new run with --out DIR"
             )
-
-
-def write_folder_atomic(target: Path, fill: Callable[[Path], None]) -> None:
-    """Fill a temporary sibling folder, then swap it in place of `target`."""
-    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    fill(tmp)
-    if target.exists():
-        stale = target.with_name(f".{target.name}.stale-{os.getpid()}")
-        os.rename(target, stale)
-        shutil.rmtree(stale)
-    os.rename(tmp, target)
-
-
-def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, path)

@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from coreward_cli.errors import UserError
-
-METRICS = "metrics.jsonl"
+from coreward_cli.fileutil import write_text_atomic
+from coreward_cli.runlayout import METRICS, TENSORBOARD
 
 
 def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
@@ -44,9 +44,7 @@ class MetricsLog:
             self.path.write_text("", encoding="utf-8")
         else:
             kept = [r for r in read_metrics(run_dir) if r["step"] <= resume_step]
-            tmp = self.path.with_name(f".{METRICS}.tmp")
-            tmp.write_text("".join(json.dumps(r) + "\n" for r in kept), encoding="utf-8")
-            tmp.replace(self.path)
+            write_text_atomic(self.path, "".join(json.dumps(r) + "\n" for r in kept))
         self._file = self.path.open("a", encoding="utf-8")
         self._tb = None
         if tensorboard:
@@ -57,7 +55,7 @@ class MetricsLog:
                     "logging.tensorboard: needs `pip install tensorboard`; or set logging.tensorboard: false"
                 ) from exc
             self._tb = SummaryWriter(
-                str(run_dir / "tensorboard"), purge_step=resume_step + 1 if resume_step else None
+                str(run_dir / TENSORBOARD), purge_step=resume_step + 1 if resume_step else None
             )
         self._wandb = None
         if wandb_project:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
+from coreward_cli.engines.logprobs import score_tokens
 from coreward_cli.engines.loss import (
     KlEstimator,
     LossAgg,
@@ -21,10 +22,7 @@ from coreward_cli.engines.loss import (
     kl_penalty,
     ppo_clip,
 )
-from coreward_cli.engines.rollout import Sequences, score_tokens
-
-# A model that scores reference log-probs: the frozen initial model, or the policy with the teacher swapped in.
-ReferenceScorer = Callable[[Sequences], torch.Tensor]
+from coreward_cli.sampling import Sequences
 
 
 @dataclass

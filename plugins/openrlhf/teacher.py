@@ -42,10 +42,6 @@ def _world() -> int:
     return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
 
 
-def _is_partitioned(param: torch.nn.Parameter) -> bool:
-    return hasattr(param, "ds_tensor")
-
-
 def _is_gathered(param: torch.nn.Parameter) -> bool:
     from deepspeed.runtime.zero.partition_parameters import ZeroParamStatus
 

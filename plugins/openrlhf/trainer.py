@@ -116,7 +116,6 @@ class CorewardPPOTrainer(PPOTrainer.__ray_actor_class__):
         self.experience_maker.view_weights = None
         self.rewards = RewardPool(cw.method, cw.method_options, cw.reward_actors)
         self.metrics_file = Path(cw.metrics_file) if cw.metrics_file else None
-        self._step = 0
 
     # ---- the teacher ----
     def _teacher_to_vllm(self) -> None:

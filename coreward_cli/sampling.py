@@ -1,19 +1,19 @@
-"""Sampling responses and scoring them token by token, for any causal LM that transformers loads.
+"""Sampling n responses per prompt with transformers: the one path for training, eval, the toy
+and rephrasing.
 
-Layout used everywhere in the local engine: prompts left-padded to one width, responses
-right-padded after their end-of-sequence token. Position ids always come from the attention
-mask (`cumsum - 1`), as `generate` does for left-padded prompts; without that, log-probs of a
-padded row disagree with what `generate` sampled (cpu-notes §5e).
+Layout: prompts left-padded to one width, responses right-padded after their end-of-sequence
+token. Sampling draws from torch's global generator, so a run is reproducible from the RNG
+states a checkpoint restores (and a caller that wants a fixed draw seeds it first).
 """
 
 from __future__ import annotations
 
-import inspect
-import math
 from dataclasses import dataclass
 
 import torch
 from transformers import GenerationConfig, PreTrainedModel, PreTrainedTokenizerBase
+
+from coreward_cli.prompts import Prompt
 
 
 @dataclass
@@ -43,27 +43,6 @@ class Sequences:
         )
 
 
-def build_prompt(
-    tokenizer: PreTrainedTokenizerBase,
-    question: str,
-    chat_template: bool,
-    system_prompt: str | None,
-) -> str:
-    """The text the model is asked: chat-templated, or the system prompt and question as plain text."""
-    if chat_template:
-        if not getattr(tokenizer, "chat_template", None):
-            from coreward_cli.errors import UserError
-
-            raise UserError(
-                "model.chat_template: the tokenizer has no chat template; set model.chat_template: false"
-            )
-        messages = ([{"role": "system", "content": system_prompt}] if system_prompt else []) + [
-            {"role": "user", "content": question}
-        ]
-        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-    return f"{system_prompt}\n{question}" if system_prompt else question
-
-
 def eos_ids(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> list[int]:
     ids: set[int] = set()
     for source in (getattr(model, "generation_config", None), tokenizer):
@@ -76,11 +55,18 @@ def eos_ids(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> list[
 
 
 def tokenize_prompts(
-    tokenizer: PreTrainedTokenizerBase, prompts: list[str], chat_template: bool
+    tokenizer: PreTrainedTokenizerBase, prompts: list[Prompt]
 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Left-padded ids and attention mask of prompts of one kind (all plain or all templated)."""
+    special = {p.add_special_tokens for p in prompts}
+    if len(special) != 1:
+        raise ValueError("a batch mixes plain and chat-templated prompts")
     tokenizer.padding_side = "left"
     enc = tokenizer(
-        prompts, return_tensors="pt", padding=True, add_special_tokens=not chat_template
+        [p.text for p in prompts],
+        return_tensors="pt",
+        padding=True,
+        add_special_tokens=special.pop(),
     )
     return enc["input_ids"], enc["attention_mask"]
 
@@ -97,23 +83,19 @@ def response_mask_for(response_ids: torch.Tensor, eos: list[int]) -> torch.Tenso
 
 
 @torch.no_grad()
-def generate(
+def sample(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
-    prompts: list[str],
+    prompts: list[Prompt],
     *,
     n: int,
     temperature: float,
     top_p: float,
     max_new_tokens: int,
-    chat_template: bool,
     chunk: int = 256,
 ) -> Sequences:
-    """`n` responses per prompt (prompt-major: prompt i owns rows i*n .. i*n+n-1).
-
-    temperature 0 means greedy. Sampling draws from torch's global generator, so a run is
-    reproducible from the RNG states the checkpoint restores.
-    """
+    """`n` responses per prompt (prompt-major: prompt i owns rows i*n .. i*n+n-1), at most
+    `chunk` sequences per `generate` call. Temperature 0 means greedy."""
     device = next(model.parameters()).device
     eos = eos_ids(model, tokenizer)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (eos[0] if eos else 0)
@@ -134,9 +116,7 @@ def generate(
     model.eval()
     try:
         for start in range(0, len(prompts), per_call):
-            ids, mask = tokenize_prompts(
-                tokenizer, prompts[start : start + per_call], chat_template
-            )
+            ids, mask = tokenize_prompts(tokenizer, prompts[start : start + per_call])
             out = model.generate(
                 input_ids=ids.to(device), attention_mask=mask.to(device), generation_config=config
             )
@@ -175,50 +155,3 @@ def concat(parts: list[Sequences], pad: int) -> Sequences:
         torch.cat([pad_to(s.response_mask, r_width, 0, False) for s in parts]),
         [t for s in parts for t in s.texts],
     )
-
-
-def _accepts_logits_to_keep(model: PreTrainedModel) -> bool:
-    return "logits_to_keep" in inspect.signature(model.forward).parameters
-
-
-@dataclass
-class TokenScores:
-    logprobs: torch.Tensor  # (B, R) log p(response token) at the sampling temperature
-    entropy: torch.Tensor | None = None  # (B, R) token entropy
-    self_certainty: torch.Tensor | None = None  # (B, R) KL(uniform || p)
-
-
-def score_tokens(
-    model: PreTrainedModel, seqs: Sequences, temperature: float, with_stats: bool = False
-) -> TokenScores:
-    """Log-probs of the response tokens (with grad if enabled), from logits / temperature.
-
-    Dividing by the sampling temperature (as verl and OpenRLHF do) makes these the log-probs of
-    the distribution the responses were actually drawn from.
-    """
-    device = next(model.parameters()).device
-    r_len = seqs.response_ids.shape[1]
-    ids = torch.cat([seqs.prompt_ids, seqs.response_ids], 1).to(device)
-    mask = torch.cat([seqs.prompt_mask, seqs.response_mask], 1).to(device)
-    positions = (mask.long().cumsum(-1) - 1).clamp(min=0)
-    kwargs = {"logits_to_keep": r_len + 1} if _accepts_logits_to_keep(model) else {}
-    logits = model(
-        input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=False, **kwargs
-    ).logits
-    logits = logits[:, -(r_len + 1) : -1].float()  # position t predicts token t+1
-    if temperature > 0:
-        logits = logits / temperature
-    logp_all = torch.log_softmax(logits, dim=-1)
-    target = seqs.response_ids.to(device).unsqueeze(-1)
-    scores = TokenScores(logp_all.gather(-1, target).squeeze(-1))
-    if with_stats:
-        with torch.no_grad():
-            probs = logp_all.exp()
-            scores.entropy = -(probs * logp_all).sum(-1)
-            scores.self_certainty = -logp_all.mean(-1) - math.log(logp_all.shape[-1])
-    return scores
-
-
-def masked_row_mean(values: torch.Tensor, mask: torch.Tensor) -> list[float]:
-    m = mask.to(values.device, values.dtype)
-    return ((values * m).sum(-1) / m.sum(-1).clamp(min=1)).tolist()

@@ -1,27 +1,34 @@
-"""Checks across fields: combinations that are valid field by field but make no sense together.
+"""Loading a recipe: YAML and `--set` overrides into the typed schema (`load_recipe`), then
+`resolve`: fill every default that depends on other fields, once, and check every combination of
+fields, once. Engines only read a resolved recipe.
 
-Each check names the line of the field that has to change. Where the paper has a default that
-the combination implies (the EMA teacher of Co-rewarding-II), the recipe gets it filled in
-instead of an error.
+Defaults filled: the paper's EMA teacher for a method that has one. Checks: combinations that are
+valid field by field but make no sense together; each names the line of the field to change.
 """
 
 from __future__ import annotations
 
 import difflib
 import string
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from yaml.nodes import Node
 
 from coreward_cli import data as train_data
 from coreward_cli.errors import UserError
-from coreward_cli.typed_yaml import SET_PREFIX, Converter, fail
-
-if TYPE_CHECKING:
-    from coreward_cli.recipe import Recipe
+from coreward_cli.problem import BUILTIN
+from coreward_cli.recipe import ClusterConfig, Recipe, TeacherConfig
+from coreward_cli.typed_yaml import (
+    SET_PREFIX,
+    Converter,
+    MappingNode,
+    apply_override,
+    compose,
+    fail,
+    parse_override,
+)
 
 Warn = Callable[[str], None]
 
@@ -57,10 +64,12 @@ class Where:
         return fail(self.node(path), path, message)
 
     def warning(self, path: str, message: str) -> str:
-        return str(fail(self.node(path), path, message).format_message())
+        return str(fail(self.node(path), path, message))
 
 
-def check_recipe(recipe: Recipe, where: Where, warn: Warn) -> None:
+def resolve(recipe: Recipe, where: Where, warn: Warn) -> None:
+    """Fill the defaults that depend on other fields, then check the whole recipe (in place)."""
+    _fill_defaults(recipe, where)
     _check_method(recipe, where, warn)
     _check_data(recipe, where, warn)
     _check_training(recipe, where)
@@ -90,14 +99,15 @@ def method_class(recipe: Recipe, where: Where) -> type:
         ) from exc
 
 
-def _check_method(recipe: Recipe, where: Where, warn: Warn) -> None:
-    from coreward_cli.recipe import TeacherConfig
+def _fill_defaults(recipe: Recipe, where: Where) -> None:
+    if getattr(method_class(recipe, where), "needs_teacher", False) and recipe.teacher is None:
+        recipe.teacher = TeacherConfig()  # the paper's EMA: 0.99 -> 0.99999, cosine, every step
 
+
+def _check_method(recipe: Recipe, where: Where, warn: Warn) -> None:
     cls = method_class(recipe, where)
     name = recipe.method.name
     needs_teacher = bool(getattr(cls, "needs_teacher", False))
-    if needs_teacher and recipe.teacher is None:
-        recipe.teacher = TeacherConfig()  # the paper's EMA: 0.99 -> 0.99999, cosine, every step
     if not needs_teacher and where.given("teacher") and recipe.teacher is not None:
         raise where.error(
             "teacher",
@@ -148,9 +158,7 @@ def uses_rephrased(cls: type) -> bool:
 
 
 def _all_builtin(recipe: Recipe) -> bool:
-    return bool(recipe.data.train) and all(
-        s.original == train_data.BUILTIN for s in recipe.data.train
-    )
+    return bool(recipe.data.train) and all(s.original == BUILTIN for s in recipe.data.train)
 
 
 def _check_data(recipe: Recipe, where: Where, warn: Warn) -> None:
@@ -187,8 +195,7 @@ def _check_data(recipe: Recipe, where: Where, warn: Warn) -> None:
                 f"data.train[{i}].rephrased to a row-aligned file, or data.rephrased_key to the column that holds them",
             )
         if not needs_rephrased and (
-            source.rephrased is not None
-            or (cfg.rephrased_key and source.original != train_data.BUILTIN)
+            source.rephrased is not None or (cfg.rephrased_key and source.original != BUILTIN)
         ):
             field = (
                 f"data.train[{i}].rephrased"
@@ -223,20 +230,18 @@ def _check_training(recipe: Recipe, where: Where) -> None:
 
 
 def _check_engine(recipe: Recipe, where: Where, warn: Warn) -> None:
-    from coreward_cli.recipe import ClusterConfig
-
     engine = recipe.engine
-    builtin = recipe.model.path == train_data.BUILTIN
+    builtin = recipe.model.path == BUILTIN
     if engine.kind == "openrlhf":
         if builtin:
             raise where.error(
                 "model.path",
-                f"{train_data.BUILTIN} runs on the local engine only; set engine.kind: local or use a real model",
+                f"{BUILTIN} runs on the local engine only; set engine.kind: local or use a real model",
             )
-        if any(s.original == train_data.BUILTIN for s in recipe.data.train):
+        if any(s.original == BUILTIN for s in recipe.data.train):
             raise where.error(
                 "data.train",
-                f"{train_data.BUILTIN} data runs on the local engine only; set engine.kind: local",
+                f"{BUILTIN} data runs on the local engine only; set engine.kind: local",
             )
         cluster = engine.cluster
         gpus = cluster.nodes * cluster.gpus_per_node
@@ -279,3 +284,51 @@ def _check_output(recipe: Recipe, where: Where) -> None:
             "output.dir",
             f"unknown placeholder {{{sorted(unknown)[0]}}}; the only placeholder is {{recipe}}",
         )
+
+
+# ---------------------------------------------------------------- loading
+
+
+def load_recipe(
+    path: str | Path, overrides: Sequence[str] = (), warn: Callable[[str], None] | None = None
+) -> Recipe:
+    """Read, override (`a.b=value`, YAML rules) and resolve a recipe (defaults filled, checked).
+
+    Every problem raises UserError with one line: `FILE:LINE: field: what is wrong and the fix`
+    (`--set field: ...` for an override). `warn` receives one-line warnings (default: stderr).
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError as exc:
+        raise UserError(
+            f"{path}: no such recipe file; see the shipped ones with `coreward recipe list`"
+        ) from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(
+            f"{path}: cannot read the recipe ({exc.__class__.__name__}: {exc})"
+        ) from exc
+    return load_recipe_text(text, str(path), overrides, warn)
+
+
+def load_recipe_text(
+    text: str, name: str, overrides: Sequence[str] = (), warn: Callable[[str], None] | None = None
+) -> Recipe:
+    """`load_recipe` on text already in memory; `name` is what error lines call the file."""
+    root = compose(text, name)
+    if root is None:
+        raise UserError(f"{name}:1: the recipe is empty; write one with `coreward recipe new`")
+    if not isinstance(root, MappingNode):
+        raise fail(root, "", "a recipe is a mapping of sections (model:, data:, method:, ...)")
+    for item in overrides:
+        apply_override(root, *parse_override(item))
+    converter = Converter()
+    recipe = converter.build(Recipe, root)
+    resolve(recipe, Where(converter, root), warn or _warn_stderr)
+    return recipe
+
+
+def _warn_stderr(message: str) -> None:
+    import click
+
+    click.echo(f"warning: {message}", err=True)

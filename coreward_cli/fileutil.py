@@ -1,0 +1,43 @@
+"""Writing files so that a reader (or a crash) never sees half of one: write beside, then rename."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+
+def _sibling(path: Path, tag: str) -> Path:
+    return path.with_name(f".{path.name}.{tag}-{os.getpid()}")
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _sibling(path, "tmp")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    write_text_atomic(path, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+
+
+def write_folder_atomic(target: Path, fill: Callable[[Path], None]) -> None:
+    """Fill a temporary sibling folder, then swap it in place of `target` (replacing an old one)."""
+    tmp = _sibling(target, "tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        fill(tmp)
+        if target.exists():
+            stale = _sibling(target, "stale")
+            os.rename(target, stale)
+            shutil.rmtree(stale)
+        os.rename(tmp, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
