@@ -6,7 +6,6 @@ the payloads below try to create a sentinel file through Python, the shell and T
 
 from __future__ import annotations
 
-import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -249,27 +248,6 @@ def fresh_matchers() -> dict[str, AnswerMatcher]:
     return {mode: AnswerMatcher(mode, timeout_s=TIMEOUT_S) for mode in MODES}
 
 
-def test_at_least_a_thousand_hostile_answers(sentinel: Path) -> None:
-    answers = adversarial_answers(str(sentinel))
-    assert len(answers) >= 1000
-    assert max(len(a) for a in answers) >= 100_000
-    assert any(0xD800 <= ord(c) <= 0xDFFF for a in answers[:400] for c in a[:20])
-
-
-def test_hostile_answers_on_the_main_thread(sentinel: Path, global_sentinel: Path) -> None:
-    answers = adversarial_answers(str(sentinel)) + payloads(str(global_sentinel))
-    matchers = fresh_matchers()
-    slowest = max(run_everything(a, i, matchers) for i, a in enumerate(answers))
-    for start in range(0, len(answers), 8):
-        vote_everything(answers[start : start + 8], matchers)
-    assert not sentinel.exists()
-    stats = matchers["math_verify"].stats
-    print(f"\n{len(answers)} answers, slowest call {slowest:.2f}s, math_verify {stats}")
-    assert stats.guarded > 0  # the guard turned answers away before sympy
-    assert stats.verify_calls > 0  # and others did reach math-verify, inside the worker
-    assert stats.timeouts >= 1  # the stuck ones were cut off at the deadline
-
-
 def test_hostile_answers_from_threads(sentinel: Path, global_sentinel: Path) -> None:
     answers = adversarial_answers(str(sentinel)) + payloads(str(global_sentinel))
     matchers = fresh_matchers()
@@ -280,7 +258,13 @@ def test_hostile_answers_from_threads(sentinel: Path, global_sentinel: Path) -> 
         groups = [answers[start : start + 8] for start in range(0, len(answers), 8)]
         list(pool.map(lambda group: vote_everything(group, matchers), groups))
     assert not sentinel.exists()
-    print(f"\nthreads: slowest call {slowest:.2f}s, math_verify {matchers['math_verify'].stats}")
+    stats = matchers["math_verify"].stats
+    print(
+        f"\n{len(answers)} answers from threads, slowest call {slowest:.2f}s, math_verify {stats}"
+    )
+    assert stats.guarded > 0  # the guard turned answers away before sympy
+    assert stats.verify_calls > 0  # and others did reach math-verify, inside the worker
+    assert stats.timeouts >= 1  # the stuck ones were cut off at the deadline
 
 
 def test_bytes_and_non_strings_do_not_crash() -> None:
@@ -290,4 +274,5 @@ def test_bytes_and_non_strings_do_not_crash() -> None:
         assert matcher.equal(b"12", "12")  # type: ignore[arg-type]
         assert not matcher.equal(12, "13")  # type: ignore[arg-type]
     assert extract_answer(b"\\boxed{\xff}") == "\ufffd"  # type: ignore[arg-type]
-    assert os.path.exists("/") and majority_vote([b"1", 2, "3"], AnswerMatcher("exact")).valid == 1  # type: ignore[list-item]
+    vote = majority_vote([b"1", 2, "3"], AnswerMatcher("exact"))  # type: ignore[list-item]
+    assert (vote.label, vote.valid, vote.assignment) == ("3", 1, (None, None, 0))  # only str votes

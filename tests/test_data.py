@@ -288,15 +288,18 @@ def test_hub_datasets_use_their_published_columns(monkeypatch: pytest.MonkeyPatc
     ]
 
 
-def test_builtin_delegates_to_the_toy_task() -> None:
-    toy = pytest.importorskip("coreward_cli.toy")
+def test_builtin_is_the_toy_task() -> None:
     r = recipe(
         "  train: [builtin:tiny-arith]\n  max_problems: 5\n",
         overrides=("model.path=builtin:tiny-arith",),
     )
-    problems = load_train_problems(r)
-    assert problems == toy.problems("train")[:5]
-    assert all(p.rephrased for p in problems)
+    assert load_train_problems(r) == [
+        Problem("0+0", "0+0=", "add 0 and 0:", "0"),
+        Problem("0+1", "0+1=", "sum of 0 and 1?", "1"),
+        Problem("0+2", "0+2=", "add 2 and 0:", "2"),
+        Problem("0+3", "0+3=", "sum of 0 and 3?", "3"),
+        Problem("0+4", "0+4=", "add 4 and 0:", "4"),
+    ]
 
 
 def test_published_table_knows_the_public_names() -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 import textwrap
 
 import pytest
@@ -410,27 +409,50 @@ def test_random_ignores_the_responses() -> None:
 # ---------------------------------------------------------------- declarations and registry
 
 
-def test_declarations() -> None:
-    expect = {
-        "gt": (("original",), (), False, False),
-        "majority_vote": (("original",), (), False, False),
-        "co_rewarding_i": (("original", "rephrased"), (), False, False),
-        "co_rewarding_ii": (("original",), ("original",), False, True),
-        "co_rewarding_iii": (("original", "rephrased"), ("original", "rephrased"), False, True),
-        "self_certainty": (("original",), (), True, False),
-        "entropy": (("original",), (), True, False),
-        "random": (("original",), (), False, False),
-    }
-    for name, (policy, teacher, stats, needs_teacher) in expect.items():
-        cls = get_method(name)
-        assert cls.name == name
-        assert (cls.policy_views, cls.teacher_views, cls.needs_token_stats, cls.needs_teacher) == (
-            policy,
-            teacher,
-            stats,
-            needs_teacher,
-        ), name
-    assert available_methods()[:8] == list(expect)
+BUILTIN = [
+    "gt",
+    "majority_vote",
+    "co_rewarding_i",
+    "co_rewarding_ii",
+    "co_rewarding_iii",
+    "self_certainty",
+    "entropy",
+    "random",
+]
+
+
+@pytest.mark.parametrize("name", BUILTIN)
+def test_declarations_are_what_scoring_needs(name: str) -> None:
+    """The engine samples what a method declares: enough to score, every policy view trained on,
+    every teacher view read for labels, and token statistics exactly when they are used."""
+    cls = get_method(name)
+    assert cls.name == name
+    assert cls.needs_teacher == bool(cls.teacher_views)  # teacher rollouts need a teacher
+    parts = [("policy", v) for v in cls.policy_views] + [("teacher", v) for v in cls.teacher_views]
+    stats = {"entropy": [0.5, 1.0], "self_certainty": [1.0, 2.0]}
+
+    def batch(drop=None, with_stats=cls.needs_token_stats) -> RolloutBatch:
+        return RolloutBatch(
+            [
+                group("p", view, source, ["1", "2"], reference="1", **(stats if with_stats else {}))
+                for source, view in parts
+                if (source, view) != drop
+            ]
+        )
+
+    result = cls().score(batch())
+    assert [len(r) for r in result.rewards] == [2 if s == "policy" else 0 for s, _ in parts]
+    for part in parts:
+        if part[0] == "teacher":
+            with pytest.raises(ValueError, match="no teacher group"):
+                cls().score(batch(drop=part))
+    if cls.needs_token_stats:
+        with pytest.raises(ValueError, match="needs Group"):
+            cls().score(batch(with_stats=False))
+
+
+def test_builtin_methods_are_listed_first_in_order() -> None:
+    assert available_methods()[:8] == BUILTIN
 
 
 class ConstantHalf(Method):
@@ -446,7 +468,6 @@ class ConstantHalf(Method):
 
 
 def test_third_party_method_by_module_path() -> None:
-    assert sys.modules.get(__name__) is not None
     cls = get_method(f"{__name__}:ConstantHalf")
     assert cls is ConstantHalf
     result = cls().score(RolloutBatch([group("p", "original", "policy", ["1", "2"])]))

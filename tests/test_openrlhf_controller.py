@@ -212,7 +212,6 @@ def test_trainer_schedule_and_subclassing(tmp_path) -> None:
 
     from coreward_plugins.openrlhf.actor import CorewardPolicyActor, CorewardPolicyActorRemote
     from coreward_plugins.openrlhf.trainer import CorewardPPOTrainer, CorewardPPOTrainerRemote
-    from coreward_plugins.teacher import decay_at
 
     assert issubclass(CorewardPPOTrainer, PPOTrainer.__ray_actor_class__)
     assert issubclass(CorewardPolicyActor, PolicyModelActor.__ray_actor_class__)
@@ -221,7 +220,11 @@ def test_trainer_schedule_and_subclassing(tmp_path) -> None:
     args = _args(tmp_path, "qwen3b_math_ii.yaml")
     fake = SimpleNamespace(args=args, teacher_views=("original",), rl_steps=10)
     decays = [CorewardPPOTrainer._decay_for(fake, k) for k in range(1, 12)]
-    assert decays[:10] == [decay_at(k, 10, 0.99, 0.99999) for k in range(1, 11)]
+    # reference §3.3 by hand, T = 10: decay = 1 - (1e-5 + 0.004995 (1 + cos(pi (k - 1) / 10)))
+    assert decays[0] == pytest.approx(0.99, abs=1e-12)  # cos 0 = 1
+    assert decays[5] == pytest.approx(0.994995, abs=1e-12)  # cos(pi/2) = 0
+    assert decays[9] == pytest.approx(0.9997455273, abs=1e-10)  # cos(0.9 pi) = -0.9510565163
+    assert all(a < b for a, b in zip(decays[:9], decays[1:10]))
     assert (
         decays[10] is None
     )  # no update after the last step (the saved final teacher is step 10's)

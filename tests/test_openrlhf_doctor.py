@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -55,7 +57,21 @@ def test_gpu_check_script_runs_here() -> None:
         capture_output=True,
         text=True,
         timeout=300,
+        env={**os.environ, "CUDA_VISIBLE_DEVICES": ""},  # no GPU, whatever the machine
     )
-    assert proc.returncode in (0, 1), proc.stderr[-2000:]
-    names = [c["name"] for c in json.loads(proc.stdout)]
-    assert "GPU" in names and "version openrlhf" in names
+    assert proc.returncode == 1, proc.stderr[-2000:]  # the missing GPU must be fixed
+    checks = {c["name"]: c for c in json.loads(proc.stdout)}
+    gpu_work = ["flash-attn kernel", "Ray GPUs", "tiny training step", "tiny generation"]
+    assert list(checks) == [f"version {d}" for d in doctor_module.PINS] + ["GPU", *gpu_work]
+    assert checks["GPU"]["status"] == "fail"
+    assert checks["GPU"]["detail"].startswith("no CUDA GPU visible")
+    assert checks["GPU"]["detail"].endswith("CUDA_VISIBLE_DEVICES=)")
+    for name in gpu_work:
+        assert checks[name] == {"name": name, "status": "skip", "detail": "no GPU", "fix": ""}
+    if importlib.util.find_spec("vllm") is None:  # as on the CPU test machines
+        assert checks["version vllm"] == {
+            "name": "version vllm",
+            "status": "fail",
+            "detail": "not installed (want 0.29.0: openrlhf[vllm] 0.11.2)",
+            "fix": "pip install 'vllm==0.29.0'",
+        }

@@ -229,7 +229,3 @@ def test_did_you_mean_and_choices_are_offered(tmp_path: Path) -> None:
 def test_missing_recipe_file_is_one_line(tmp_path: Path) -> None:
     message = _one_line(_run(["recipe", "show", str(tmp_path / "nope.yaml")]))
     assert "nope.yaml" in message and "coreward recipe list" in message
-
-
-def test_the_error_cases_are_many() -> None:
-    assert len(FILE_CASES) + len(SET_CASES) >= 20

@@ -12,20 +12,21 @@ from coreward_plugins.teacher import EmaTeacher, decay_at
 torch.set_num_threads(1)
 
 
-def official_alpha(
-    step: int, total: int, alpha_start: float = 0.01, alpha_end: float = 1e-5
-) -> float:
-    """The official code's formula, written on alpha (the weight on the new policy)."""
-    t = max(0, min(step - 1, total))
-    return alpha_end + 0.5 * (alpha_start - alpha_end) * (1 + math.cos(math.pi * t / total))
-
-
 def test_decay_schedule_matches_official_alpha() -> None:
-    total = 330
-    for step in (1, 2, 50, 165, 329, 330, 331, 400, 0, -3):
-        assert decay_at(step, total, 0.99, 0.99999) == pytest.approx(
-            1 - official_alpha(step, total), abs=1e-12
-        )
+    """Reference §3.3: alpha(t) = 1e-5 + 0.5 (0.01 - 1e-5)(1 + cos(pi t / T)), t = clamp(step - 1, 0, T),
+    decay = 1 - alpha; by hand at T = 330 where the cosine is exact (t = 0, T/3, T/2, 2T/3, T)."""
+    by_hand = {
+        -3: 0.99,  # t clamps to 0
+        0: 0.99,
+        1: 0.99,  # t = 0: cos 0 = 1, alpha = 0.01
+        111: 0.9924975,  # t = T/3: cos = 1/2, alpha = 1e-5 + 0.004995 * 1.5
+        166: 0.994995,  # t = T/2: cos = 0, alpha = 1e-5 + 0.004995
+        221: 0.9974925,  # t = 2T/3: cos = -1/2, alpha = 1e-5 + 0.004995 * 0.5
+        331: 0.99999,  # t = T: cos = -1, alpha = 1e-5
+        400: 0.99999,  # t clamps to T
+    }
+    for step, decay in by_hand.items():
+        assert decay_at(step, 330, 0.99, 0.99999) == pytest.approx(decay, abs=1e-12), step
 
 
 def test_decay_endpoints_and_monotone() -> None:
