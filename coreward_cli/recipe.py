@@ -288,11 +288,14 @@ def recipe_to_dict(recipe: Recipe) -> dict:
     return dataclasses.asdict(recipe)
 
 
-def dump_recipe(recipe: Recipe, explain: bool = False) -> str:
-    """The resolved recipe as YAML in schema order; `explain` puts each field's description above it."""
+def dump_recipe(
+    recipe: Recipe, explain: bool = False, sources: dict[str, str] | None = None
+) -> str:
+    """The resolved recipe as YAML in schema order; `explain` puts each field's description above
+    it, `sources` says beside each value where it came from (default, method default, recipe, --set)."""
     from coreward_cli.typed_yaml import emit
 
-    return emit(recipe, explain=explain)
+    return emit(recipe, explain=explain, sources=sources)
 
 
 def run_dir_for(recipe: Recipe, recipe_path: str | Path) -> Path:

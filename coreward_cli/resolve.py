@@ -8,6 +8,7 @@ valid field by field but make no sense together; each names the line of the fiel
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import string
 from collections.abc import Callable, Sequence
@@ -67,14 +68,41 @@ class Where:
         return str(fail(self.node(path), path, message))
 
 
-def resolve(recipe: Recipe, where: Where, warn: Warn) -> None:
-    """Fill the defaults that depend on other fields, then check the whole recipe (in place)."""
-    _fill_defaults(recipe, where)
+def resolve(recipe: Recipe, where: Where, warn: Warn) -> dict[str, str]:
+    """Fill the defaults that depend on other fields, then check the whole recipe (in place).
+
+    Returns where each field's value came from (`sources`)."""
+    filled = _fill_defaults(recipe, where)
     _check_method(recipe, where, warn)
     _check_data(recipe, where, warn)
     _check_training(recipe, where)
     _check_engine(recipe, where, warn)
     _check_output(recipe, where)
+    return sources(recipe, where, filled)
+
+
+def sources(recipe: Recipe, where: Where, filled: list[str]) -> dict[str, str]:
+    """Field path -> "--set", "recipe", "method default (NAME)" or "default", for every leaf field
+    (a list counts as one field)."""
+    out: dict[str, str] = {}
+
+    def walk(obj: object, prefix: str, inherited: str | None) -> None:
+        for f in dataclasses.fields(obj):  # type: ignore[arg-type]
+            path = f"{prefix}{f.name}"
+            value = getattr(obj, f.name)
+            by_method = inherited or (
+                f"method default ({recipe.method.name})" if path in filled else None
+            )
+            if dataclasses.is_dataclass(value):
+                walk(value, f"{path}.", by_method)
+            elif where.given(path):
+                node = where.converter.nodes[path]
+                out[path] = "--set" if node.start_mark.name.startswith(SET_PREFIX) else "recipe"
+            else:
+                out[path] = by_method or "default"
+
+    walk(recipe, "", None)
+    return out
 
 
 def method_class(recipe: Recipe, where: Where) -> type:
@@ -99,9 +127,30 @@ def method_class(recipe: Recipe, where: Where) -> type:
         ) from exc
 
 
-def _fill_defaults(recipe: Recipe, where: Where) -> None:
+# Where the official scripts of a method differ from the schema's defaults (Co-rewarding-I's), the
+# method's values apply unless the recipe or a --set gives the field (reference doc §3.3, §4).
+METHOD_DEFAULTS: dict[str, dict[str, object]] = {
+    "co_rewarding_ii": {  # run_corewarding-II.sh: KL 0.001 against the EMA teacher, data seed 1234
+        "train.kl_coef": 0.001,
+        "train.kl_target": "teacher",
+        "data.shuffle_seed": 1234,
+    },
+    "co_rewarding_iii": {"train.kl_coef": 0.001, "train.kl_target": "teacher"},  # the fork's script
+}
+
+
+def _fill_defaults(recipe: Recipe, where: Where) -> list[str]:
+    """Fill what follows from the method; returns the field paths it filled."""
+    filled = []
     if getattr(method_class(recipe, where), "needs_teacher", False) and recipe.teacher is None:
         recipe.teacher = TeacherConfig()  # the paper's EMA: 0.99 -> 0.99999, cosine, every step
+        filled.append("teacher")
+    for path, value in METHOD_DEFAULTS.get(recipe.method.name, {}).items():
+        if not where.given(path):
+            section, name = path.split(".")
+            setattr(getattr(recipe, section), name, value)
+            filled.append(path)
+    return filled
 
 
 def _check_method(recipe: Recipe, where: Where, warn: Warn) -> None:
@@ -297,9 +346,14 @@ def load_recipe(
     Every problem raises UserError with one line: `FILE:LINE: field: what is wrong and the fix`
     (`--set field: ...` for an override). `warn` receives one-line warnings (default: stderr).
     """
+    return load_recipe_text(read_recipe_text(path), str(path), overrides, warn)
+
+
+def read_recipe_text(path: str | Path) -> str:
+    """A recipe file's text; a missing or unreadable file is a one-line error."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        return path.read_text(encoding="utf-8")
     except FileNotFoundError as exc:
         raise UserError(
             f"{path}: no such recipe file; see the shipped ones with `coreward recipe list`"
@@ -308,13 +362,19 @@ def load_recipe(
         raise UserError(
             f"{path}: cannot read the recipe ({exc.__class__.__name__}: {exc})"
         ) from exc
-    return load_recipe_text(text, str(path), overrides, warn)
 
 
 def load_recipe_text(
     text: str, name: str, overrides: Sequence[str] = (), warn: Callable[[str], None] | None = None
 ) -> Recipe:
     """`load_recipe` on text already in memory; `name` is what error lines call the file."""
+    return load_recipe_sources(text, name, overrides, warn)[0]
+
+
+def load_recipe_sources(
+    text: str, name: str, overrides: Sequence[str] = (), warn: Callable[[str], None] | None = None
+) -> tuple[Recipe, dict[str, str]]:
+    """`load_recipe_text`, and where each field's value came from (see `sources`)."""
     root = compose(text, name)
     if root is None:
         raise UserError(f"{name}:1: the recipe is empty; write one with `coreward recipe new`")
@@ -324,8 +384,7 @@ def load_recipe_text(
         apply_override(root, *parse_override(item))
     converter = Converter()
     recipe = converter.build(Recipe, root)
-    resolve(recipe, Where(converter, root), warn or _warn_stderr)
-    return recipe
+    return recipe, resolve(recipe, Where(converter, root), warn or _warn_stderr)
 
 
 def _warn_stderr(message: str) -> None:

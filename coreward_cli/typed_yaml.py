@@ -362,32 +362,37 @@ def _check_range(f: dataclasses.Field, value: Any, node: Node, path: str) -> Non
 # ---------------------------------------------------------------- writing
 
 
-def emit(obj: Any, explain: bool = False) -> str:
-    """A dataclass tree as block YAML in field order; `explain` puts each field's help above it."""
-    return "\n".join(_emit_fields(obj, 0, explain)) + "\n"
+def emit(obj: Any, explain: bool = False, sources: dict[str, str] | None = None) -> str:
+    """A dataclass tree as block YAML in field order; `explain` puts each field's help above it,
+    `sources` (field path -> where its value came from) goes beside each value as a comment."""
+    return "\n".join(_emit_fields(obj, 0, explain, sources or {}, "")) + "\n"
 
 
-def _emit_fields(obj: Any, indent: int, explain: bool) -> list[str]:
+def _emit_fields(
+    obj: Any, indent: int, explain: bool, sources: dict[str, str], prefix: str
+) -> list[str]:
     pad = " " * indent
     lines: list[str] = []
     for f in dataclasses.fields(obj):
         value = getattr(obj, f.name)
+        path = f"{prefix}{f.name}"
+        source = f"  # {sources[path]}" if path in sources else ""
         if explain and f.metadata.get("help"):
             lines.append(f"{pad}# {f.metadata['help']}")
         if dataclasses.is_dataclass(value):
             lines.append(f"{pad}{f.name}:")
-            lines.extend(_emit_fields(value, indent + 2, explain))
+            lines.extend(_emit_fields(value, indent + 2, explain, sources, f"{path}."))
         elif isinstance(value, list) and value and dataclasses.is_dataclass(value[0]):
-            lines.append(f"{pad}{f.name}:")
+            lines.append(f"{pad}{f.name}:{source}")
             for item in value:
-                item_lines = _emit_fields(item, indent + 4, explain)
+                item_lines = _emit_fields(item, indent + 4, explain, {}, "")
                 first = next(
                     i for i, line in enumerate(item_lines) if not line.lstrip().startswith("#")
                 )
                 item_lines[first] = f"{pad}  - {item_lines[first].lstrip()}"
                 lines.extend(item_lines)
         else:
-            lines.append(f"{pad}{f.name}: {flow(value)}")
+            lines.append(f"{pad}{f.name}: {flow(value)}{source}")
     return lines
 
 

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import copy
+import math
 
 import pytest
 import torch
 
 from coreward_cli.engines.logprobs import score_tokens
 from coreward_cli.engines.loss import ViewNorm, aggregate, kl_penalty, ppo_clip
-from coreward_cli.engines.optim import lr_multiplier
+from coreward_cli.engines.optim import build_optimizer, lr_multiplier
 from coreward_cli.engines.update import UpdateSettings, ViewBatch, policy_update
 from coreward_cli.prompts import Prompt
 from coreward_cli.sampling import Sequences, concat, response_mask_for, sample
@@ -134,9 +135,42 @@ def test_aggregate_modes():
     ).item() == pytest.approx(2.5)
 
 
+def verl_cosine(step: int, total: int, warmup_ratio: float, min_ratio: float = 0.0) -> float:
+    """verl's get_cosine_schedule_with_warmup (LambdaLR factor of 0-based optimizer step `step`),
+    written out from its source: warmup = int(ratio * total), factor step / warmup, then a
+    half cosine (num_cycles 0.5) from 1 down to min_ratio."""
+    warmup = int(warmup_ratio * total)
+    if step < warmup:
+        return step / max(1, warmup)
+    progress = (step - warmup) / max(1, total - warmup)
+    return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * 2 * 0.5 * progress))
+
+
+def test_lr_of_the_first_steps_is_verls():
+    """The paper run: 174 steps, 10 % warmup -> 17 warmup steps, the first update at lr 0."""
+    model = torch.nn.Linear(2, 2)
+    optimizer, scheduler = build_optimizer(
+        model.parameters(),
+        lr=3e-6,
+        betas=(0.9, 0.999),
+        weight_decay=0.01,
+        total_steps=174,
+        warmup_ratio=0.1,
+        schedule="cosine",
+        min_lr_ratio=0.0,
+    )
+    seen = []
+    for _ in range(20):
+        seen.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    assert seen == pytest.approx([3e-6 * verl_cosine(s, 174, 0.1) for s in range(20)], abs=1e-18)
+    assert seen[0] == 0.0 and seen[17] == pytest.approx(3e-6)
+
+
 def test_lr_schedule_shapes():
-    assert lr_multiplier(0, 100, 10, "cosine", 0.0) == pytest.approx(0.1)
-    assert lr_multiplier(9, 100, 10, "cosine", 0.0) == pytest.approx(1.0)
+    assert lr_multiplier(0, 100, 10, "cosine", 0.0) == 0.0
+    assert lr_multiplier(9, 100, 10, "cosine", 0.0) == pytest.approx(0.9)
     assert lr_multiplier(10, 100, 10, "cosine", 0.0) == pytest.approx(1.0)
     assert lr_multiplier(100, 100, 10, "cosine", 0.1) == pytest.approx(0.1)
     assert lr_multiplier(55, 100, 10, "linear", 0.0) == pytest.approx(0.5)

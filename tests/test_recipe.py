@@ -108,6 +108,63 @@ def test_co_rewarding_ii_recipe_has_the_official_teacher() -> None:
     )
 
 
+def test_co_rewarding_iii_recipe_has_the_forks_values() -> None:
+    """run_corewarding-III.sh: KL 0.001 against the teacher, EMA 0.01 -> 1e-5 every step, micro
+    batch 4; the rest as Co-rewarding-I."""
+    r = load_recipe(ROOT / "recipes" / "qwen3b_math_iii.yaml")
+    assert r.method.name == "co_rewarding_iii"
+    assert (r.train.kl_coef, r.train.kl_estimator, r.train.kl_target) == (0.001, "k3", "teacher")
+    assert r.teacher == TeacherConfig(
+        decay_start=0.99, decay_end=0.99999, schedule="cosine", update_interval=1
+    )
+    assert (r.train.micro_batch_size, r.engine.cluster.micro_train_batch_size) == (4, 4)
+    one = recipe_to_dict(load_recipe(PAPER))
+    three = recipe_to_dict(r)
+    for key in ("kl_coef", "kl_target", "micro_batch_size"):
+        one["train"].pop(key), three["train"].pop(key)
+    one["engine"]["cluster"].pop("micro_train_batch_size")
+    three["engine"]["cluster"].pop("micro_train_batch_size")
+    assert {k: v for k, v in three.items() if k not in ("method", "teacher")} == {
+        k: v for k, v in one.items() if k not in ("method", "teacher")
+    }
+
+
+@pytest.mark.parametrize(
+    ("method", "kl", "target", "data_seed", "source"),
+    [
+        ("co_rewarding_i", 0.005, "initial", 1, "default"),
+        ("co_rewarding_ii", 0.001, "teacher", 1234, "method default (co_rewarding_ii)"),
+        ("co_rewarding_iii", 0.001, "teacher", 1, "method default (co_rewarding_iii)"),
+        ("gt", 0.005, "initial", 1, "default"),
+    ],
+)
+def test_method_dependent_fields_follow_the_method(
+    method: str, kl: float, target: str, data_seed: int, source: str
+) -> None:
+    """`--set method.name=...` on the Co-rewarding-I recipe gives that method's official KL and
+    data seed, and `recipe show --explain` says where each value came from."""
+    shown = invoke("recipe", "show", str(PAPER), "--explain", "--set", f"method.name={method}")
+    assert shown.exit_code == 0, shown.output
+    lines = shown.stdout.splitlines()
+    assert f"  kl_coef: {kl}  # {source}" in lines
+    assert f"  kl_target: {target}  # {source}" in lines
+    seed_source = source if method == "co_rewarding_ii" else "default"
+    assert f"  shuffle_seed: {data_seed}  # {seed_source}" in lines
+    assert f"  name: {method}  # --set" in lines
+    assert "  lr: 3.0e-06  # recipe" in lines
+    pinned = invoke(
+        "recipe",
+        "show",
+        str(PAPER),
+        "--explain",
+        "--set",
+        f"method.name={method}",
+        "--set",
+        "train.kl_coef=0.02",
+    )  # a value the user gives always wins
+    assert "  kl_coef: 0.02  # --set" in pinned.stdout.splitlines()
+
+
 def test_baselines_share_the_setup_and_differ_in_the_method() -> None:
     base = recipe_to_dict(load_recipe(ROOT / "recipes" / "qwen3b_math_majority_vote.yaml"))
     for stem, method in (

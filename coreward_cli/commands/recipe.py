@@ -83,16 +83,19 @@ def validate(file: Path, overrides: tuple[str, ...], check_data: bool) -> None:
 def show(file: Path, overrides: tuple[str, ...], explain: bool, as_json: bool) -> None:
     """Print the resolved recipe as YAML.
 
-    Defaults are filled in and --set overrides applied; --explain documents every field.
+    Defaults are filled in and --set overrides applied; --explain documents every field and says
+    where its value came from (default, method default, recipe or --set).
     """
     from coreward_cli.recipe import dump_recipe, recipe_to_dict
-    from coreward_cli.resolve import load_recipe
+    from coreward_cli.resolve import load_recipe_sources, read_recipe_text
 
-    loaded = load_recipe(file, overrides, warn=_warn)
+    loaded, sources = load_recipe_sources(read_recipe_text(file), str(file), overrides, _warn)
     if as_json:
         click.echo(json.dumps(recipe_to_dict(loaded), indent=2))
     else:
-        click.echo(dump_recipe(loaded, explain=explain), nl=False)
+        click.echo(
+            dump_recipe(loaded, explain=explain, sources=sources if explain else None), nl=False
+        )
 
 
 @recipe.command()

@@ -56,9 +56,11 @@ def run(
     """Train with RECIPE (a YAML file). An existing run is never overwritten silently:
     continue it with --resume, or start over with --force."""
     from coreward_cli.recipe import run_dir_for
-    from coreward_cli.resolve import load_recipe
+    from coreward_cli.resolve import load_recipe_sources, read_recipe_text
 
-    recipe = load_recipe(recipe_path, overrides)
+    recipe, sources = load_recipe_sources(
+        read_recipe_text(recipe_path), str(recipe_path), overrides
+    )
     run_dir = out if out is not None else run_dir_for(recipe, recipe_path)
     console = Console(stderr=True) if as_json else Console()
     if recipe.engine.kind == "openrlhf":
@@ -69,14 +71,14 @@ def run(
                 "--force applies to the local engine; for openrlhf pick a new run directory with --out DIR"
             )
         if dry_run:
-            openrlhf.dry_run(recipe, run_dir, as_json, console)
+            openrlhf.dry_run(recipe, run_dir, as_json, console, sources)
         else:
             from coreward_cli.engines.openrlhf_job import run_job
 
             run_job(recipe, run_dir, resume, console)
         return
     if dry_run:
-        _local_dry_run(recipe, run_dir, resume, force, as_json, console)
+        _local_dry_run(recipe, sources, run_dir, resume, force, as_json, console)
         return
     from coreward_cli.engines.local import train
 
@@ -167,7 +169,13 @@ def _plan_tokenizer(recipe) -> Any | None:
 
 
 def _local_dry_run(
-    recipe, run_dir: Path, resume: bool, force: bool, as_json: bool, console: Console
+    recipe,
+    sources: dict[str, str],
+    run_dir: Path,
+    resume: bool,
+    force: bool,
+    as_json: bool,
+    console: Console,
 ) -> None:
     from rich.syntax import Syntax
     from rich.table import Table
@@ -178,11 +186,17 @@ def _local_dry_run(
     if as_json:
         click.echo(
             json.dumps(
-                {"engine": "local", "recipe": recipe_to_dict(recipe), "plan": plan}, indent=2
+                {
+                    "engine": "local",
+                    "recipe": recipe_to_dict(recipe),
+                    "sources": sources,
+                    "plan": plan,
+                },
+                indent=2,
             )
         )
         return
-    console.print(Syntax(dump_recipe(recipe), "yaml", background_color="default"))
+    console.print(Syntax(dump_recipe(recipe, sources=sources), "yaml", background_color="default"))
     table = Table(title="local engine: what would run (nothing was run)", show_header=False)
     for key, value in plan.items():
         table.add_row(

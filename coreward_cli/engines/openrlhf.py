@@ -399,13 +399,25 @@ def print_plan(plan: LaunchPlan, console: Console) -> None:
     console.print(plan.command(), markup=False, highlight=False, soft_wrap=True)
 
 
-def dry_run(recipe: Recipe, run_dir: Path, as_json: bool, console: Console) -> None:
+def dry_run(
+    recipe: Recipe, run_dir: Path, as_json: bool, console: Console, sources: dict[str, str]
+) -> None:
     """Show the launch plan; run nothing (no Ray, GPU or OpenRLHF needed)."""
     plan = build_plan(recipe, Path(run_dir), problems=count_local_problems(recipe))
     if as_json:
         from coreward_cli.recipe import recipe_to_dict
 
-        payload = {"engine": "openrlhf", "recipe": recipe_to_dict(recipe), "plan": plan.to_dict()}
+        payload = {
+            "engine": "openrlhf",
+            "recipe": recipe_to_dict(recipe),
+            "sources": sources,
+            "plan": plan.to_dict(),
+        }
         click.echo(json.dumps(payload, indent=2))  # stdout, whatever the console prints to
         return
+    from rich.syntax import Syntax
+
+    from coreward_cli.recipe import dump_recipe
+
+    console.print(Syntax(dump_recipe(recipe, sources=sources), "yaml", background_color="default"))
     print_plan(plan, console)

@@ -1,4 +1,8 @@
-"""AdamW with linear warmup, then cosine / linear / constant decay to `min_lr_ratio` of the peak."""
+"""AdamW with linear warmup, then cosine / linear / constant decay to `min_lr_ratio` of the peak.
+
+The schedule is verl's (the official code's): int(warmup_ratio x total) warmup steps, and the
+first update runs at lr 0 (factor step / warmup, with the optimizer step counted from 0).
+"""
 
 from __future__ import annotations
 
@@ -15,7 +19,7 @@ def lr_multiplier(
 ) -> float:
     """Share of the peak lr for 0-based optimizer step `step` of `total`."""
     if step < warmup:
-        return (step + 1) / warmup
+        return step / warmup
     if schedule == "constant":
         return 1.0
     progress = min(1.0, (step - warmup) / max(1, total - warmup))
