@@ -166,8 +166,10 @@ class TrainConfig:
         "KL anchor: the frozen initial model, or the EMA teacher (the official Co-rewarding-II code).",
     )
     clip_ratio: float = doc(0.2, "PPO clip range.", min=0.0)
-    loss_agg: Literal["token-mean", "seq-mean-token-mean"] = doc(
-        "token-mean", "How token losses aggregate into a view's loss."
+    loss_agg: Literal["token-mean", "seq-mean-token-mean", "micro-token-mean"] = doc(
+        "token-mean",
+        "How token losses aggregate into a view's loss: token-mean over the view; seq-mean-token-mean; "
+        "micro-token-mean (verl's: each micro-batch's token mean / micro-batches; local engine only).",
     )
     view_loss: Literal["sum", "mean"] = doc(
         "sum", "How the views' losses combine: sum (the official code, ~2x gradient) or mean."

@@ -292,6 +292,12 @@ def _check_engine(recipe: Recipe, where: Where, warn: Warn) -> None:
                 "data.train",
                 f"{BUILTIN} data runs on the local engine only; set engine.kind: local",
             )
+        if recipe.train.loss_agg == "micro-token-mean":
+            raise where.error(
+                "train.loss_agg",
+                "micro-token-mean runs on the local engine only (OpenRLHF normalises by the step's "
+                "token count); use token-mean",
+            )
         cluster = engine.cluster
         gpus = cluster.nodes * cluster.gpus_per_node
         if cluster.colocate and cluster.vllm_engines * cluster.vllm_tensor_parallel != gpus:

@@ -133,6 +133,15 @@ def test_aggregate_modes():
     assert aggregate(
         values2, torch.tensor([[1, 1, 1], [1, 0, 0]]), "seq-mean-token-mean", ViewNorm(4, 2)
     ).item() == pytest.approx(2.5)
+    # verl: micro-batches [1, 3, 5] (mean 3) and [2] (mean 2), each / 2 micro-batches -> 2.5,
+    # where the view's token mean is 11 / 4
+    rows = values2, torch.tensor([[1, 1, 1], [1, 0, 0]])
+    micro = [
+        aggregate(v[None], m[None], "micro-token-mean", ViewNorm(4, 2, 2)) for v, m in zip(*rows)
+    ]
+    assert sum(micro).item() == pytest.approx(2.5)
+    assert aggregate(*rows, "token-mean", ViewNorm(4, 2)).item() == pytest.approx(2.75)
+    assert aggregate(*rows, "micro-token-mean", ViewNorm(4, 2, 1)).item() == pytest.approx(2.75)
 
 
 def verl_cosine(step: int, total: int, warmup_ratio: float, min_ratio: float = 0.0) -> float:

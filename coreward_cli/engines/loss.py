@@ -8,7 +8,7 @@ from typing import Literal
 import torch
 
 KlEstimator = Literal["k1", "k2", "k3"]
-LossAgg = Literal["token-mean", "seq-mean-token-mean"]
+LossAgg = Literal["token-mean", "seq-mean-token-mean", "micro-token-mean"]
 
 
 def kl_penalty(logp: torch.Tensor, ref_logp: torch.Tensor, estimator: KlEstimator) -> torch.Tensor:
@@ -40,6 +40,7 @@ class ViewNorm:
 
     tokens: int
     sequences: int
+    micro_batches: int = 1
 
 
 def aggregate(
@@ -49,9 +50,14 @@ def aggregate(
 
     token-mean: sum over all response tokens of the view / the view's token count.
     seq-mean-token-mean: mean over the view's sequences of each sequence's token mean.
+    micro-token-mean: verl's token-mean as the official code runs it: each micro-batch's own token
+      mean, divided by the number of micro-batches (gradient accumulation), so the result depends
+      on train.micro_batch_size.
     """
     m = mask.to(values.dtype)
     if mode == "token-mean":
         return (values * m).sum() / max(norm.tokens, 1)
+    if mode == "micro-token-mean":
+        return (values * m).sum() / m.sum().clamp(min=1) / max(norm.micro_batches, 1)
     per_seq = (values * m).sum(-1) / m.sum(-1).clamp(min=1)
     return per_seq.sum() / max(norm.sequences, 1)

@@ -138,8 +138,6 @@ def build_plan(
         raise UserError(
             "train.min_lr_ratio: OpenRLHF's linear schedule decays to 0; use schedule: cosine or min_lr_ratio: 0"
         )
-    if t.loss_agg not in ("token-mean", "seq-mean-token-mean"):
-        raise UserError(f"train.loss_agg: {t.loss_agg!r} is not an OpenRLHF loss_agg_mode")
 
     paths = {
         "run_dir": str(run_dir),

@@ -79,8 +79,9 @@ def policy_update(
     entropy_sum, token_count = 0.0, 0
     for vb in views:
         rm = vb.seqs.response_mask
-        norm = ViewNorm(tokens=int(rm.sum()), sequences=len(vb.seqs))
-        for start, stop in micro_slices(len(vb.seqs), settings.micro_batch_size):
+        slices = micro_slices(len(vb.seqs), settings.micro_batch_size)
+        norm = ViewNorm(tokens=int(rm.sum()), sequences=len(vb.seqs), micro_batches=len(slices))
+        for start, stop in slices:
             part = vb.seqs.rows(start, stop)
             mask = part.response_mask.to(device)
             with autocast():
