@@ -84,8 +84,11 @@ class CorewardPolicyActor(PolicyModelActor.__ray_actor_class__):
             self.trainer.broadcast_to_vllm()
 
     def teacher_in(self) -> None:
-        self._swap = self.teacher.swapped_in()
-        self._swap.__enter__()
+        if self._swap is not None:  # a backup now would save the teacher as the student
+            raise RuntimeError("coreward: teacher_in while the teacher is already swapped in")
+        swap = self.teacher.swapped_in()
+        swap.__enter__()
+        self._swap = swap
 
     def teacher_out(self) -> None:
         swap, self._swap = self._swap, None
@@ -98,12 +101,15 @@ class CorewardPolicyActor(PolicyModelActor.__ray_actor_class__):
         if self.teacher is None:
             return
         args = self.strategy.args
-        self.teacher.save(teacher_dir(args.ckpt.path, tag))
-        if torch.distributed.get_rank() == 0:  # follow OpenRLHF's rotation of _actor/
+        teachers = Path(args.ckpt.path) / "_teacher"
+        if torch.distributed.get_rank() == 0 and teachers.is_dir():
+            # follow OpenRLHF's rotation of _actor/, before writing, so that the disk never
+            # holds more teachers than kept checkpoints
             actor_dir = Path(args.ckpt.path) / "_actor"
-            for old in (Path(args.ckpt.path) / "_teacher").iterdir():
+            for old in teachers.iterdir():
                 if old.is_dir() and not (actor_dir / old.name).exists():
                     shutil.rmtree(old, ignore_errors=True)
+        self.teacher.save(teacher_dir(args.ckpt.path, tag))
 
     def save_model(self):
         super().save_model()
