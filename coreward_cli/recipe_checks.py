@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 from yaml.nodes import Node
 
 from coreward_cli import data as train_data
+from coreward_cli.engines import openrlhf_plan
 from coreward_cli.errors import UserError
 from coreward_cli.typed_yaml import SET_PREFIX, Converter, fail
 
@@ -246,6 +247,11 @@ def _check_engine(recipe: Recipe, where: Where, warn: Warn) -> None:
                 f"colocate needs vllm_engines x vllm_tensor_parallel = nodes x gpus_per_node = {gpus}, got "
                 f"{cluster.vllm_engines} x {cluster.vllm_tensor_parallel}; set vllm_engines: {gpus // cluster.vllm_tensor_parallel or 1}",
             )
+        try:
+            openrlhf_plan.check_recipe(recipe)
+        except UserError as exc:
+            field, _, problem = str(exc).partition(": ")
+            raise where.error(field, problem) from None
         for field, default in (("device", "auto"), ("threads", None)):
             if where.changed(f"engine.{field}", getattr(engine, field), default):
                 warn(

@@ -262,3 +262,16 @@ def requirements(
         else 0.0,
     }
     return out
+
+
+def check_recipe(recipe: Recipe) -> None:
+    """`recipe_problems` for recipe validation, with the method's views read from its class."""
+    from coreward_plugins.methods import get_method
+
+    try:
+        cls = get_method(recipe.method.name)
+    except (KeyError, ValueError, ImportError):
+        return  # the method check reports it
+    recipe_problems(
+        recipe, len(cls.policy_views), len(cls.teacher_views), bool(cls.needs_token_stats)
+    )

@@ -42,7 +42,6 @@ class CorewardPolicyActor(PolicyModelActor.__ray_actor_class__):
         args = strategy.args
         self.teacher: ShadowTeacher | None = None
         self._next_decay: float | None = None
-        self._swap = None
         if not csv_views(args.coreward.teacher_views):
             return
         if args.ds.enable_sleep:
@@ -84,16 +83,10 @@ class CorewardPolicyActor(PolicyModelActor.__ray_actor_class__):
             self.trainer.broadcast_to_vllm()
 
     def teacher_in(self) -> None:
-        if self._swap is not None:  # a backup now would save the teacher as the student
-            raise RuntimeError("coreward: teacher_in while the teacher is already swapped in")
-        swap = self.teacher.swapped_in()
-        swap.__enter__()
-        self._swap = swap
+        self.teacher.enter_swap()
 
     def teacher_out(self) -> None:
-        swap, self._swap = self._swap, None
-        if swap is not None:
-            swap.__exit__(None, None, None)
+        self.teacher.exit_swap()
 
     # ---- checkpoints and the final save ----
     def save_checkpoint(self, tag, client_states=None, metric_value=None, metric_key=None):

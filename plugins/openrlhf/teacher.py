@@ -26,7 +26,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
 import torch
@@ -77,6 +77,7 @@ class ShadowTeacher:
         self.holds = self.zero3 or self.rank == HOLDER
         self.shadow: dict[str, torch.Tensor] = {}
         self.backup_bytes = 0  # host bytes this rank holds for a swap in progress
+        self._open_swap: AbstractContextManager[None] | None = None
         for name, param in self._params():
             source = self._source(param)
             if self.holds:
@@ -159,6 +160,19 @@ class ShadowTeacher:
             self.backup_bytes = 0
             if self.zero3:
                 self.release_gathered()
+
+    # ---- a swap across calls (the teacher's log-prob pass: in, forwards, out) ----
+    def enter_swap(self) -> None:
+        if self._open_swap is not None:  # a backup now would save the teacher as the student
+            raise RuntimeError("coreward: teacher swap-in while the teacher is already swapped in")
+        swap = self.swapped_in()
+        swap.__enter__()
+        self._open_swap = swap
+
+    def exit_swap(self) -> None:
+        swap, self._open_swap = self._open_swap, None
+        if swap is not None:
+            swap.__exit__(None, None, None)
 
     # ---- persistence: one file per holder rank, written beside and renamed ----
     def save(self, directory: str | os.PathLike) -> None:

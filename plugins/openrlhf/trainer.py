@@ -58,6 +58,14 @@ class TeacherAsReference:
         return self.group.async_run_method(method_name, *args, **kwargs)
 
 
+def kl_reference(kl_target: str, reference_group: Any, actor_group: Any) -> Any:
+    """What the experience maker asks for reference log-probs. OpenRLHF builds no reference group
+    when the KL coefficient is 0, and then the teacher runs no pass either."""
+    if kl_target == "teacher" and reference_group is not None:
+        return TeacherAsReference(actor_group)
+    return reference_group
+
+
 def seed_prompt_order(loader: Any, seed: int) -> None:
     """Make the epochs' prompt order a function of `seed`: OpenRLHF's controller builds its
     shuffling loader without a seed, so the sampler's generator is seeded from torch's global RNG."""
@@ -111,15 +119,11 @@ class CorewardPPOTrainer(PPOTrainer.__ray_actor_class__):
             )
         # one optimizer step per RL step (train.batch_size = the step's samples, max_epochs = 1)
         self.max_steps = self.rl_steps * args.train.max_epochs
-        reference = reference_model_group
-        # OpenRLHF builds no reference group when the KL coefficient is 0: then no teacher pass
-        if cw.kl_target == "teacher" and reference_model_group is not None:
-            reference = TeacherAsReference(actor_model_group)
         self.experience_maker = CorewardExperienceMaker(
             actor_model_group,
             critic_model_group,
             reward_model_group,
-            reference,
+            kl_reference(cw.kl_target, reference_model_group, actor_model_group),
             self.kl_ctl,
             strategy,
             self.tokenizer,
