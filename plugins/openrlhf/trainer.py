@@ -138,7 +138,6 @@ class CorewardPPOTrainer(PPOTrainer.__ray_actor_class__):
 
             self.wandb_logger = WandbLogger(args)
         self.metrics_file = Path(cw.metrics_file) if cw.metrics_file else None
-        self._step = 0
 
     # ---- the teacher ----
     def _teacher_to_vllm(self) -> None:
