@@ -449,3 +449,18 @@ def test_zero_plus_plus_partitions_are_refused(tmp_path: Path) -> None:
     plan = _plan(tmp_path, "qwen3b_math_ii.yaml")
     with pytest.raises(SystemExit, match="zpg"):
         entry.prepare_args([*plan.flags, "--ds.zpg", "2"])
+
+
+def test_dry_run_prints_the_estimates(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from coreward_cli.main import cli
+
+    result = CliRunner().invoke(
+        cli,
+        ["run", str(ROOT / "recipes/qwen3b_math.yaml"), "--dry-run", "--out", str(tmp_path / "r")],
+        env={"COLUMNS": "200"},
+    )
+    assert result.exit_code == 0, result.output
+    for shown in ("9 reserved by Ray", "~75 GB per GPU of 80", "~68 GB on node 0", "~136 GB"):
+        assert shown in result.output
