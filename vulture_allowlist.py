@@ -21,3 +21,5 @@ equal_calls, decided_by_key, guarded, cache_hits, verify_calls, timeouts, busy, 
 _.equal_calls, _.decided_by_key, _.guarded, _.cache_hits, _.verify_calls, _.timeouts, _.busy
 _.restarts, _.wait_warm, _.worker_pids, restart_shared_pool
 second_stage, ll_cpu_s, two_stage_cpu_s, read_both_ways
+# OpenRLHF's PPO trainer logs through the attribute we set; the swap test reads the backup size
+_.wandb_logger, _.backup_bytes

@@ -232,6 +232,9 @@ class ClusterConfig:
     )
     gradient_checkpointing: bool = doc(True, "Recompute activations in backward to save memory.")
     reward_actors: int = doc(4, "Ray actors that grade answers in parallel.", min=1)
+    gpu_memory_gb: float = doc(
+        80.0, "Memory of each GPU (GB); the plan checks its per-GPU estimate against it.", min=1.0
+    )
 
 
 @dataclass

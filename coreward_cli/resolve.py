@@ -18,6 +18,7 @@ from pathlib import Path
 from yaml.nodes import Node
 
 from coreward_cli import data as train_data
+from coreward_cli.engines import openrlhf_plan
 from coreward_cli.errors import UserError
 from coreward_cli.problem import BUILTIN
 from coreward_cli.recipe import ClusterConfig, Recipe, TeacherConfig
@@ -298,14 +299,17 @@ def _check_engine(recipe: Recipe, where: Where, warn: Warn) -> None:
                 "micro-token-mean runs on the local engine only (OpenRLHF normalises by the step's "
                 "token count); use token-mean",
             )
-        cluster = engine.cluster
-        gpus = cluster.nodes * cluster.gpus_per_node
-        if cluster.colocate and cluster.vllm_engines * cluster.vllm_tensor_parallel != gpus:
-            raise where.error(
-                "engine.cluster.vllm_engines",
-                f"colocate needs vllm_engines x vllm_tensor_parallel = nodes x gpus_per_node = {gpus}, got "
-                f"{cluster.vllm_engines} x {cluster.vllm_tensor_parallel}; set vllm_engines: {gpus // cluster.vllm_tensor_parallel or 1}",
+        cls = method_class(recipe, where)
+        try:  # the checks OpenRLHF itself would fail on (or hang): dtype, GPUs, even micro-batches
+            openrlhf_plan.recipe_problems(
+                recipe,
+                len(cls.policy_views),
+                len(cls.teacher_views),
+                bool(cls.needs_token_stats),
             )
+        except UserError as exc:
+            field, _, problem = str(exc).partition(": ")
+            raise where.error(field, problem) from None
         for field, default in (("device", "auto"), ("threads", None)):
             if where.changed(f"engine.{field}", getattr(engine, field), default):
                 warn(

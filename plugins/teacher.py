@@ -42,6 +42,19 @@ def decay_at(
     return end + 0.5 * (start - end) * (1.0 + math.cos(math.pi * t / total_steps))
 
 
+def check_decay(decay: float) -> None:
+    if not 0.0 <= decay <= 1.0:
+        raise ValueError(f"EMA decay must be in [0, 1], not {decay}")
+
+
+@torch.no_grad()
+def ema_update_(teacher: torch.Tensor, policy: torch.Tensor, decay: float) -> None:
+    """teacher <- decay * teacher + (1 - decay) * policy, in place (fp32 teacher, policy cast)."""
+    # lerp = teacher + (1 - decay) * (policy - teacher): the same EMA, and exact where
+    # policy == teacher (step 1 leaves the base model bit for bit unchanged)
+    teacher.lerp_(policy.to(device=teacher.device, dtype=teacher.dtype), 1.0 - decay)
+
+
 def _as_dict(named_tensors: NamedTensors) -> dict[str, torch.Tensor]:
     items = named_tensors.items() if isinstance(named_tensors, Mapping) else named_tensors
     return dict(items)
@@ -78,8 +91,7 @@ class EmaTeacher:
     @torch.no_grad()
     def update(self, named_tensors: NamedTensors, decay: float) -> None:
         """teacher <- decay * teacher + (1 - decay) * policy, in fp32, name by name."""
-        if not 0.0 <= decay <= 1.0:
-            raise ValueError(f"EMA decay must be in [0, 1], not {decay}")
+        check_decay(decay)
         policy = _as_dict(named_tensors)
         _check_names(self._tensors, policy, "EMA update")
         for name, teacher in self._tensors.items():
@@ -88,9 +100,7 @@ class EmaTeacher:
                 raise ValueError(
                     f"EMA update: {name} has shape {tuple(source.shape)}, the teacher {tuple(teacher.shape)}"
                 )
-            # lerp = teacher + (1 - decay) * (policy - teacher): the same EMA, and exact where
-            # policy == teacher (step 1 leaves the base model bit for bit unchanged)
-            teacher.lerp_(source, 1.0 - decay)
+            ema_update_(teacher, source, decay)
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         """The fp32 teacher tensors (live references, as nn.Module.state_dict gives)."""

@@ -263,11 +263,59 @@ def test_entry_drops_problems_too_long_in_any_view(tmp_path, tokenizer) -> None:
         {**json.loads(rows[1]["label"]), "rephrased": "SYS\n" + "a very long rephrasing " * 3}
     )
     source.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    kept, dropped = filter_long_prompts(args)  # byte tokenizer: "SYS\nwhat is 1+1?" is 16 tokens
-    assert (kept, dropped) == (4, 1)
+    counts = filter_long_prompts(args)  # byte tokenizer: "SYS\nwhat is 1+1?" is 16 tokens
+    assert counts == {"train": (4, 1)}
     assert args.data.prompt_dataset.endswith("train.filtered.jsonl")
     ids = [
         decode_label(json.loads(line)["label"]).id
         for line in Path(args.data.prompt_dataset).read_text().splitlines()
     ]
     assert ids == ["p0", "p2", "p3", "p4"]
+
+
+def test_held_out_prompts_are_filtered_by_the_same_rule(tmp_path, tokenizer) -> None:
+    from coreward_plugins.openrlhf.entry import filter_long_prompts
+
+    model_dir = tmp_path / "tok"
+    tokenizer.save_pretrained(model_dir)
+    args = _args(tmp_path, "qwen3b_math.yaml", ["rollout.max_prompt_tokens=20"])
+    args.actor.model_name_or_path = str(model_dir)
+    held_out = tmp_path / "run" / "data" / "eval.jsonl"
+    rows = [("short", "SYS\nwhat is 2+2?"), ("long", "SYS\n" + "a long question " * 4)]
+    held_out.write_text(
+        "".join(json.dumps({"prompt": q, "label": i, "datasource": "b"}) + "\n" for i, q in rows)
+    )
+    args.eval.dataset = str(held_out)
+    assert filter_long_prompts(args)["eval"] == (1, 1)  # cut from the left, it would lose SYS
+    kept = [json.loads(line)["label"] for line in Path(args.eval.dataset).read_text().splitlines()]
+    assert kept == ["short"]
+
+
+def test_a_prompt_file_not_on_this_node_is_one_line(tmp_path) -> None:
+    from coreward_plugins.openrlhf.entry import filter_long_prompts
+
+    args = _args(tmp_path, "qwen3b_math.yaml")
+    args.data.prompt_dataset = str(tmp_path / "elsewhere" / "train.jsonl")
+    with pytest.raises(SystemExit, match="not visible on this node.*storage every node"):
+        filter_long_prompts(args)
+
+
+def _epoch_order(args, tokenizer, seed: int) -> list[str]:
+    import torch
+    from openrlhf.trainer.ppo_trainer import prepare_datasets
+    from openrlhf.utils import get_strategy
+
+    from coreward_plugins.openrlhf.trainer import seed_prompt_order
+
+    torch.manual_seed(0)  # the controller's global RNG, the same in every run
+    loader, _, _ = prepare_datasets(get_strategy(args), tokenizer)  # OpenRLHF's own loader
+    seed_prompt_order(loader, seed)
+    return [decode_label(label).id for _ in range(2) for batch in loader for label in batch[2]]
+
+
+def test_prompt_order_is_a_function_of_the_seed(tmp_path, tokenizer) -> None:
+    args = _args(tmp_path, "qwen3b_math.yaml")
+    first = _epoch_order(args, tokenizer, 1)
+    assert sorted(first[:5]) == [p for p, *_ in PROBLEMS]  # one epoch is every problem once
+    assert _epoch_order(args, tokenizer, 1) == first
+    assert any(_epoch_order(args, tokenizer, s) != first for s in (2, 3))

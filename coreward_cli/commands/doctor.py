@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from importlib import metadata
+from pathlib import Path
 
 import click
 from rich.console import Console
@@ -235,10 +236,18 @@ def _generate(model_dir: str) -> str:
     return f"transformers generated {tok.decode(out[0][ids.input_ids.shape[1] :])!r} (vLLM not installed)"
 
 
-def run_checks(quick: bool = False) -> list[Check]:
+def run_checks(quick: bool = False, recipe: str | None = None) -> list[Check]:
     checks = check_versions()
     gpu, count = check_gpu()
     checks.append(gpu)
+    if recipe is not None:
+        if count:
+            import torch
+
+            memory = torch.cuda.get_device_properties(0).total_memory / 1e9
+            checks.append(check_recipe_memory(recipe, memory))
+        else:
+            checks.append(Check("recipe memory", "skip", "no GPU"))
     gpu_work = ["flash-attn kernel", "Ray GPUs", "tiny training step", "tiny generation"]
     if count == 0 or quick:
         why = "no GPU" if count == 0 else "--quick"
@@ -274,6 +283,31 @@ def run_checks(quick: bool = False) -> list[Check]:
     return checks
 
 
+def check_recipe_memory(recipe_path: str, gpu_gb: float) -> Check:
+    """The recipe's per-GPU estimate (the plan's) against this node's GPU memory (decimal GB)."""
+    from coreward_cli.engines.openrlhf import build_plan
+    from coreward_cli.errors import UserError
+    from coreward_cli.resolve import load_recipe
+
+    name = "recipe memory"
+    try:
+        recipe = load_recipe(recipe_path, [f"engine.cluster.gpu_memory_gb={gpu_gb}"])
+        plan = build_plan(recipe, Path(tempfile.gettempdir()) / "coreward-doctor")
+    except UserError as exc:
+        field, _, fix = str(exc).rpartition("; ")
+        return Check(name, "fail", field or str(exc), fix)
+    est = plan.resources["estimates"]
+    if est is None:
+        return Check(name, "skip", f"no size known for {recipe.model.path}")
+    return Check(
+        name,
+        "ok",
+        f"~{est['gpu_peak_gb']:.0f} GB per GPU of {gpu_gb:.0f} (micro batches "
+        f"{recipe.engine.cluster.micro_train_batch_size} train, "
+        f"{recipe.engine.cluster.micro_rollout_batch_size} log-prob)",
+    )
+
+
 STYLE = {"ok": "green", "warn": "yellow", "fail": "bold red", "skip": "dim"}
 
 
@@ -295,10 +329,16 @@ def report(checks: list[Check], console: Console) -> None:
 @click.command("doctor")
 @click.option("--json", "as_json", is_flag=True, help="Print the findings as JSON.")
 @click.option("--quick", is_flag=True, help="Only versions and GPU visibility (no GPU work).")
-def doctor(as_json: bool, quick: bool) -> None:
+@click.option(
+    "--recipe",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="Also check this recipe's per-GPU memory estimate against this node's GPUs.",
+)
+def doctor(as_json: bool, quick: bool, recipe: str | None) -> None:
     """Check this node for the openrlhf engine: versions against the pins, GPUs, flash-attn, Ray, and
     one tiny training step and generation on the GPU. Exit status 1 when something must be fixed."""
-    checks = run_checks(quick=quick)
+    checks = run_checks(quick=quick, recipe=recipe)
     if as_json:
         click.echo(json.dumps([asdict(c) for c in checks], indent=2))
     else:

@@ -25,6 +25,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from coreward_cli.engines.openrlhf_plan import KEPT_CHECKPOINTS, requirements
 from coreward_cli.errors import UserError
 from coreward_cli.recipe import Recipe
 
@@ -83,41 +84,22 @@ def method_views(recipe: Recipe) -> MethodViews:
     )
 
 
-def _param_dtype(recipe: Recipe) -> str:
-    dtype = recipe.model.dtype
-    if dtype == "fp32":
-        raise UserError(
-            "model.dtype: fp32 is not supported by the openrlhf engine (DeepSpeed bf16/fp16); use auto or bf16"
-        )
-    return "fp16" if dtype == "fp16" else "bf16"
-
-
-def _check_resources(recipe: Recipe, views: int) -> dict[str, Any]:
+def _check_resources(recipe: Recipe, mv: MethodViews) -> dict[str, Any]:
     c = recipe.engine.cluster
+    views, teacher_views = len(mv.policy_views), len(mv.teacher_views)
+    need = requirements(recipe, views, teacher_views, mv.needs_teacher)
     actor_gpus = c.nodes * c.gpus_per_node
-    vllm_gpus = c.vllm_engines * c.vllm_tensor_parallel  # resolve() checked them against colocate
-    samples = recipe.train.problems_per_step * views * recipe.rollout.n
-    per_pass = c.micro_train_batch_size * actor_gpus
-    if samples % per_pass:
-        raise UserError(
-            f"engine.cluster.micro_train_batch_size: {samples} samples per step must split into micro batches of "
-            f"{c.micro_train_batch_size} on {actor_gpus} GPUs; pick a divisor of {samples // actor_gpus or 1}"
-        )
-    if samples // c.micro_rollout_batch_size < actor_gpus:
-        raise UserError(
-            f"engine.cluster.micro_rollout_batch_size: too large for {samples} samples on {actor_gpus} GPUs"
-        )
     return {
         "actor_gpus": actor_gpus,
-        "reference_gpus": actor_gpus,
+        "reference_gpus": 0,  # the reference group shares the actor's GPU bundles
         "vllm_engines": c.vllm_engines,
         "vllm_tensor_parallel": c.vllm_tensor_parallel,
-        "vllm_gpus": vllm_gpus,
-        "total_gpus": actor_gpus if c.colocate else actor_gpus + vllm_gpus,
+        "vllm_gpus": c.vllm_engines * c.vllm_tensor_parallel,
         "colocate": c.colocate,
         "nodes": c.nodes,
         "zero_stage": c.zero_stage,
         "reward_actors": c.reward_actors,
+        **need,
     }
 
 
@@ -129,7 +111,7 @@ def build_plan(
     mv = method_views(recipe)
     views = len(mv.policy_views)
     t, r, c = recipe.train, recipe.rollout, recipe.engine.cluster
-    resources = _check_resources(recipe, views)
+    resources = _check_resources(recipe, mv)
     problems_per_step = t.problems_per_step
     prompts_per_step = problems_per_step * views
     samples_per_step = prompts_per_step * r.n
@@ -178,6 +160,10 @@ def build_plan(
         add("train.colocate_all")
         add("vllm.enable_sleep")
         add("ds.enable_sleep")
+    elif kl_coef > 0:
+        # the reference (or the teacher's KL stand-in) on the actor's bundles, not a placement
+        # group of its own that the plan does not count
+        add("train.colocate_actor_ref")
     # model and data
     add("actor.model_name_or_path", recipe.model.path)
     add("reward.remote_url", REWARD_FUNC)
@@ -208,7 +194,8 @@ def build_plan(
     add("actor.eps_clip", t.clip_ratio)
     add("actor.dual_clip", DUAL_CLIP)
     add("actor.loss_agg_mode", t.loss_agg)
-    add("actor.entropy_coef", 0.0)  # logged, not trained on (the paper's entropy_coeff=0)
+    # no --actor.entropy_coef: any value, 0 included, makes OpenRLHF compute a full-vocabulary
+    # entropy with gradients in every training pass (the paper's entropy_coeff is 0)
     add("actor.optim", "adam")
     add("actor.adam.lr", t.lr)
     add("actor.adam.betas", *t.betas)
@@ -220,7 +207,7 @@ def build_plan(
     add("actor.max_norm", t.grad_clip)
     # DeepSpeed
     add("ds.zero_stage", c.zero_stage)
-    add("ds.param_dtype", _param_dtype(recipe))
+    add("ds.param_dtype", "bf16")  # OpenRLHF builds vLLM in bf16 (openrlhf_plan.recipe_problems)
     add("ds.attn_implementation", "flash_attention_2")
     if c.gradient_checkpointing:
         add("actor.gradient_checkpointing_enable")
@@ -228,8 +215,9 @@ def build_plan(
     add("ckpt.path", paths["ckpt"])
     add("ckpt.output_dir", paths["model"])
     add("ckpt.save_steps", recipe.output.save_interval)
-    add("ckpt.save_hf")
-    add("ckpt.max_num", 3)
+    # no --ckpt.save_hf: OpenRLHF's rotation never deletes those copies; the HF folder is written
+    # once, at the end (RUN/model)
+    add("ckpt.max_num", KEPT_CHECKPOINTS)
     add("ckpt.best_metric_key", "none")
     if resume:
         add("ckpt.load_enable")
@@ -237,8 +225,10 @@ def build_plan(
     if recipe.logging.tensorboard:
         add("logger.tensorboard_dir", paths["tensorboard"])
     if recipe.logging.wandb_project:
+        # the key stays in the environment (WANDB_API_KEY): OpenRLHF prints and uploads its args
         add("logger.wandb.project", recipe.logging.wandb_project)
         add("logger.wandb.run_name", run_dir.name)
+        add("coreward.wandb", 1)
     if recipe.data.eval:
         add("eval.dataset", paths["eval_data"])
         add("eval.steps", recipe.output.eval_interval)
@@ -381,6 +371,37 @@ def print_plan(plan: LaunchPlan, console: Console) -> None:
         f"{s['samples_per_step']} samples"
         + (f", teacher {s['teacher_samples_per_step']}" if s["teacher_samples_per_step"] else ""),
     )
+    table.add_row("CPUs", f"{res['cpus']} reserved by Ray ({res['cpus_detail']})")
+    est = res["estimates"]
+    if est is None:
+        table.add_row(
+            "memory, disk", "no estimate: model.path is neither a known model nor a local folder"
+        )
+    else:
+        gpu, host, disk = est["gpu_gb"], est["host_node0_gb"], est["disk_gb"]
+        table.add_row(
+            "GPU memory",
+            f"~{est['gpu_peak_gb']:.0f} GB per GPU of {est['gpu_memory_gb']:g} (log-prob pass "
+            f"{gpu['logprob_pass']:.0f}, training pass {gpu['train_pass']:.0f}; model states "
+            f"{gpu['model_states']:.0f})",
+        )
+        table.add_row(
+            "host memory",
+            f"~{est['host_node0_total_gb']:.0f} GB on node 0 ("
+            + ", ".join(f"{k.replace('_', ' ')} {v:.0f}" for k, v in host.items())
+            + ")",
+        )
+        table.add_row(
+            "disk",
+            f"~{est['disk_total_gb']:.0f} GB on shared storage ("
+            + ", ".join(f"{k.replace('_', ' ')} {v:.0f}" for k, v in disk.items())
+            + ")",
+        )
+        if est["teacher_update_allreduce_gb"]:
+            table.add_row(
+                "teacher update",
+                f"all-reduces {est['teacher_update_allreduce_gb']:.0f} GB of fp32 weights per update",
+            )
     steps = "unknown until the data is prepared" if s["rl_steps"] is None else str(s["rl_steps"])
     table.add_row("RL steps", f"{steps} (one optimizer step each; {s['epochs']} epochs)")
     table.add_row("LR", f"{s['lr']:g}, warmup {s['warmup_ratio']:g}, {s['lr_schedule']}")

@@ -42,7 +42,6 @@ class CorewardPolicyActor(PolicyModelActor.__ray_actor_class__):
         args = strategy.args
         self.teacher: ShadowTeacher | None = None
         self._next_decay: float | None = None
-        self._swap = None
         if not csv_views(args.coreward.teacher_views):
             return
         if args.ds.enable_sleep:
@@ -84,13 +83,10 @@ class CorewardPolicyActor(PolicyModelActor.__ray_actor_class__):
             self.trainer.broadcast_to_vllm()
 
     def teacher_in(self) -> None:
-        self._swap = self.teacher.swapped_in()
-        self._swap.__enter__()
+        self.teacher.enter_swap()
 
     def teacher_out(self) -> None:
-        swap, self._swap = self._swap, None
-        if swap is not None:
-            swap.__exit__(None, None, None)
+        self.teacher.exit_swap()
 
     # ---- checkpoints and the final save ----
     def save_checkpoint(self, tag, client_states=None, metric_value=None, metric_key=None):
@@ -98,12 +94,15 @@ class CorewardPolicyActor(PolicyModelActor.__ray_actor_class__):
         if self.teacher is None:
             return
         args = self.strategy.args
-        self.teacher.save(teacher_dir(args.ckpt.path, tag))
-        if torch.distributed.get_rank() == 0:  # follow OpenRLHF's rotation of _actor/
+        teachers = Path(args.ckpt.path) / "_teacher"
+        if torch.distributed.get_rank() == 0 and teachers.is_dir():
+            # follow OpenRLHF's rotation of _actor/, before writing, so that the disk never
+            # holds more teachers than kept checkpoints
             actor_dir = Path(args.ckpt.path) / "_actor"
-            for old in (Path(args.ckpt.path) / "_teacher").iterdir():
+            for old in teachers.iterdir():
                 if old.is_dir() and not (actor_dir / old.name).exists():
                     shutil.rmtree(old, ignore_errors=True)
+        self.teacher.save(teacher_dir(args.ckpt.path, tag))
 
     def save_model(self):
         super().save_model()

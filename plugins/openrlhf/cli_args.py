@@ -66,6 +66,18 @@ def add_coreward_flags(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="drop problems whose prompt (any view) is longer",
     )
+    a(
+        "--coreward.wandb",
+        type=int,
+        default=0,
+        help="1: log to W&B (the key comes from WANDB_API_KEY, never from the arguments)",
+    )
+    a(
+        "--coreward.score_timeout_s",
+        type=float,
+        default=1800.0,
+        help="deadline for the grading actors to start and to score a step",
+    )
     a("--coreward.teacher.decay_start", type=float, default=0.99)
     a("--coreward.teacher.decay_end", type=float, default=0.99999)
     a("--coreward.teacher.schedule", type=str, default="cosine", choices=["cosine", "constant"])

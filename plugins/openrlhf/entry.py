@@ -2,7 +2,8 @@
 
 1. Parse with OpenRLHF 0.11.2's own parser and validation (cli_args), our flags included.
 2. Drop problems whose prompt, in any view the method samples, is longer than max_prompt_tokens
-   (the paper filters pairs at 512 tokens), with the policy's own tokenizer and chat template.
+   (the paper filters pairs at 512 tokens), with the policy's own tokenizer and chat template;
+   held-out prompts by the same rule (OpenRLHF would cut them from the left, losing the system prompt).
 3. Run OpenRLHF's unchanged `train(args)` with three of its classes replaced by ours: the policy actor
    (teacher shadow), the controller (relabelling), and, when the KL anchor is the teacher, the
    reference actor (a stand-in that loads no model).
@@ -29,35 +30,20 @@ FORWARDED_ENV = (
 )
 
 
-def filter_long_prompts(args: SimpleNamespace) -> tuple[int, int]:
-    """Rewrite the prompt file without the problems too long in any sampled view; (kept, dropped)."""
-    limit = args.coreward.max_prompt_tokens
-    source = Path(args.data.prompt_dataset)
-    if not limit or not source.is_file():
-        return -1, 0
-    from transformers import AutoTokenizer
+def _visible(path: str) -> Path:
+    source = Path(path)
+    if not source.is_file():
+        raise SystemExit(
+            f"coreward: {source} is not visible on this node; the run directory must be on "
+            f"storage every node of the cluster sees (a shared file system)"
+        )
+    return source
 
-    tok = AutoTokenizer.from_pretrained(args.actor.model_name_or_path, trust_remote_code=True)
-    template = tok.apply_chat_template if args.data.apply_chat_template else None
-    views = set(csv_views(args.coreward.policy_views)) | set(csv_views(args.coreward.teacher_views))
+
+def _filter_file(source: Path, keep) -> tuple[Path, int, int]:
     kept, dropped = [], 0
     for line in source.read_text(encoding="utf-8").splitlines():
-        row = json.loads(line)
-        label = decode_label(row["label"])
-        prompts = [row["prompt"]] + ([label.rephrased] if "rephrased" in views else [])
-        if any(p is None for p in prompts):
-            raise SystemExit(
-                f"coreward: problem {label.id} has no rephrased question; the method needs one"
-            )
-        lengths = [
-            len(
-                tok(
-                    render(p, template, args.data.input_template), add_special_tokens=False
-                ).input_ids
-            )
-            for p in prompts
-        ]
-        if max(lengths) <= limit:
+        if keep(json.loads(line)):
             kept.append(line)
         else:
             dropped += 1
@@ -65,8 +51,75 @@ def filter_long_prompts(args: SimpleNamespace) -> tuple[int, int]:
     tmp = target.with_suffix(".tmp")
     tmp.write_text("\n".join(kept) + "\n", encoding="utf-8")
     os.replace(tmp, target)
+    return target, len(kept), dropped
+
+
+def filter_long_prompts(args: SimpleNamespace) -> dict[str, tuple[int, int]]:
+    """Rewrite the prompt files without the problems too long in any sampled view (training) or
+    too long as asked (held-out: OpenRLHF would cut them from the left, system prompt first);
+    {"train"/"eval": (kept, dropped)}."""
+    limit = args.coreward.max_prompt_tokens
+    train = _visible(args.data.prompt_dataset)
+    held_out = _visible(args.eval.dataset) if args.eval.dataset else None
+    if not limit:
+        return {}
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(args.actor.model_name_or_path, trust_remote_code=True)
+    template = tok.apply_chat_template if args.data.apply_chat_template else None
+    views = set(csv_views(args.coreward.policy_views)) | set(csv_views(args.coreward.teacher_views))
+
+    def fits(prompts: list) -> bool:
+        return all(
+            len(
+                tok(
+                    render(p, template, args.data.input_template), add_special_tokens=False
+                ).input_ids
+            )
+            <= limit
+            for p in prompts
+        )
+
+    def keep_train(row: dict) -> bool:
+        label = decode_label(row["label"])
+        prompts = [row["prompt"]] + ([label.rephrased] if "rephrased" in views else [])
+        if any(p is None for p in prompts):
+            raise SystemExit(
+                f"coreward: problem {label.id} has no rephrased question; the method needs one"
+            )
+        return fits(prompts)
+
+    target, kept, dropped = _filter_file(train, keep_train)
     args.data.prompt_dataset = str(target)
-    return len(kept), dropped
+    counts = {"train": (kept, dropped)}
+    if held_out is not None:
+        target, kept, dropped = _filter_file(held_out, lambda row: fits([row["prompt"]]))
+        args.eval.dataset = str(target)
+        counts["eval"] = (kept, dropped)
+    return counts
+
+
+def prepare_args(argv: list[str]) -> SimpleNamespace:
+    """OpenRLHF's parsed arguments, refused where coreward cannot run them. No secret enters them:
+    OpenRLHF prints its arguments and uploads them as the W&B config."""
+    args = parse_args(argv)
+    if args.train.async_enable:
+        raise SystemExit(
+            "coreward: async training is not supported (the labels must match the weights that sampled)"
+        )
+    if csv_views(args.coreward.teacher_views) and args.ds.zpg > 1:
+        raise SystemExit(
+            "coreward: --ds.zpg > 1 (ZeRO++ hierarchical partitions) is not supported with a teacher: "
+            "its swap writes the primary partitions only"
+        )
+    # OpenRLHF logs to W&B whenever logger.wandb.key is set; the controller (trainer.py) turns
+    # it on only when the recipe asks, with the key read by wandb from the environment
+    args.logger.wandb.key = None
+    if args.coreward.wandb and not os.environ.get("WANDB_API_KEY"):
+        raise SystemExit(
+            "coreward: logging.wandb_project needs WANDB_API_KEY in the environment of the job"
+        )
+    return args
 
 
 def install_coreward_classes(args: SimpleNamespace):
@@ -85,17 +138,11 @@ def install_coreward_classes(args: SimpleNamespace):
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = parse_args(sys.argv[1:] if argv is None else argv)
-    if args.train.async_enable:
-        raise SystemExit(
-            "coreward: async training is not supported (the labels must match the weights that sampled)"
-        )
-    if args.logger.wandb.project and not args.logger.wandb.key and os.environ.get("WANDB_API_KEY"):
-        args.logger.wandb.key = os.environ["WANDB_API_KEY"]
-    kept, dropped = filter_long_prompts(args)
-    if kept >= 0:
+    args = prepare_args(sys.argv[1:] if argv is None else argv)
+    for name, (kept, dropped) in filter_long_prompts(args).items():
         print(
-            f"coreward: {kept} problems fit in {args.coreward.max_prompt_tokens} prompt tokens ({dropped} dropped)",
+            f"coreward: {kept} {name} problems fit in {args.coreward.max_prompt_tokens} prompt "
+            f"tokens ({dropped} dropped)",
             flush=True,
         )
     import ray

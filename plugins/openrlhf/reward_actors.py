@@ -62,34 +62,59 @@ class ScoringWorker:
     def __init__(self, name: str, options_json: str) -> None:
         self.method = make_method(name, options_json)
 
+    def ready(self) -> bool:
+        return True
+
     def score(self, batch: RolloutBatch) -> MethodResult:
         return self.method.score(batch)
 
 
 class RewardPool:
-    """`score(batch)` with the method in `size` Ray actors (in-process when size <= 1 or stateful)."""
+    """`score(batch)` with the method in `size` Ray actors (in-process when size <= 1 or stateful).
 
-    def __init__(self, name: str, options_json: str, size: int, num_cpus: float = 1.0) -> None:
+    Each actor holds `num_cpus` outside OpenRLHF's placement groups, so a cluster short of CPUs
+    never places them; starting and scoring have a deadline that names the cause."""
+
+    def __init__(
+        self,
+        name: str,
+        options_json: str,
+        size: int,
+        num_cpus: float = 1.0,
+        timeout_s: float = 1800.0,
+    ) -> None:
         self.local = make_method(name, options_json)
         self.stateful = bool(self.local.state_dict())
+        self.timeout_s = timeout_s
         self.actors: list[Any] = []
         if size > 1 and not self.stateful:
             import ray
 
             remote = ray.remote(num_cpus=num_cpus)(ScoringWorker)
             self.actors = [remote.remote(name, options_json) for _ in range(size)]
+            self._wait([a.ready.remote() for a in self.actors], "start")
+
+    def _wait(self, refs: list[Any], what: str) -> list[Any]:
+        import ray
+
+        try:
+            return ray.get(refs, timeout=self.timeout_s)
+        except ray.exceptions.GetTimeoutError:
+            raise RuntimeError(
+                f"coreward: the {len(self.actors)} grading actors did not {what} within "
+                f"{self.timeout_s:g} s; each needs 1 free CPU outside the GPU bundles (the plan's "
+                f"CPU count): add CPUs to the cluster or lower engine.cluster.reward_actors"
+            ) from None
 
     def score(self, batch: RolloutBatch) -> MethodResult:
         if not self.actors:
             return self.local.score(batch)
-        import ray
-
         shards = shard_by_problem(batch, len(self.actors))
         refs = [
             actor.score.remote(RolloutBatch([batch.groups[i] for i in indices]))
             for actor, indices in zip(self.actors, shards)
         ]
-        return merge_results(batch, shards, ray.get(refs))
+        return merge_results(batch, shards, self._wait(refs, "score a step"))
 
     def state_dict(self) -> dict[str, Any]:
         return self.local.state_dict()

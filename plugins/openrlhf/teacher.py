@@ -12,7 +12,8 @@ ranks call every method (some steps are collectives).
 
 `swapped_in()` puts the teacher into the live parameters for the duration of a block (a vLLM weight
 broadcast, a teacher log-prob pass, an HF save) and restores the student's parameters bit for bit:
-ZeRO-2 copies the teacher into rank 0's parameters and broadcasts them to the other ranks; ZeRO-3
+ZeRO-2 copies the teacher into rank 0's parameters and broadcasts them to the other ranks, and
+restores the same way (rank 0 alone keeps the student's bf16 copy, 2 bytes per parameter); ZeRO-3
 writes each rank's partition. ZeRO-3 also caches gathered parameters between forwards (persistent
 small ones, and those within the prefetch reuse distance), which would keep serving the weights of
 the other side of the swap; `release_gathered` (the engine's `empty_partition_cache`) drops them on
@@ -25,11 +26,13 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
 import torch
 import torch.distributed as dist
+
+from coreward_plugins.teacher import check_decay, ema_update_
 
 HOLDER = 0  # the rank holding the ZeRO-0/1/2 shadow
 
@@ -60,6 +63,12 @@ class ShadowTeacher:
             raise ValueError(
                 "ZeRO-3 needs release_gathered (the DeepSpeed engine's empty_partition_cache)"
             )
+        if any(getattr(p, "ds_secondary_tensor", None) is not None for p in module.parameters()):
+            # ZeRO++ hierarchical partitions: gathers read the secondary copy, which the swap
+            # does not write (it is refreshed only by an optimizer step)
+            raise ValueError(
+                "the teacher swap does not support ZeRO++ hierarchical partitions (zpg > 1)"
+            )
         self.module = module
         self.release_gathered = release_gathered
         self.zero3 = zero_stage == 3
@@ -67,6 +76,8 @@ class ShadowTeacher:
         self.rank, self.world = _rank(), _world()
         self.holds = self.zero3 or self.rank == HOLDER
         self.shadow: dict[str, torch.Tensor] = {}
+        self.backup_bytes = 0  # host bytes this rank holds for a swap in progress
+        self._open_swap: AbstractContextManager[None] | None = None
         for name, param in self._params():
             source = self._source(param)
             if self.holds:
@@ -98,12 +109,11 @@ class ShadowTeacher:
     @torch.no_grad()
     def update(self, decay: float) -> None:
         """teacher <- decay * teacher + (1 - decay) * policy, parameter by parameter (all ranks)."""
-        if not 0.0 <= decay <= 1.0:
-            raise ValueError(f"EMA decay must be in [0, 1], not {decay}")
+        check_decay(decay)
         for name, param in self._params():
             source = self._source(param)
             if self.holds:
-                self.shadow[name].lerp_(source.detach().to("cpu", torch.float32), 1.0 - decay)
+                ema_update_(self.shadow[name], source.detach(), decay)
 
     @torch.no_grad()
     def _full_from_partitions(self, name: str, param: torch.nn.Parameter) -> torch.Tensor:
@@ -131,18 +141,38 @@ class ShadowTeacher:
                             backup.append((param.data, param.data.detach().to("cpu", copy=True)))
                             param.data.copy_(full)
                     else:
-                        backup.append((param.data, param.data.detach().to("cpu", copy=True)))
+                        # ZeRO-0/1/2 parameters are equal on all ranks: one backup, on the
+                        # holder, is broadcast back on exit
                         if self.rank == HOLDER:
+                            backup.append((param.data, param.data.detach().to("cpu", copy=True)))
                             param.data.copy_(self.shadow[name])
                         if self.world > 1:
                             dist.broadcast(param.data, src=HOLDER)
+            self.backup_bytes = sum(saved.numel() * saved.element_size() for _, saved in backup)
             yield
         finally:
             with torch.no_grad():
                 for live, saved in backup:
                     live.copy_(saved)
+                if not self.zero3 and self.world > 1:
+                    for _, param in params:
+                        dist.broadcast(param.data, src=HOLDER)
+            self.backup_bytes = 0
             if self.zero3:
                 self.release_gathered()
+
+    # ---- a swap across calls (the teacher's log-prob pass: in, forwards, out) ----
+    def enter_swap(self) -> None:
+        if self._open_swap is not None:  # a backup now would save the teacher as the student
+            raise RuntimeError("coreward: teacher swap-in while the teacher is already swapped in")
+        swap = self.swapped_in()
+        swap.__enter__()
+        self._open_swap = swap
+
+    def exit_swap(self) -> None:
+        swap, self._open_swap = self._open_swap, None
+        if swap is not None:
+            swap.__exit__(None, None, None)
 
     # ---- persistence: one file per holder rank, written beside and renamed ----
     def save(self, directory: str | os.PathLike) -> None:

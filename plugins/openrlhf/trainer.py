@@ -39,19 +39,37 @@ from coreward_plugins.teacher import decay_at
 
 class TeacherAsReference:
     """Stands where OpenRLHF expects the reference group; its `forward` is the policy actors'
-    forward with the teacher swapped in (queued in order on each actor: in, forward, out)."""
+    forward with the teacher swapped in. Swap-in, forwards and swap-out run as one unit: the
+    swap-out is queued even when dispatch fails, and every error of the three reaches the caller."""
 
     def __init__(self, actor_group: Any) -> None:
         self.group = actor_group
 
     def async_run_method_batch(self, method_name: str, **kwargs: Any):
         ray.get(self.group.async_run_method("teacher_in"))
-        refs = self.group.async_run_method_batch(method_name=method_name, **kwargs)
-        self.group.async_run_method("teacher_out")  # queued behind the forwards on every actor
-        return refs
+        try:
+            refs = self.group.async_run_method_batch(method_name=method_name, **kwargs)
+            ray.wait(refs, num_returns=len(refs))  # finished, failed or not: then swap out
+        finally:
+            ray.get(self.group.async_run_method("teacher_out"))
+        return refs  # done; a forward's error is raised where OpenRLHF gets them
 
     def async_run_method(self, method_name: str, *args: Any, **kwargs: Any):
         return self.group.async_run_method(method_name, *args, **kwargs)
+
+
+def kl_reference(kl_target: str, reference_group: Any, actor_group: Any) -> Any:
+    """What the experience maker asks for reference log-probs. OpenRLHF builds no reference group
+    when the KL coefficient is 0, and then the teacher runs no pass either."""
+    if kl_target == "teacher" and reference_group is not None:
+        return TeacherAsReference(actor_group)
+    return reference_group
+
+
+def seed_prompt_order(loader: Any, seed: int) -> None:
+    """Make the epochs' prompt order a function of `seed`: OpenRLHF's controller builds its
+    shuffling loader without a seed, so the sampler's generator is seeded from torch's global RNG."""
+    loader.sampler.generator.manual_seed(seed)
 
 
 class CorewardExperienceMaker(RemoteExperienceMaker):
@@ -101,20 +119,24 @@ class CorewardPPOTrainer(PPOTrainer.__ray_actor_class__):
             )
         # one optimizer step per RL step (train.batch_size = the step's samples, max_epochs = 1)
         self.max_steps = self.rl_steps * args.train.max_epochs
-        reference = reference_model_group
-        if cw.kl_target == "teacher":
-            reference = TeacherAsReference(actor_model_group)
         self.experience_maker = CorewardExperienceMaker(
             actor_model_group,
             critic_model_group,
             reward_model_group,
-            reference,
+            kl_reference(cw.kl_target, reference_model_group, actor_model_group),
             self.kl_ctl,
             strategy,
             self.tokenizer,
         )
         self.experience_maker.view_weights = None
-        self.rewards = RewardPool(cw.method, cw.method_options, cw.reward_actors)
+        self.rewards = RewardPool(
+            cw.method, cw.method_options, cw.reward_actors, timeout_s=cw.score_timeout_s
+        )
+        seed_prompt_order(self.prompts_dataloader, args.train.seed)
+        if cw.wandb:  # entry.prepare_args keeps the key out of args; wandb reads WANDB_API_KEY
+            from openrlhf.utils.logging_utils import WandbLogger
+
+            self.wandb_logger = WandbLogger(args)
         self.metrics_file = Path(cw.metrics_file) if cw.metrics_file else None
 
     # ---- the teacher ----
