@@ -221,3 +221,19 @@ def test_prepare_data_writes_paired_rows_from_the_real_data(
     )
     stage_plugins(Path(plan.paths["job_dir"]))
     assert (Path(plan.paths["job_dir"]) / "coreward_plugins/openrlhf/reward_func.py").is_file()
+
+
+def test_warmup_steps_are_verls_under_openrlhfs_rounding(tmp_path: Path) -> None:
+    """verl warms up int(0.1 x 174) = 17 steps; OpenRLHF's scheduler takes ceil(steps x ratio)
+    (utils/deepspeed/deepspeed.py), which at 0.1 would be 18. The launch passes the ratio that gives 17."""
+    import inspect
+    import math
+
+    from openrlhf.utils.deepspeed import deepspeed as ds
+
+    assert 'math.ceil(scheduler_steps * cfg.get("lr_warmup_ratio"' in inspect.getsource(ds)
+    plan = build_plan(load_recipe(ROOT / "recipes/qwen3b_math.yaml"), tmp_path, problems=7500)
+    ratio = float(plan.flags[plan.flags.index("--actor.lr_warmup_ratio") + 1])
+    assert math.ceil(174 * ratio) == 17 == int(174 * 0.1)
+    unknown = build_plan(load_recipe(ROOT / "recipes/qwen3b_math.yaml"), tmp_path)
+    assert float(unknown.flags[unknown.flags.index("--actor.lr_warmup_ratio") + 1]) == 0.1

@@ -103,6 +103,17 @@ def _check_resources(recipe: Recipe, mv: MethodViews) -> dict[str, Any]:
     }
 
 
+def openrlhf_warmup_ratio(ratio: float, total: int | None) -> float:
+    """The lr_warmup_ratio that makes OpenRLHF's ceil(total x ratio) equal verl's int(total x ratio).
+
+    verl: 17 warmup steps of 174 at ratio 0.1; OpenRLHF at 0.1 would take 18. Unknown total: as given.
+    """
+    if total is None:
+        return ratio
+    steps = int(total * ratio)
+    return (steps - 0.5) / total if steps > 0 else 0.0
+
+
 def build_plan(
     recipe: Recipe, run_dir: Path, *, problems: int | None = None, resume: bool = False
 ) -> LaunchPlan:
@@ -116,6 +127,10 @@ def build_plan(
     prompts_per_step = problems_per_step * views
     samples_per_step = prompts_per_step * r.n
     teacher = recipe.teacher  # resolve() filled it for a method with a teacher
+    steps_per_epoch = problems // problems_per_step if problems is not None else None
+    total = steps_per_epoch * t.epochs if steps_per_epoch is not None else None
+    if t.max_steps is not None:
+        total = t.max_steps if total is None else min(total, t.max_steps)
     if t.schedule == "linear" and t.min_lr_ratio > 0:
         raise UserError(
             "train.min_lr_ratio: OpenRLHF's linear schedule decays to 0; use schedule: cosine or min_lr_ratio: 0"
@@ -202,7 +217,7 @@ def build_plan(
     add("actor.adam.eps", 1e-8)
     add("actor.adam.weight_decay", t.weight_decay)
     add("actor.lr_scheduler", SCHEDULERS[t.schedule])
-    add("actor.lr_warmup_ratio", t.warmup_ratio)
+    add("actor.lr_warmup_ratio", openrlhf_warmup_ratio(t.warmup_ratio, total))
     add("actor.min_lr_ratio", t.min_lr_ratio)
     add("actor.max_norm", t.grad_clip)
     # DeepSpeed
@@ -254,10 +269,6 @@ def build_plan(
         add("coreward.teacher.schedule", teacher.schedule)
         add("coreward.teacher.update_interval", teacher.update_interval)
 
-    steps_per_epoch = problems // problems_per_step if problems is not None else None
-    total = steps_per_epoch * t.epochs if steps_per_epoch is not None else None
-    if t.max_steps is not None:
-        total = t.max_steps if total is None else min(total, t.max_steps)
     schedule = {
         "problems": problems,
         "problems_per_step": problems_per_step,
@@ -286,7 +297,15 @@ def build_plan(
     notes = [
         "steps = floor(problems / problems_per_step) * epochs (the partial last batch is dropped); "
         "the controller sets OpenRLHF's LR-schedule length to it",
-        f"warmup = ceil(steps * {t.warmup_ratio}) optimizer steps (OpenRLHF rounds up)",
+        (
+            f"warmup = int(steps * {t.warmup_ratio}) optimizer steps, as verl (the ratio passed to "
+            "OpenRLHF, which rounds up, is set so that ceil gives verl's count)"
+            if total is not None
+            else f"warmup = ceil(steps * {t.warmup_ratio}) optimizer steps (OpenRLHF rounds up; "
+            "verl rounds down: the launch, which knows the step count, passes a ratio that matches)"
+        ),
+        "weight decay: OpenRLHF's Adam exempts bias and norm weights; verl decays every parameter "
+        "(no OpenRLHF switch; the difference is the 0.01 decay of those few weights)",
     ]
     if views > 1:
         notes.append(
