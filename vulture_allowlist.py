@@ -6,7 +6,7 @@ tests and benchmarks only, or set on a library object for its own use.
 # ruff: noqa: B018, F821
 
 # click verbs, loaded by name from coreward_cli.main.VERBS; click.Group hooks
-doctor, eval_cmd, export, validate, show, new, list_
+doctor, eval_cmd, export, validate, show, new, list_, rephrase
 _.list_commands, _.get_command, _.format_commands
 # attributes set on rich, tokenizers, transformers and ANTLR objects, which read them
 _.no_wrap, _.overflow, _.min_width, _.padding_side, _.pre_tokenizer, _.decoder, _.predictionMode
@@ -21,3 +21,5 @@ equal_calls, decided_by_key, guarded, cache_hits, verify_calls, timeouts, busy, 
 _.equal_calls, _.decided_by_key, _.guarded, _.cache_hits, _.verify_calls, _.timeouts, _.busy
 _.restarts, _.wait_warm, _.worker_pids, restart_shared_pool
 second_stage, ll_cpu_s, two_stage_cpu_s, read_both_ways
+# rephrase.Check fields, written to rephrasings.jsonl through asdict and read back by key
+_.original_label, _.rephrased_label

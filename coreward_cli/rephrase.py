@@ -58,7 +58,6 @@ REWRITE:
 """
 START, END, SPLIT = "### RESULT_START", "### RESULT_END", "REWRITE:"
 STYLE = PromptStyle(None, chat_template=True, thinking=False)
-OFFICIAL = SamplingConfig(n=1, temperature=0.7, top_p=0.8, max_new_tokens=20480)
 
 CONFIG_FILE = "config.json"
 LOG_FILE = "rephrasings.jsonl"
