@@ -220,12 +220,21 @@ def check_writable(source: SourceRows) -> None:
             f"DATA: {source.label} has a column '{ROW_ID}' but no id key; pass --id-key {ROW_ID}"
         )
     try:
-        pa.Table.from_pylist(source.rows[:1000])
+        arrow_schema(source)
     except (pa.ArrowException, TypeError, ValueError) as exc:
         raise UserError(
             f"DATA: the rows of {source.label} cannot be written as parquet ({one_line(exc)}); "
             "give every column one type"
         ) from exc
+
+
+def arrow_schema(source: SourceRows) -> Any:
+    """The parquet schema of the outputs: the source's columns (and the added id column)."""
+    import pyarrow as pa
+
+    numbered = source.layout.id_key is None
+    rows = [{**row, ROW_ID: n} for n, row in enumerate(source.rows)] if numbered else source.rows
+    return pa.Table.from_pylist(rows).schema
 
 
 def run_rephrase(
@@ -350,8 +359,7 @@ def write_outputs(out_dir: Path, source: SourceRows, lines: list[Line]) -> None:
         if line.check is not None:
             pair["verdict"] = line.check["verdict"]
         pairs.append(pair)
-    first = source.rows[0] if not numbered else {**source.rows[0], ROW_ID: 0}
-    schema = pa.Table.from_pylist([first]).schema
+    schema = arrow_schema(source)
     for name, table_rows in ((ORIGINAL_FILE, originals), (REPHRASED_FILE, rephrased)):
         table = pa.Table.from_pylist(table_rows, schema=schema)
         write_file_atomic(out_dir / name, lambda tmp, t=table: pq.write_table(t, tmp))

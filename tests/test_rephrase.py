@@ -425,3 +425,23 @@ def test_a_real_tiny_model_runs_end_to_end(tmp_path, tiny_folder) -> None:
     stats = json.loads((out / rp.STATS_FILE).read_text())
     assert stats["rows_in"] == 2 and stats["dropped"]["no_markers"] == 2
     assert pq.read_table(out / rp.ORIGINAL_FILE).num_rows == 0
+
+
+def test_a_column_empty_in_the_first_row_keeps_its_type(tmp_path, canned) -> None:
+    data = tmp_path / "mine.jsonl"
+    rows = [{"problem": q, "answer": None if i == 0 else a} for i, (q, a) in enumerate(QUESTIONS)]
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "o"
+    result, stats = invoke(
+        str(data),
+        "--model",
+        "m/m",
+        "--out",
+        str(out),
+        "--question-key",
+        "problem",
+        "--answer-key",
+        "answer",
+    )
+    assert result.exit_code == 0, result.output
+    assert [p.answer for p in train_from_snippet(stats)] == [None, "42", "6", "2", "8"]

@@ -189,7 +189,7 @@ def _run(console: Any, **o: Any) -> dict[str, Any]:
         )
     layout = source.layout
     config = {
-        "data": source.label,
+        "data": str(Path(o["data"]).resolve()) if Path(o["data"]).is_file() else source.label,
         "split": o["split"],
         "question_key": layout.question_key,
         "answer_key": layout.answer_key,
