@@ -215,7 +215,7 @@ def check_writable(source: SourceRows) -> None:
     """Fail before any generation when the rows cannot be written back as parquet."""
     import pyarrow as pa
 
-    if source.layout.id_key is None and any(ROW_ID in row for row in source.rows[:1]):
+    if source.layout.id_key is None and ROW_ID in source.rows[0]:
         raise UserError(
             f"DATA: {source.label} has a column '{ROW_ID}' but no id key; pass --id-key {ROW_ID}"
         )
