@@ -1,5 +1,11 @@
-"""A real small instruct model, offline: SmolLM2-135M-Instruct (GGUF) rephrases real MATH questions
-with the official recipe, and Co-rewarding-I trains two steps on what it wrote (a tiny policy)."""
+"""Real MATH questions through `coreward rephrase`: SmolLM2-135M-Instruct (GGUF, offline) with the
+official recipe, and two Co-rewarding-I steps of a tiny policy trained on the command's output.
+
+SmolLM2-135M does not follow the official output format: on 12 short MATH questions (T 0.7 and
+greedy, 128-160 new tokens) it wrote `### RESULT_START` twice and `REWRITE:` never, so none parsed.
+Its test checks the command end to end on a real model and prints the numbers; the training test
+rephrases the same questions with the canned rephraser (tests/canned_rephraser.py), the only
+offline model here that writes the format."""
 
 from __future__ import annotations
 
@@ -16,6 +22,7 @@ from click.testing import CliRunner
 from coreward_cli.main import cli
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import canned_rephraser
 from test_eval_smollm import smollm2_gguf
 
 QUESTIONS = 4
@@ -46,35 +53,28 @@ def policy(tmp_path: Path) -> str:
     return str(folder)
 
 
+def short_math(shared_data: Path, folder: Path) -> Path:
+    rows = pq.read_table(shared_data / "train" / "math" / "train_original.parquet").to_pylist()
+    data = folder / "math.parquet"
+    pq.write_table(
+        pa.Table.from_pylist([r for r in rows if len(r["prompt"][1]["content"]) < 120][:QUESTIONS]),
+        data,
+    )
+    return data
+
+
 @pytest.mark.slow
-def test_smollm2_rephrases_math_and_co_rewarding_i_trains_on_it(
-    shared_data: Path, tmp_path: Path, policy: str
-) -> None:
+def test_smollm2_rephrases_real_math_questions(shared_data: Path, tmp_path: Path) -> None:
     import torch
 
     torch.set_num_threads(1)  # as test_eval_smollm: 2 threads crawl on 2 shared cores
     gguf = smollm2_gguf()
-    rows = pq.read_table(shared_data / "train" / "math" / "train_original.parquet").to_pylist()
-    short = [r for r in rows if len(r["prompt"][1]["content"]) < 120][:QUESTIONS]
-    data = tmp_path / "math.parquet"
-    pq.write_table(pa.Table.from_pylist(short), data)
-    out = tmp_path / "rephrased"
+    data, out = short_math(shared_data, tmp_path), tmp_path / "rephrased"
     started = time.perf_counter()
     result = CliRunner().invoke(
         cli,
-        [
-            "rephrase",
-            str(data),
-            "--model",
-            str(gguf),
-            "--out",
-            str(out),
-            "--max-new-tokens",
-            "128",
-            "--backend",
-            "hf",
-            "--json",
-        ],
+        ["rephrase", str(data), "--model", str(gguf), "--out", str(out)]
+        + ["--max-new-tokens", "128", "--backend", "hf", "--json"],
         catch_exceptions=False,
     )
     elapsed = time.perf_counter() - started
@@ -86,17 +86,38 @@ def test_smollm2_rephrases_math_and_co_rewarding_i_trains_on_it(
         f"hit the limit {stats['hit_token_limit']}, {stats['seconds'] / QUESTIONS:.0f} s a question "
         f"({elapsed:.0f} s with the model load)"
     )
-    for line in log:
-        print(f"--- row {line['index']} ({line['drop'] or 'kept'}):\n{line['output'][:400]}")
     assert len(log) == QUESTIONS and all(line["output"].strip() for line in log)  # real text
-    assert result.exit_code == 0, result.output  # at least one rewrite parsed
-    assert stats["kept"] == stats["parsed"] >= 1
-
-    data_yaml = stats["recipe_snippet"].replace("method:\n  name: co_rewarding_i\n", "")
-    recipe = tmp_path / "ci.yaml"
-    recipe.write_text(
-        RECIPE.format(policy=policy, data=data_yaml) + "method: {name: co_rewarding_i}\n"
+    assert stats["rows_in"] == QUESTIONS and 0 < stats["mean_tokens"] <= 128
+    assert (
+        stats["parsed"] + stats["dropped"]["no_markers"] + stats["dropped"]["no_rewrite"]
+        == QUESTIONS
     )
+    kept = pq.read_table(out / "train_original.parquet").num_rows
+    assert kept == stats["kept"] and (result.exit_code == 0) == (kept > 0), result.output
+    if not kept:
+        assert "none of the 4 rows was kept" in result.stderr
+
+
+@pytest.mark.slow
+def test_co_rewarding_i_trains_on_rephrased_math(
+    shared_data: Path, tmp_path: Path, policy: str, monkeypatch
+) -> None:
+    monkeypatch.setattr(
+        "coreward_cli.generation.open_backend", lambda *a, **k: canned_rephraser.CannedBackend()
+    )
+    data, out = short_math(shared_data, tmp_path), tmp_path / "rephrased"
+    result = CliRunner().invoke(
+        cli,
+        ["rephrase", str(data), "--model", "canned/rephraser", "--out", str(out), "--json"],
+        catch_exceptions=False,
+    )
+    assert result.exit_code == 0, result.output
+    stats = json.loads(result.stdout)
+    assert stats["kept"] == QUESTIONS
+    monkeypatch.undo()
+
+    recipe = tmp_path / "ci.yaml"
+    recipe.write_text(RECIPE.format(policy=policy, data=stats["recipe_snippet"]))
     run = tmp_path / "run"
     result = CliRunner().invoke(
         cli, ["run", str(recipe), "--out", str(run)], catch_exceptions=False
