@@ -46,6 +46,9 @@ def main() -> None:
     parser.add_argument("--temperature", type=float, default=0.8)
     parser.add_argument("--match", default="normalized")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument(
+        "--fallbacks", default="", help="answer extraction after \\boxed{}: e.g. last_number"
+    )
     args = parser.parse_args()
 
     import torch
@@ -60,6 +63,7 @@ def main() -> None:
         SamplingConfig(args.k, args.temperature, 0.95, args.max_new_tokens),
         PromptStyle(PAPER_SYSTEM_PROMPT),
         args.match,
+        tuple(f for f in args.fallbacks.split(",") if f),
     )
     backend = open_backend(model_source(args.model or smollm2()), "hf")
     matcher = AnswerMatcher(args.match)
@@ -85,6 +89,7 @@ def main() -> None:
     stats.update(
         model=args.model or "SmolLM2-135M-Instruct (GGUF)",
         max_new_tokens=args.max_new_tokens,
+        fallbacks=args.fallbacks or None,
         seconds=round(seconds, 1),
         answered=sum(a is not None for c in checks for a in (*c.original, *c.rephrased)),
         answers=2 * args.k * len(checks),

@@ -106,6 +106,7 @@ class VerifySettings:
     sampling: SamplingConfig  # n = K
     style: PromptStyle
     match: str
+    fallbacks: tuple[str, ...] = ()  # answer extraction after \boxed{} (extract_answer's names)
 
 
 @dataclass(frozen=True)
@@ -137,7 +138,9 @@ def check_pairs(
     groups = backend.generate(prompts, settings.sampling, seed)
     checks = []
     for i in range(len(pairs)):
-        views = [[extract_answer(c.text) for c in groups[2 * i + v]] for v in (0, 1)]
+        views = [
+            [extract_answer(c.text, settings.fallbacks) for c in groups[2 * i + v]] for v in (0, 1)
+        ]
         # A tie is no majority: the pair is kept rather than judged on a coin flip.
         labels = [majority_vote(answers, matcher, tie="none").label for answers in views]
         checks.append(Check(*views, *labels, verdict(*labels, matcher)))
