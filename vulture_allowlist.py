@@ -6,7 +6,7 @@ tests and benchmarks only, or set on a library object for its own use.
 # ruff: noqa: B018, F821
 
 # click verbs, loaded by name from coreward_cli.main.VERBS; click.Group hooks
-doctor, eval_cmd, export, validate, show, new, list_
+doctor, eval_cmd, export, validate, show, new, list_, rephrase
 _.list_commands, _.get_command, _.format_commands
 # attributes set on rich, tokenizers, transformers and ANTLR objects, which read them
 _.no_wrap, _.overflow, _.min_width, _.padding_side, _.pre_tokenizer, _.decoder, _.predictionMode
@@ -23,3 +23,5 @@ _.restarts, _.wait_warm, _.worker_pids, restart_shared_pool
 second_stage, ll_cpu_s, two_stage_cpu_s, read_both_ways
 # OpenRLHF's PPO trainer logs through the attribute we set; the swap test reads the backup size
 _.wandb_logger, _.backup_bytes
+# rephrase.Check fields, written to rephrasings.jsonl through asdict and read back by key
+_.original_label, _.rephrased_label

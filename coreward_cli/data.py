@@ -12,6 +12,7 @@ A training source is one of:
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -263,18 +264,52 @@ def _load_source(source: TrainSource, cfg: DataConfig, field: str) -> list[Probl
     elif layout.rephrased_key is not None:
         rephrased = table.questions(layout.rephrased_key)
     questions, answers, ids = table.questions(layout.question_key), table.answers(), table.ids()
-    seen: dict[str, int] = {}
-    for n, problem_id in enumerate(ids):
-        if problem_id in seen:
-            raise UserError(
-                f"{field}: {table.label} has problem id {problem_id} twice (rows {seen[problem_id]} and {n}) in "
-                f"'{layout.id_key}'; set data.id_key: null to number the rows"
-            )
-        seen[problem_id] = n
+    table.check_unique(ids, field)
     return [
         Problem(ids[n], questions[n], rephrased[n] if rephrased else None, answers[n])
         for n in range(len(questions))
     ]
+
+
+@dataclass(frozen=True)
+class SourceRows:
+    """A source's records with every column, and the problems read from them (`coreward rephrase`
+    writes the records back with the question replaced)."""
+
+    label: str
+    rows: list[dict[str, Any]]
+    layout: Layout
+    problems: list[Problem]
+
+
+def read_source_rows(
+    spec: str,
+    data_dir: str | None,
+    split: str,
+    layout: Layout,
+    field: str,
+    optional: tuple[str, ...] = (),
+    option: str = "data.{name}",
+) -> SourceRows:
+    """The records of one source, as `data.train` reads it (a published set brings its layout).
+
+    `optional`: layout fields ("answer_key", "id_key") that become None when the table lacks them;
+    `option`: what sets a layout field, for messages ("--{dashed}" on the command line).
+    """
+    if spec == BUILTIN:
+        raise UserError(f"{field}: {BUILTIN} carries its own rephrasings; pass a file or dataset")
+    try:
+        source = locate(spec, data_dir, split)
+    except SourceError as exc:
+        raise UserError(f"{field}: {exc}") from exc
+    table = _Table.read(source, source.layout or layout, field, all_columns=True, optional=optional)
+    table.option = option
+    table.check_keys()
+    ids = table.ids()
+    table.check_unique(ids, field)
+    questions, answers = table.questions(table.layout.question_key), table.answers()
+    problems = [Problem(ids[n], questions[n], None, answers[n]) for n in range(len(ids))]
+    return SourceRows(table.label, table.rows, table.layout, problems)
 
 
 @dataclass
@@ -286,12 +321,21 @@ class _Table:
     recipe_field: str
     _cache: dict[str, list[Any]] = field(default_factory=dict)
 
+    option: str = "data.{name}"  # what sets a key ({name}: the field, {dashed}: with dashes)
+
     @classmethod
-    def read(cls, source: Resolved, layout: Layout, recipe_field: str) -> _Table:
+    def read(
+        cls,
+        source: Resolved,
+        layout: Layout,
+        recipe_field: str,
+        all_columns: bool = False,
+        optional: tuple[str, ...] = (),
+    ) -> _Table:
         keys = [
             k
             for k in (layout.question_key, layout.rephrased_key, layout.answer_key, layout.id_key)
-            if k
+            if k and not all_columns
         ]
         if source.hub is not None:
             rows = tables.read_hub(*source.hub, what=recipe_field, hint=_HUB_HINT)
@@ -302,21 +346,39 @@ class _Table:
             label = str(source.path)
             read = tables.read_file(source.path, keys, what=recipe_field)
             rows, columns = read.rows, read.columns
-        table = cls(label, rows, columns, layout, recipe_field)
         if not rows:
             raise UserError(f"{recipe_field}: {label} has no rows; use a file with problems in it")
-        for key, name in (
-            (layout.question_key, "question_key"),
-            (layout.rephrased_key, "rephrased_key"),
-            (layout.answer_key, "answer_key"),
-            (layout.id_key, "id_key"),
-        ):
-            if key is not None and tables.lookup(rows[0], key) is MISSING:
-                table.missing(key, name, 0)
+        absent = {
+            n: None
+            for n in optional
+            if getattr(layout, n) and tables.lookup(rows[0], getattr(layout, n)) is MISSING
+        }
+        table = cls(label, rows, columns, dataclasses.replace(layout, **absent), recipe_field)
+        if not all_columns:
+            table.check_keys()
         return table
 
+    def check_keys(self) -> None:
+        for name in ("question_key", "rephrased_key", "answer_key", "id_key"):
+            key = getattr(self.layout, name)
+            if key is not None and tables.lookup(self.rows[0], key) is MISSING:
+                self.missing(key, name, 0)
+
+    def check_unique(self, ids: list[str], field: str) -> None:
+        seen: dict[str, int] = {}
+        for n, problem_id in enumerate(ids):
+            if problem_id in seen:
+                raise UserError(
+                    f"{field}: {self.label} has problem id {problem_id} twice (rows {seen[problem_id]} and {n}) in "
+                    f"'{self.layout.id_key}'; set {self._option('id_key')} to null to number the rows"
+                )
+            seen[problem_id] = n
+
+    def _option(self, name: str) -> str:
+        return self.option.format(name=name, dashed=name.replace("_", "-"))
+
     def missing(self, key: str, name: str, row: int) -> NoReturn:
-        fix = f"set data.{name} to one of them" + (
+        fix = f"set {self._option(name)} to one of them" + (
             ", or null" if name in ("id_key", "answer_key", "rephrased_key") else ""
         )
         where = f"row {row} of " if row else ""

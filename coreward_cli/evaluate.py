@@ -155,7 +155,12 @@ class SampleLog:
         self._file.close()
 
 
-def check_config(out_dir: Path, config: dict[str, Any], write: bool = True) -> None:
+def check_config(
+    out_dir: Path,
+    config: dict[str, Any],
+    write: bool = True,
+    fix: str = "pass another --out or delete that folder",
+) -> None:
     """Refuse to mix results of different settings in one folder; record them on first use."""
     path = out_dir / CONFIG_FILE
     if path.is_file():
@@ -170,9 +175,7 @@ def check_config(out_dir: Path, config: dict[str, Any], write: bool = True) -> N
             shown = ", ".join(
                 f"{k}: {(old or {}).get(k)!r} -> {config.get(k)!r}" for k in changed[:3]
             )
-            raise UserError(
-                f"{out_dir} holds results of another config ({shown}); pass another --out or delete that folder"
-            )
+            raise UserError(f"{out_dir} holds results of another config ({shown}); {fix}")
         return
     if write:
         out_dir.mkdir(parents=True, exist_ok=True)

@@ -41,3 +41,26 @@ def write_folder_atomic(target: Path, fill: Callable[[Path], None]) -> None:
         os.rename(tmp, target)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def write_file_atomic(path: Path, write: Callable[[Path], None]) -> None:
+    """`write(tmp)` fills a sibling file that then replaces `path` (for writers that want a path)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _sibling(path, "tmp")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def complete_lines(path: Path) -> list[str]:
+    """The complete lines of an append-only log; a torn last line (a kill mid-write) is cut off."""
+    if not path.is_file():
+        return []
+    raw = path.read_bytes()
+    if raw and not raw.endswith(b"\n"):
+        raw = raw[: raw.rfind(b"\n") + 1]
+        with open(path, "r+b") as f:
+            f.truncate(len(raw))
+    return [line for line in raw.decode("utf-8").splitlines() if line.strip()]

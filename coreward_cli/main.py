@@ -16,6 +16,11 @@ from coreward_cli.errors import CorewardError
 VERBS: dict[str, tuple[str, str, str]] = {
     "run": ("run", "run", "Train with a recipe (local engine or OpenRLHF on Ray)."),
     "eval": ("eval", "eval_cmd", "Measure a model on math benchmarks."),
+    "rephrase": (
+        "rephrase",
+        "rephrase",
+        "Rewrite training questions in a second wording (Co-rewarding-I's data).",
+    ),
     "export": ("export", "export", "Write a trained model as a Hugging Face folder."),
     "recipe": ("recipe", "recipe", "Write, show, validate and list recipes."),
     "doctor": ("doctor", "doctor", "Check a GPU node against the cluster stack's pins."),

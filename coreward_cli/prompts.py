@@ -23,6 +23,9 @@ class PromptStyle:
 
     system_prompt: str | None
     chat_template: bool = True
+    thinking: bool | None = (
+        None  # passed as `enable_thinking` (Qwen3) unless None; others ignore it
+    )
 
     def render(self, tokenizer: Any, question: str) -> Prompt:
         if self.chat_template and getattr(tokenizer, "chat_template", None):
@@ -30,8 +33,9 @@ class PromptStyle:
                 [{"role": "system", "content": self.system_prompt}] if self.system_prompt else []
             )
             messages.append({"role": "user", "content": question})
+            switch = {} if self.thinking is None else {"enable_thinking": self.thinking}
             text = tokenizer.apply_chat_template(
-                messages, tokenize=False, add_generation_prompt=True
+                messages, tokenize=False, add_generation_prompt=True, **switch
             )
             return Prompt(text, add_special_tokens=False)
         plain = f"{self.system_prompt}\n\n{question}" if self.system_prompt else question
