@@ -66,6 +66,12 @@ def add_coreward_flags(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="drop problems whose prompt (any view) is longer",
     )
+    a(
+        "--coreward.stop_on_collapse",
+        type=int,
+        default=0,
+        help="1: stop when the collapse detector fires",
+    )
     a("--coreward.teacher.decay_start", type=float, default=0.99)
     a("--coreward.teacher.decay_end", type=float, default=0.99999)
     a("--coreward.teacher.schedule", type=str, default="cosine", choices=["cosine", "constant"])
