@@ -182,7 +182,8 @@ class TrainConfig:
         8, "Sequences per forward/backward pass (gradient accumulation beyond it).", min=1
     )
     stop_on_collapse: bool = doc(
-        False, "Stop when the label-free collapse detector fires; keep the last checkpoint before it."
+        False,
+        "Stop when the label-free collapse detector fires; keep the last checkpoint before it.",
     )
 
 

@@ -44,9 +44,7 @@ class Run:
 
     @property
     def method(self) -> str:
-        return str(
-            self.recipe.get("method.name") or self.summary.get("method") or self.path.stem
-        )
+        return str(self.recipe.get("method.name") or self.summary.get("method") or self.path.stem)
 
     @property
     def seed(self) -> Any:
@@ -94,7 +92,9 @@ def read_rows(path: Path) -> list[dict[str, Any]]:
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        raise UserError(f"{path}: cannot read it ({exc.__class__.__name__}); pass a readable metrics.jsonl") from None
+        raise UserError(
+            f"{path}: cannot read it ({exc.__class__.__name__}); pass a readable metrics.jsonl"
+        ) from None
     by_step: dict[int, dict[str, Any]] = {}
     for number, line in enumerate(text.splitlines(), 1):
         if not line.strip():
@@ -109,7 +109,7 @@ def read_rows(path: Path) -> list[dict[str, Any]]:
         step = row.get("step") if isinstance(row, dict) else None
         if not isinstance(step, int) or isinstance(step, bool):
             raise UserError(
-                f"{path}:{number}: no integer \"step\" in this line; is this a coreward metrics.jsonl?"
+                f'{path}:{number}: no integer "step" in this line; is this a coreward metrics.jsonl?'
             )
         by_step.setdefault(step, {"step": step}).update(normalise(row))
     if not by_step:
@@ -190,7 +190,9 @@ def recipe_differences(runs: list[Run]) -> dict[str, list[Any]]:
         if key == "output.dir" or key.startswith(IGNORED_DIFFS[1:]):
             continue
         values = [r.recipe.get(key) for r in runs]
-        if any(json.dumps(v, sort_keys=True) != json.dumps(values[0], sort_keys=True) for v in values):
+        if any(
+            json.dumps(v, sort_keys=True) != json.dumps(values[0], sort_keys=True) for v in values
+        ):
             diffs[key] = values
     return diffs
 

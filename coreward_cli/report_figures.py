@@ -127,7 +127,15 @@ def draw_panel(ax, metric: str, lines: list[Line], colors: list) -> None:
             ax.fill_between(line.steps, lo, hi, color=color, alpha=0.18, lw=0)
         for step in line.collapse_steps:
             ax.axvline(step, color=color, ls=":", lw=1.2)
-            ax.plot([step], [1.0], marker="v", color=color, ms=6, transform=ax.get_xaxis_transform(), clip_on=False)
+            ax.plot(
+                [step],
+                [1.0],
+                marker="v",
+                color=color,
+                ms=6,
+                transform=ax.get_xaxis_transform(),
+                clip_on=False,
+            )
     ax.set_title(title(metric), fontsize=9)
     ax.set_xlabel("step", fontsize=8)
     ax.xaxis.set_major_locator(_integer_ticks())
@@ -190,21 +198,31 @@ def render(
             fig.savefig(folder / f"{stem}.svg")
             plt.close(fig)
     figures = [
-        Figure(m, folder / f"fig-{m.replace('/', '-')}.png", folder / f"fig-{m.replace('/', '-')}.svg")
+        Figure(
+            m, folder / f"fig-{m.replace('/', '-')}.png", folder / f"fig-{m.replace('/', '-')}.svg"
+        )
         for m, _ in drawn
     ]
     if not drawn:
         return figures, None
     cols = min(3, len(drawn))
     rows = math.ceil(len(drawn) / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 2.9 * rows + 0.8), dpi=100, squeeze=False)
+    fig, axes = plt.subplots(
+        rows, cols, figsize=(4.2 * cols, 2.9 * rows + 0.8), dpi=100, squeeze=False
+    )
     color_of = {group_label(g): c for g, c in zip(groups, colors)}
     for ax, (metric, lines) in zip(axes.flat, drawn):
         draw_panel(ax, metric, lines, [color_of[line.label] for line in lines])
     for ax in list(axes.flat)[len(drawn) :]:
         ax.axis("off")
     handles = [plt.Line2D([], [], color=color_of[group_label(g)], lw=2) for g in groups]
-    fig.legend(handles, [group_label(g) for g in groups], loc="lower center", ncol=min(4, len(groups)), fontsize=8)
+    fig.legend(
+        handles,
+        [group_label(g) for g in groups],
+        loc="lower center",
+        ncol=min(4, len(groups)),
+        fontsize=8,
+    )
     fig.tight_layout(rect=(0, 0.06 + 0.02 * math.ceil(len(groups) / 4), 1, 1))
     fig.savefig(folder / "overview.png")
     fig.savefig(folder / "overview.svg")

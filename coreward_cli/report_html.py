@@ -29,7 +29,9 @@ def _pct(v: float | None) -> str:
 
 
 def summary_cells(s: RunSummary) -> list[str]:
-    change = "-" if s.before is None or s.after is None else f"{100 * (s.after - s.before):+.1f} pts"
+    change = (
+        "-" if s.before is None or s.after is None else f"{100 * (s.after - s.before):+.1f} pts"
+    )
     seconds = "-" if s.seconds is None else f"{s.seconds:.0f} s"
     reward = "-" if s.final_reward is None else f"{s.final_reward:.3f}"
     verdict = "none" if s.collapse_step is None else f"at step {s.collapse_step}"
@@ -60,9 +62,13 @@ def markdown(
 
     lines = ["# coreward report", "", "## Runs", ""]
     lines += table(SUMMARY_HEADERS, [summary_cells(s) for s in summaries])
-    lines += ["", "Held-out accuracy is greedy, mean over the run's benchmarks; "
-              "final reward is the mean over the last 10% of steps; the collapse warning is the "
-              "step where the label-free detector fired.", ""]
+    lines += [
+        "",
+        "Held-out accuracy is greedy, mean over the run's benchmarks; "
+        "final reward is the mean over the last 10% of steps; the collapse warning is the "
+        "step where the label-free detector fired.",
+        "",
+    ]
     if diffs:
         lines += ["## Recipe differences", ""]
         lines += table(["field", *(s.label for s in summaries)], diff_rows(diffs))
@@ -94,7 +100,9 @@ def _table_html(headers: list[str], rows: list[list[str]]) -> str:
     body = "".join(
         "<tr>"
         + "".join(
-            f'<td class="warn">{html.escape(c)}</td>' if c.startswith("at step") else f"<td>{html.escape(c)}</td>"
+            f'<td class="warn">{html.escape(c)}</td>'
+            if c.startswith("at step")
+            else f"<td>{html.escape(c)}</td>"
             for c in r
         )
         + "</tr>"
@@ -138,9 +146,7 @@ def html_page(
         parts += ["<h2>Missing</h2><ul>", *(f"<li>{html.escape(n)}</li>" for n in notes), "</ul>"]
     if figures:
         parts.append('<h2>Figures</h2><div class="figs">')
-        parts += [
-            f"<figure>{_img(f.png, title(f.metric))}</figure>" for f in figures
-        ]
+        parts += [f"<figure>{_img(f.png, title(f.metric))}</figure>" for f in figures]
         parts.append("</div>")
     parts.append("</body></html>")
     return "\n".join(parts)

@@ -122,7 +122,9 @@ class CollapseDetector:
         if p := pair("no_answer_share"):
             scores["answers vanish (no-answer share up)"] = max(0.0, p[1] - p[0]) / s.no_answer_rise
         if p := pair("clusters_per_group"):
-            scores["answers scatter (more distinct answers)"] = max(0.0, p[1] - p[0]) / s.clusters_rise
+            scores["answers scatter (more distinct answers)"] = (
+                max(0.0, p[1] - p[0]) / s.clusters_rise
+            )
         if (p := pair("response_length")) and p[0] > 0:
             scores["length drifts"] = abs(p[1] / p[0] - 1.0) / s.length_change
         entropy = pair("entropy")

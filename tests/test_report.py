@@ -113,7 +113,11 @@ def test_report_html_is_self_contained_and_tables_name_both_runs(report, two_run
 
 def find_chromium() -> str | None:
     return next(
-        (shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome") if shutil.which(n)),
+        (
+            shutil.which(n)
+            for n in ("chromium", "chromium-browser", "google-chrome")
+            if shutil.which(n)
+        ),
         None,
     )
 
@@ -148,7 +152,12 @@ def test_report_renders_its_images_in_headless_chromium(report, tmp_path):
     assert len(decoded) == len(list(report.glob("fig-*.png"))) and min(decoded) > 100
     shot = tmp_path / "screenshot.png"
     subprocess.run(
-        [*flags, f"--screenshot={shot}", "--window-size=1280,2000", (report / "report.html").as_uri()],
+        [
+            *flags,
+            f"--screenshot={shot}",
+            "--window-size=1280,2000",
+            (report / "report.html").as_uri(),
+        ],
         capture_output=True,
         timeout=120,
     )
@@ -161,11 +170,21 @@ def test_report_renders_its_images_in_headless_chromium(report, tmp_path):
 def test_group_seeds_and_smoothing(two_runs, tmp_path):
     out = tmp_path / "grouped"
     result = invoke(
-        "report", *map(str, two_runs), "--out", str(out), "--group-seeds", "--smooth", "3",
-        "--metrics", "reward_mean,collapse_risk",
+        "report",
+        *map(str, two_runs),
+        "--out",
+        str(out),
+        "--group-seeds",
+        "--smooth",
+        "3",
+        "--metrics",
+        "reward_mean,collapse_risk",
     )
     assert result.exit_code == 0, result.output
-    assert {p.name for p in out.glob("fig-*.png")} == {"fig-reward_mean.png", "fig-collapse_risk.png"}
+    assert {p.name for p in out.glob("fig-*.png")} == {
+        "fig-reward_mean.png",
+        "fig-collapse_risk.png",
+    }
 
 
 def test_stop_on_collapse_keeps_the_last_checkpoint_before_the_warning(
@@ -221,7 +240,9 @@ def test_not_a_run_folder(tmp_path):
 def test_empty_and_garbled_metrics(tmp_path):
     empty = metrics_run(tmp_path / "empty", [])
     one_line_error(invoke("report", str(empty)), "no metrics in it yet")
-    garbled = metrics_run(tmp_path / "garbled", ['{"step": 0, "eval_accuracy": 0.5}', '{"step": 1, "rew'])
+    garbled = metrics_run(
+        tmp_path / "garbled", ['{"step": 0, "eval_accuracy": 0.5}', '{"step": 1, "rew']
+    )
     one_line_error(invoke("report", str(garbled)), "metrics.jsonl:2", "not a JSON line")
     stepless = metrics_run(tmp_path / "stepless", ['{"loss": 1.0}'])
     one_line_error(invoke("report", str(stepless / "metrics.jsonl")), ':1: no integer "step"')
@@ -235,7 +256,10 @@ def test_one_step_and_disjoint_metrics_give_a_report_that_says_what_is_missing(t
     )
     other = metrics_run(
         tmp_path / "other",
-        [json.dumps({"step": s, "coreward/agreement_share": 0.8, "actor_lr": 1e-6}) for s in (1, 2, 3)],
+        [
+            json.dumps({"step": s, "coreward/agreement_share": 0.8, "actor_lr": 1e-6})
+            for s in (1, 2, 3)
+        ],
     )
     out = tmp_path / "rep"
     result = invoke("report", str(one), str(other), "--out", str(out))
@@ -250,7 +274,9 @@ def test_one_step_and_disjoint_metrics_give_a_report_that_says_what_is_missing(t
 
 
 def test_metrics_that_no_run_has(tmp_path):
-    run = metrics_run(tmp_path / "r", ['{"step": 1, "reward_mean": 0.5}', '{"step": 2, "reward_mean": 0.6}'])
+    run = metrics_run(
+        tmp_path / "r", ['{"step": 1, "reward_mean": 0.5}', '{"step": 2, "reward_mean": 0.6}']
+    )
     one_line_error(
         invoke("report", str(run), "--metrics", "nonsense,kl", "--out", str(tmp_path / "o")),
         "--metrics",
@@ -260,7 +286,9 @@ def test_metrics_that_no_run_has(tmp_path):
 
 
 def test_out_that_is_not_a_report_is_never_replaced(tmp_path):
-    run = metrics_run(tmp_path / "r", ['{"step": 1, "reward_mean": 0.5}', '{"step": 2, "reward_mean": 0.6}'])
+    run = metrics_run(
+        tmp_path / "r", ['{"step": 1, "reward_mean": 0.5}', '{"step": 2, "reward_mean": 0.6}']
+    )
     keep = tmp_path / "mine"
     keep.mkdir()
     (keep / "notes.txt").write_text("mine")

@@ -14,7 +14,9 @@ from coreward_plugins.collapse import CollapseDetector
 
 
 class CollapseWatch:
-    def __init__(self, console: Console, stop_on_collapse: bool, past_rows: list[dict[str, Any]]) -> None:
+    def __init__(
+        self, console: Console, stop_on_collapse: bool, past_rows: list[dict[str, Any]]
+    ) -> None:
         """`past_rows`: the metrics a resumed run already logged, replayed so that the detector
         continues exactly where it was (the replay prints nothing)."""
         self.console, self.stop_on_collapse = console, stop_on_collapse
@@ -30,8 +32,10 @@ class CollapseWatch:
         assessment = self.detector.update(record)
         record["collapse_risk"] = assessment.risk
         if assessment.fired and not already:
-            action = "stopping (train.stop_on_collapse)" if self.stop_on_collapse else (
-                "training on; set train.stop_on_collapse: true to stop at the warning"
+            action = (
+                "stopping (train.stop_on_collapse)"
+                if self.stop_on_collapse
+                else ("training on; set train.stop_on_collapse: true to stop at the warning")
             )
             self.console.print(
                 f"[bold yellow]collapse warning at step {assessment.step}:[/] "
@@ -44,7 +48,10 @@ class CollapseWatch:
         return False
 
     def summary(self) -> dict[str, Any]:
-        return {"collapse_warning_step": self.detector.fired_at, "stopped_on_collapse": self.stopped_at}
+        return {
+            "collapse_warning_step": self.detector.fired_at,
+            "stopped_on_collapse": self.stopped_at,
+        }
 
 
 def keep_checkpoint_as_final(run_dir: Path, checkpoint: Path | None, console: Console) -> bool:
@@ -63,5 +70,7 @@ def keep_checkpoint_as_final(run_dir: Path, checkpoint: Path | None, console: Co
             shutil.copytree(checkpoint / source, tmp)
             shutil.rmtree(run_dir / target, ignore_errors=True)
             tmp.rename(run_dir / target)
-    console.print(f"final model: {checkpoint.name}, the last checkpoint before the collapse warning")
+    console.print(
+        f"final model: {checkpoint.name}, the last checkpoint before the collapse warning"
+    )
     return True
