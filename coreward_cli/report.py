@@ -179,20 +179,24 @@ def detect(run: Run) -> int | None:
 
 # ---------------------------------------------------------------- comparing runs
 
-IGNORED_DIFFS = ("output.dir", "engine.", "logging.")
+# Fields that say where and how a run ran, not what it trained: never a "difference" between runs.
+NOT_TRAINING = ("output.", "engine.", "logging.")
+
+
+def training_fields(run: Run) -> dict[str, Any]:
+    return {k: v for k, v in run.recipe.items() if not k.startswith(NOT_TRAINING)}
 
 
 def recipe_differences(runs: list[Run]) -> dict[str, list[Any]]:
-    """Recipe fields whose values differ between the runs: field -> one value per run."""
-    keys = sorted({k for r in runs for k in r.recipe})
+    """Recipe fields whose values differ between the runs: field -> one value per run (None where
+    a run's recipe lacks the field: written before it existed, so it ran with the default)."""
+    fields = [training_fields(r) for r in runs]
+    keys = sorted({k for f in fields for k in f})
     diffs: dict[str, list[Any]] = {}
     for key in keys:
-        if key == "output.dir" or key.startswith(IGNORED_DIFFS[1:]):
-            continue
-        values = [r.recipe.get(key) for r in runs]
-        if any(
-            json.dumps(v, sort_keys=True) != json.dumps(values[0], sort_keys=True) for v in values
-        ):
+        values = [f.get(key) for f in fields]
+        present = {json.dumps(f[key], sort_keys=True, default=str) for f in fields if key in f}
+        if len(present) > 1:
             diffs[key] = values
     return diffs
 
@@ -220,11 +224,8 @@ def seed_groups(runs: list[Run]) -> list[list[Run]]:
     """Runs whose recipes differ in the seed alone, together (in first-seen order)."""
     groups: dict[str, list[Run]] = {}
     for run in runs:
-        key = json.dumps(
-            {k: v for k, v in run.recipe.items() if k not in ("seed", "output.dir")},
-            sort_keys=True,
-            default=str,
-        )
+        fields = {k: v for k, v in training_fields(run).items() if k != "seed"}
+        key = json.dumps(fields, sort_keys=True, default=str)
         groups.setdefault(key if run.recipe else str(run.path), []).append(run)
     return list(groups.values())
 

@@ -152,9 +152,9 @@ def _integer_ticks():
 
 
 def _percent():
-    from matplotlib.ticker import FuncFormatter
+    from matplotlib.ticker import PercentFormatter
 
-    return FuncFormatter(lambda v, _: f"{100 * v:.0f}%")
+    return PercentFormatter(xmax=1.0)
 
 
 def palette(n: int) -> list:
@@ -207,23 +207,18 @@ def render(
         return figures, None
     cols = min(3, len(drawn))
     rows = math.ceil(len(drawn) / cols)
-    fig, axes = plt.subplots(
-        rows, cols, figsize=(4.2 * cols, 2.9 * rows + 0.8), dpi=100, squeeze=False
-    )
+    legend_rows = math.ceil(len(groups) / 3)
+    height = 2.9 * rows + 0.25 * legend_rows + 0.2
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, height), dpi=100, squeeze=False)
     color_of = {group_label(g): c for g, c in zip(groups, colors)}
     for ax, (metric, lines) in zip(axes.flat, drawn):
         draw_panel(ax, metric, lines, [color_of[line.label] for line in lines])
     for ax in list(axes.flat)[len(drawn) :]:
         ax.axis("off")
     handles = [plt.Line2D([], [], color=color_of[group_label(g)], lw=2) for g in groups]
-    fig.legend(
-        handles,
-        [group_label(g) for g in groups],
-        loc="lower center",
-        ncol=min(4, len(groups)),
-        fontsize=8,
-    )
-    fig.tight_layout(rect=(0, 0.06 + 0.02 * math.ceil(len(groups) / 4), 1, 1))
+    labels = [group_label(g) for g in groups]
+    fig.legend(handles, labels, loc="lower center", ncol=min(3, len(groups)), fontsize=8)
+    fig.tight_layout(rect=(0, (0.25 * legend_rows + 0.15) / height, 1, 1))
     fig.savefig(folder / "overview.png")
     fig.savefig(folder / "overview.svg")
     plt.close(fig)

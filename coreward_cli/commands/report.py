@@ -40,8 +40,9 @@ def write_report(
     metrics: list[str] | None,
     window: int,
     group_seeds: bool,
-) -> Path:
-    """Read the runs, write the report folder whole (or nothing), return report.html's path."""
+) -> tuple[Path, list]:
+    """Read the runs, write the report folder whole (or nothing); report.html's path and the
+    runs' summaries."""
     from coreward_cli.report import label_runs, load_run, recipe_differences, seed_groups, summarise
     from coreward_cli.report_figures import DEFAULT_METRICS, expand_metrics, render, title
     from coreward_cli.report_html import html_page, markdown
@@ -91,7 +92,7 @@ def write_report(
         os.rename(tmp, folder)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return folder / "report.html"
+    return folder / "report.html", summaries
 
 
 @click.command("report")
@@ -135,7 +136,16 @@ def report(
     metrics.jsonl. Writes report.html (self-contained, opens offline), report.md (the tables) and
     a PNG + SVG per panel; the step where the collapse detector fired is marked on every figure."""
     wanted = [m.strip() for m in metrics.split(",") if m.strip()] if metrics else None
-    page = write_report(list(runs), out, wanted, smooth, group_seeds)
-    Console().print(f"wrote {page} (and report.md, figures) in {page.parent}", soft_wrap=True)
+    from rich.table import Table
+
+    from coreward_cli.report_html import SUMMARY_HEADERS, summary_cells
+
+    page, summaries = write_report(list(runs), out, wanted, smooth, group_seeds)
+    table = Table(*SUMMARY_HEADERS)
+    for summary in summaries:
+        table.add_row(*summary_cells(summary))
+    console = Console()
+    console.print(table)
+    console.print(f"wrote {page} (and report.md, figures)", soft_wrap=True)
     if open_:
         click.launch(str(page))
