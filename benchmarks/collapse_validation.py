@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import statistics
 from dataclasses import dataclass
-from pathlib import Path
 
 from coreward_cli.report import Run, load_run
 
