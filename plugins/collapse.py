@@ -1,19 +1,22 @@
 """A label-free early warning for a collapsing run, step by step.
 
 Label-free rewards fail quietly: the reward keeps rising while the policy settles on confidently
-wrong answers (the paper's Fig. 3), or it drifts until it no longer answers at all. This detector
-reads only what a run knows without references - reward, agreement share, answer clusters per
-group, entropy, response length and no-answer share - and compares each one's recent level
-(a trailing mean) with the run's own level over its first steps. It never reads
-`pseudo_label_accuracy`, `reference_accuracy` or a held-out score.
+wrong answers (the paper's Fig. 3), or the policy blurs until it no longer answers. This detector
+reads only what a run knows without references - agreement share, answer clusters per group,
+entropy, response length and no-answer share - and compares each one's recent level (the mean of
+the last `window` steps) with the run's own level over its first `baseline_steps`. It never reads
+`pseudo_label_accuracy`, `reference_accuracy` or a held-out score. (The reward is not read: its
+scale is each method's own, and a collapsing run's reward looks as good as a healthy one's.)
 
-Rules (each scored so that 1.0 is its threshold; `risk` is the largest score):
+Rules, each scored so that 1.0 is its threshold; `risk` is the largest score:
+- blurring: a reward that teaches sharpens the policy (entropy and the number of distinct
+  answers per group fall); one that does not, blurs it. Scored as the mean of the entropy's rise
+  over `entropy_rise` and the answer clusters' rise over `clusters_rise`.
 - answers vanish: the no-answer share climbs `no_answer_rise` above its start;
-- answers scatter: the mean number of distinct answers per group grows by `clusters_rise`;
 - length drifts: the mean response length moves by `length_change` of its start, either way;
-- entropy collapses: the policy's per-token entropy falls to `entropy_floor` of its start;
-- lock-in: the vote is unanimous (agreement share at least `agreement_ceiling`, or a single
-  answer cluster per group) while entropy has fallen to half its start.
+- entropy collapses: per-token entropy falls to `entropy_floor` of its start;
+- lock-in: votes are unanimous (agreement share at least `agreement_ceiling`) while entropy has
+  fallen to half its start.
 It fires once `risk` has stayed at or above 1 for `patience` consecutive steps, and stays fired.
 
 No torch, Ray or engine import: both engines feed it one metrics row per step.
@@ -28,7 +31,6 @@ from typing import Any
 
 # What the detector reads, under the local engine's names; OpenRLHF's are mapped onto them.
 SIGNALS = (
-    "reward_mean",
     "agreement_share",
     "clusters_per_group",
     "entropy",
@@ -59,8 +61,9 @@ class CollapseSettings:
     baseline_steps: int = 10  # steps 1..N give each signal its starting level
     window: int = 10  # the recent level: mean of the last N steps
     patience: int = 3
-    no_answer_rise: float = 0.15
-    clusters_rise: float = 1.5
+    entropy_rise: float = 0.25  # relative to the start
+    clusters_rise: float = 0.4  # distinct answers per group
+    no_answer_rise: float = 0.10
     length_change: float = 0.25
     entropy_floor: float = 0.2
     agreement_ceiling: float = 0.98
@@ -119,24 +122,23 @@ class CollapseDetector:
             base, now = self._baseline(name), self._level(name)
             return None if base is None or now is None else (base, now)
 
+        entropy, clusters = pair("entropy"), pair("clusters_per_group")
+        if entropy and clusters and entropy[0] > 0:
+            sharper = (entropy[1] / entropy[0] - 1.0) / s.entropy_rise
+            scattered = (clusters[1] - clusters[0]) / s.clusters_rise
+            scores["blurring (entropy and distinct answers rising)"] = max(
+                0.0, (sharper + scattered) / 2
+            )
         if p := pair("no_answer_share"):
             scores["answers vanish (no-answer share up)"] = max(0.0, p[1] - p[0]) / s.no_answer_rise
-        if p := pair("clusters_per_group"):
-            scores["answers scatter (more distinct answers)"] = (
-                max(0.0, p[1] - p[0]) / s.clusters_rise
-            )
         if (p := pair("response_length")) and p[0] > 0:
             scores["length drifts"] = abs(p[1] / p[0] - 1.0) / s.length_change
-        entropy = pair("entropy")
         if entropy and entropy[0] > 0:
-            fall = 1.0 - entropy[1] / entropy[0]
-            scores["entropy collapses"] = max(0.0, fall) / (1.0 - s.entropy_floor)
-            agreement, clusters = self._level("agreement_share"), self._level("clusters_per_group")
-            unanimous = (agreement is not None and agreement >= s.agreement_ceiling) or (
-                clusters is not None and clusters <= 1.0 + 1e-9
-            )
-            if unanimous:
-                scores["lock-in (unanimous votes, entropy falling)"] = max(0.0, fall) / 0.5
+            fall = max(0.0, 1.0 - entropy[1] / entropy[0])
+            scores["entropy collapses"] = fall / (1.0 - s.entropy_floor)
+            agreement = self._level("agreement_share")
+            if agreement is not None and agreement >= s.agreement_ceiling:
+                scores["lock-in (unanimous votes, entropy falling)"] = fall / 0.5
         return scores
 
     def state_dict(self) -> dict[str, Any]:

@@ -62,6 +62,24 @@ def test_lock_in_unanimous_votes_with_entropy_falling_fires():
     assert detector.fired_at is not None and 50 < detector.fired_at <= 90
 
 
+def test_blurring_entropy_and_distinct_answers_rising_fires():
+    """What self-certainty does to the tiny model: the policy blurs instead of sharpening."""
+    rng = random.Random(5)
+    rows = [healthy(s, rng) for s in range(1, 201)]
+    for row in rows[20:]:
+        k = min(1.0, (row["step"] - 20) / 40)
+        row["entropy"] *= 1.0 + 0.6 * k
+        row["clusters_per_group"] += 0.8 * k
+    detector = CollapseDetector()
+    reasons: list[str] = []
+    for row in rows:
+        assessment = detector.update(row)
+        if assessment.fired and not reasons:
+            reasons = assessment.reasons
+    assert detector.fired_at is not None and 25 < detector.fired_at <= 70
+    assert any("blurring" in r for r in reasons)
+
+
 def test_reference_based_metrics_change_nothing():
     rng = random.Random(2)
     rows = [healthy(s, rng) for s in range(1, 201)]
