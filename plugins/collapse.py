@@ -61,8 +61,8 @@ class CollapseSettings:
     baseline_steps: int = 10  # steps 1..N give each signal its starting level
     window: int = 10  # the recent level: mean of the last N steps
     patience: int = 3
-    entropy_rise: float = 0.25  # relative to the start
-    clusters_rise: float = 0.4  # distinct answers per group
+    entropy_rise: float = 0.15  # relative to the start
+    clusters_rise: float = 0.25  # distinct answers per group
     no_answer_rise: float = 0.10
     length_change: float = 0.25
     entropy_floor: float = 0.2
