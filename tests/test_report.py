@@ -257,7 +257,10 @@ def test_one_step_and_disjoint_metrics_give_a_report_that_says_what_is_missing(t
     other = metrics_run(
         tmp_path / "other",
         [
-            json.dumps({"step": s, "coreward/agreement_share": 0.8, "actor_lr": 1e-6})
+            json.dumps(  # an OpenRLHF run's names
+                {"step": s, "coreward/agreement_share": 0.8, "actor_lr": 1e-6}
+                | ({"eval/eval_math500_pass1": 0.4 + s / 10} if s != 2 else {})
+            )
             for s in (1, 2, 3)
         ],
     )
@@ -268,7 +271,9 @@ def test_one_step_and_disjoint_metrics_give_a_report_that_says_what_is_missing(t
     assert "1 training step(s) logged" in md
     assert "reward (mean) (reward_mean): not logged by other" in md
     assert "agreement share (majority / voters) (agreement_share): not logged by one" in md
-    assert (out / "fig-agreement_share.png").is_file() and (out / "fig-lr.png").is_file()
+    for panel in ("agreement_share", "lr", "eval-math500"):
+        assert (out / f"fig-{panel}.png").is_file()
+    assert "| other | 50.0% | 70.0% | +20.0 pts |" in md
     for png in out.glob("*.png"):
         assert pixel_sd(png) > 0.05
 
