@@ -135,7 +135,7 @@ def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
 def _read_yaml_or_json(path: Path, loader) -> dict[str, Any]:
     try:
         data = loader(path.read_text(encoding="utf-8"))
-    except Exception as exc:  # a broken side file: the report goes on without it
+    except Exception as exc:  # yaml and json raise many kinds; any of them is a broken file
         raise UserError(
             f"{path}: cannot be read ({exc.__class__.__name__}); fix or remove it"
         ) from None
