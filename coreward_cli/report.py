@@ -44,7 +44,8 @@ class Run:
 
     @property
     def method(self) -> str:
-        return str(self.recipe.get("method.name") or self.summary.get("method") or self.path.stem)
+        folder = self.path.parent if self.path.is_file() else self.path
+        return str(self.recipe.get("method.name") or self.summary.get("method") or folder.name)
 
     @property
     def seed(self) -> Any:
