@@ -26,6 +26,7 @@ setup(
         "rich>=13",
         "pyyaml>=6",
         "math-verify[antlr4_13_2]>=0.7",
+        "matplotlib>=3.8",  # `coreward report` figures
     ],
     extras_require={
         # what the CPU tests need beside the core; OpenRLHF itself goes in with --no-deps

@@ -25,3 +25,5 @@ second_stage, ll_cpu_s, two_stage_cpu_s, read_both_ways
 _.wandb_logger, _.backup_bytes
 # rephrase.Check fields, written to rephrasings.jsonl through asdict and read back by key
 _.original_label, _.rephrased_label
+# report_figures.Figure.svg: where the SVG of a panel was written (kept beside .png for callers)
+_.svg

@@ -24,6 +24,7 @@ VERBS: dict[str, tuple[str, str, str]] = {
     "export": ("export", "export", "Write a trained model as a Hugging Face folder."),
     "recipe": ("recipe", "recipe", "Write, show, validate and list recipes."),
     "doctor": ("doctor", "doctor", "Check a GPU node against the cluster stack's pins."),
+    "report": ("report", "report", "Figures, run comparison and collapse warnings for runs."),
 }
 
 

@@ -180,6 +180,10 @@ class TrainConfig:
     micro_batch_size: int = doc(
         8, "Sequences per forward/backward pass (gradient accumulation beyond it).", min=1
     )
+    stop_on_collapse: bool = doc(
+        False,
+        "Stop when the label-free collapse detector fires; keep the last checkpoint before it.",
+    )
 
 
 @dataclass

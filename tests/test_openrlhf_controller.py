@@ -319,3 +319,31 @@ def test_prompt_order_is_a_function_of_the_seed(tmp_path, tokenizer) -> None:
     assert sorted(first[:5]) == [p for p, *_ in PROBLEMS]  # one epoch is every problem once
     assert _epoch_order(args, tokenizer, 1) == first
     assert any(_epoch_order(args, tokenizer, s) != first for s in (2, 3))
+
+
+def test_controller_watches_collapse_and_stops_when_asked(tmp_path, capsys) -> None:
+    """The recipe's train.stop_on_collapse reaches the controller; the detector reads OpenRLHF's
+    status names, logs coreward/collapse_risk, warns once, and stops saving and sampling."""
+    from coreward_plugins.collapse import CollapseDetector
+    from coreward_plugins.openrlhf.trainer import CorewardPPOTrainer
+
+    args = _args(tmp_path, "qwen3b_math.yaml", ["train.stop_on_collapse=true"])
+    assert args.coreward.stop_on_collapse == 1
+    fake = SimpleNamespace(args=args, collapse=CollapseDetector(), stopped_on_collapse=None)
+    for step in range(1, 60):
+        gone = 0.0 if step < 30 else min(1.0, 0.05 * (step - 29))  # answers vanish from step 30
+        status = {
+            "coreward/reward_mean": 0.5,
+            "coreward/no_answer_share": gone,
+            "entropy_loss": 0.3,
+            "rollout/response_length_mean": 200.0,
+        }
+        CorewardPPOTrainer._watch_collapse(fake, step, status)
+        assert isinstance(status["coreward/collapse_risk"], float)
+    fired = fake.collapse.fired_at
+    assert fired is not None and 30 < fired < 45 and fake.stopped_on_collapse == fired
+    out = capsys.readouterr().out
+    assert out.count("collapse warning") == 1 and "stopping (train.stop_on_collapse)" in out
+    # no checkpoint at or after the warning (the fake has no .rewards: saving would raise)
+    assert CorewardPPOTrainer.save_logs_and_checkpoints(fake, fired) is None
+    assert load_recipe(ROOT / "recipes" / "qwen3b_math.yaml").train.stop_on_collapse is False

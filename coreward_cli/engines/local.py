@@ -25,6 +25,7 @@ from coreward_cli import runlayout
 from coreward_cli.data import load_train_problems
 from coreward_cli.engines import rundir
 from coreward_cli.engines.checkpoint import load_checkpoint, restore_rng, rng_state, save_checkpoint
+from coreward_cli.engines.collapse_watch import CollapseWatch, keep_checkpoint_as_final
 from coreward_cli.engines.heldout import HeldOut
 from coreward_cli.engines.logprobs import masked_row_mean, score_tokens
 from coreward_cli.engines.optim import build_optimizer
@@ -454,6 +455,8 @@ def train(
         wandb_project=recipe.logging.wandb_project,
         config=recipe_to_dict(recipe),
     )
+    past = read_metrics(run_dir) if checkpoint is not None else []
+    watch = CollapseWatch(console, recipe.train.stop_on_collapse, past)
     try:
         if eval_before is None:
             eval_before = trainer.heldout.evaluate(trainer.model, trainer.tokenizer)
@@ -465,16 +468,23 @@ def train(
                 if step % recipe.output.eval_interval == 0 or step == trainer.total_steps:
                     last_eval = trainer.heldout.evaluate(trainer.model, trainer.tokenizer)
                     record.update(last_eval)
+                stop = watch.observe(record)  # adds collapse_risk
                 log.write(record)
                 progress.advance(record, last_eval)
+                if stop:
+                    break  # no checkpoint of this step: the last one before the warning stays
                 if step % recipe.output.save_interval == 0 or step == trainer.total_steps:
                     spent = seconds_before + time.perf_counter() - wall_start
                     trainer.save(step, {"eval_before": eval_before, "train_seconds": spent})
     finally:
         log.close()
-    trainer.write_final()
+    if watch.stopped_at is None:
+        trainer.write_final()
+    else:
+        keep_checkpoint_as_final(run_dir, runlayout.latest_checkpoint(run_dir), console)
     seconds = seconds_before + time.perf_counter() - wall_start
     summary = _summary(recipe, run_dir, trainer, eval_before, last_eval, seconds)
+    summary.update(watch.summary())
     write_json_atomic(run_dir / runlayout.SUMMARY, summary)
     console.print(final_table(summary))
     return summary

@@ -263,6 +263,7 @@ def build_plan(
     add("coreward.reward_actors", c.reward_actors)
     add("coreward.metrics_file", paths["metrics"])
     add("coreward.max_prompt_tokens", r.max_prompt_tokens)
+    add("coreward.stop_on_collapse", int(t.stop_on_collapse))
     if mv.needs_teacher and teacher is not None:
         add("coreward.teacher.decay_start", teacher.decay_start)
         add("coreward.teacher.decay_end", teacher.decay_end)

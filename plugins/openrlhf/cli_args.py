@@ -78,6 +78,12 @@ def add_coreward_flags(parser: argparse.ArgumentParser) -> None:
         default=1800.0,
         help="deadline for the grading actors to start and to score a step",
     )
+    a(
+        "--coreward.stop_on_collapse",
+        type=int,
+        default=0,
+        help="1: stop when the collapse detector fires",
+    )
     a("--coreward.teacher.decay_start", type=float, default=0.99)
     a("--coreward.teacher.decay_end", type=float, default=0.99999)
     a("--coreward.teacher.schedule", type=str, default="cosine", choices=["cosine", "constant"])

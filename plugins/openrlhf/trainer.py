@@ -23,6 +23,7 @@ import ray
 from openrlhf.trainer.ppo_trainer import PPOTrainer
 from openrlhf.trainer.ppo_utils.experience_maker import RemoteExperienceMaker
 
+from coreward_plugins.collapse import CollapseDetector
 from coreward_plugins.openrlhf.cli_args import csv_views
 from coreward_plugins.openrlhf.relabel import (
     build_batch,
@@ -138,6 +139,8 @@ class CorewardPPOTrainer(PPOTrainer.__ray_actor_class__):
 
             self.wandb_logger = WandbLogger(args)
         self.metrics_file = Path(cw.metrics_file) if cw.metrics_file else None
+        self.collapse = CollapseDetector()
+        self.stopped_on_collapse: int | None = None
 
     # ---- the teacher ----
     def _teacher_to_vllm(self) -> None:
@@ -204,10 +207,26 @@ class CorewardPPOTrainer(PPOTrainer.__ray_actor_class__):
         status.update(metrics)
         if self.teacher_views:
             status["coreward/teacher_decay_this_step"] = self._decay_for(step) or 0.0
+        self._watch_collapse(step, status)
         self._log(step, status)
-        if next_step >= self.rl_steps:
+        if next_step >= self.rl_steps or self.stopped_on_collapse is not None:
             self.samples_generator.stop = True
         return status, next_step
+
+    def _watch_collapse(self, step: int, status: dict[str, Any]) -> None:
+        """The label-free collapse detector: a metric, one warning line, and the stop when asked."""
+        fired_before = self.collapse.fired_at is not None
+        assessment = self.collapse.update({**status, "step": step})
+        status["coreward/collapse_risk"] = assessment.risk
+        if assessment.fired and not fired_before:
+            stop = bool(self.args.coreward.stop_on_collapse)
+            print(
+                f"collapse warning at step {step}: {'; '.join(assessment.reasons)} - "
+                + ("stopping (train.stop_on_collapse)" if stop else "training on"),
+                flush=True,
+            )
+            if stop:
+                self.stopped_on_collapse = step
 
     def _log(self, step: int, status: dict[str, Any]) -> None:
         if self.metrics_file is None:
@@ -226,6 +245,8 @@ class CorewardPPOTrainer(PPOTrainer.__ray_actor_class__):
         method_state = states.get("coreward_method_state")
         if method_state is not None:
             self.rewards.load_state_dict(method_state)
+        if states.get("coreward_collapse_state") is not None:
+            self.collapse.load_state_dict(states["coreward_collapse_state"])
         if states.get("global_step", 0) >= self.rl_steps:
             self.samples_generator.stop = True
         super().fit(global_step)
@@ -233,8 +254,11 @@ class CorewardPPOTrainer(PPOTrainer.__ray_actor_class__):
     def save_logs_and_checkpoints(
         self, global_step: int, logs_dict=None, client_states=None
     ) -> None:
+        if self.stopped_on_collapse is not None:
+            return  # no checkpoint at or after a collapse warning: the one before it stays newest
         client_states = dict(client_states or {})
         client_states["coreward_method_state"] = self.rewards.state_dict()
+        client_states["coreward_collapse_state"] = self.collapse.state_dict()
         super().save_logs_and_checkpoints(global_step, logs_dict, client_states)
 
 
