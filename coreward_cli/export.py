@@ -90,15 +90,19 @@ def check_destination(out: Path, source: ExportSource, force: bool) -> None:
         raise UserError(
             f"--out {out}: folder is not empty; pick another or pass --force to replace it"
         )
-    protected = [source.weights] + (
+    protected = [source.weights, *([source.run_dir] if source.run_dir else [])] + (
         [Path(source.config_from)]
         if source.config_from and Path(source.config_from).exists()
         else []
     )
     target = out.resolve()
     for path in protected:
-        if target == path.resolve() or target in path.resolve().parents:
-            raise UserError(f"--out {out}: would replace the source {path}; pick another folder")
+        src = path.resolve()
+        if target == src or target in src.parents or src in target.parents:
+            raise UserError(
+                f"--out {out}: would replace the source {path} or write inside it; "
+                "pick a folder outside it"
+            )
 
 
 def export_model(
