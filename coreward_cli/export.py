@@ -232,7 +232,7 @@ def load_source(source: ExportSource):
             else _loading(
                 str(source.shadow_file),
                 "teacher state",
-                lambda: torch.load(source.shadow_file, map_location="cpu"),
+                lambda: torch.load(source.shadow_file, map_location="cpu", weights_only=True),
             )
         )
         load_merged_state(model, state, source)
