@@ -183,8 +183,13 @@ def check_config(out_dir: Path, config: dict[str, Any], write: bool = True) -> N
             )
         return
     if write:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(path, json.dumps(config, indent=2) + "\n")
+        try:
+            out_dir.mkdir(parents=True, exist_ok=True)
+            write_text_atomic(path, json.dumps(config, indent=2) + "\n")
+        except OSError as e:
+            raise UserError(
+                f"--out {out_dir}: cannot write there ({one_line(e)}); pick a writable folder"
+            ) from e
 
 
 def write_reports(out_dir: Path, results: dict[str, Any]) -> None:

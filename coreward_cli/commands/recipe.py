@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from coreward_cli.errors import UserError
+from coreward_cli.errors import UserError, one_line
 from coreward_cli.fileutil import write_text_atomic
 
 SET_HELP = "Override a field, e.g. --set train.lr=1e-6 or --set data.eval=[math500,gsm8k] (YAML values; repeatable)."
@@ -186,9 +186,15 @@ def new(
         made = load_recipe_text(dump_recipe(made), str(output), warn=_warn)
     except UserError as exc:
         raise UserError(f"nothing written: {exc}") from exc
+    command = command.replace("\r", "\\r").replace("\n", "\\n")  # stays inside the comment
     text = f"# Written by `{command}`.\n# Every field is explained above it; `coreward recipe validate {output}` checks it.\n"
     text += dump_recipe(made, explain=True)
-    write_text_atomic(output, text)
+    try:
+        write_text_atomic(output, text)
+    except OSError as e:
+        raise UserError(
+            f"-o {output}: cannot write it ({one_line(e)}); pick a writable place"
+        ) from e
     click.echo(f"wrote {output}: {summary(made)}")
 
 
@@ -208,7 +214,11 @@ def recipe_dirs() -> list[Path]:
 
 def _about(path: Path) -> str:
     """The recipe's first header comment line."""
-    for line in path.read_text(encoding="utf-8").splitlines():
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return ""  # listed as invalid by the recipe check
+    for line in text.splitlines():
         if line.startswith("#"):
             return line.lstrip("#").strip()
         if line.strip():
