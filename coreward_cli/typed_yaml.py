@@ -20,7 +20,7 @@ import yaml
 from yaml.constructor import SafeConstructor
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from coreward_cli.errors import UserError
+from coreward_cli.errors import UserError, one_line
 
 SET_PREFIX = "--set "
 _STR_TAG = "tag:yaml.org,2002:str"
@@ -57,7 +57,10 @@ def fail(node: Node, field: str, message: str) -> UserError:
 
 def compose(text: str, name: str) -> Node | None:
     """The node tree of one YAML document; syntax errors become one line with the line number."""
-    loader = Loader(text)
+    try:
+        loader = Loader(text)  # the reader refuses control characters here already
+    except yaml.YAMLError as exc:
+        raise UserError(f"{name}: not valid YAML: {one_line(exc)}; fix the text") from exc
     loader.name = name  # marks carry this as the file name (or `--set KEY`)
     try:
         return loader.get_single_node()
