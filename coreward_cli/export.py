@@ -25,6 +25,7 @@ import torch
 from coreward_cli.errors import CorewardError, UserError, one_line
 from coreward_cli.export_card import render_card
 from coreward_cli.export_sources import ExportSource
+from coreward_cli.fileutil import share_like_umask
 
 Dtype = Literal["auto", "bf16", "fp16", "fp32"]
 TORCH_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -181,7 +182,7 @@ def _export(
             chat=bool(getattr(tokenizer, "chat_template", None)),
         )
         (partial / "README.md").write_text(card, encoding="utf-8")
-        _share_like_umask(partial)
+        share_like_umask(partial)
         files = sorted(p.name for p in partial.iterdir())
         size = sum(p.stat().st_size for p in partial.iterdir() if p.is_file())
         _move_into_place(partial, out)
@@ -383,16 +384,6 @@ def verify_export(
 def _write_model(model: torch.nn.Module, folder: Path, max_shard_size: int) -> None:
     """save_pretrained: safetensors (sharded past max_shard_size), config, generation config."""
     model.save_pretrained(folder, max_shard_size=max_shard_size)
-
-
-def _share_like_umask(folder: Path) -> None:
-    """safetensors files come out 0600 (written through a private temp file); a folder meant for sharing
-    gets the user's usual file mode instead."""
-    umask = os.umask(0)
-    os.umask(umask)
-    for path in folder.iterdir():
-        if path.is_file():
-            path.chmod(0o666 & ~umask)
 
 
 def _generation_dict(config: Any) -> dict[str, Any]:

@@ -41,3 +41,13 @@ def write_folder_atomic(target: Path, fill: Callable[[Path], None]) -> None:
         os.rename(tmp, target)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def share_like_umask(folder: Path) -> None:
+    """safetensors files come out 0600 (written through a private temp file); model folders get the
+    user's usual file mode instead, like every other file."""
+    umask = os.umask(0)
+    os.umask(umask)
+    for path in folder.rglob("*"):
+        if path.is_file():
+            path.chmod(0o666 & ~umask)

@@ -80,14 +80,22 @@ def run(
         return
     from coreward_cli.engines.local import train
 
-    if (
-        as_json
-    ):  # stdout carries the JSON alone: anything a library prints while training goes to stderr
-        with contextlib.redirect_stdout(sys.stderr):
-            summary = train(recipe, run_dir, resume, console, force=force)
-        click.echo(json.dumps(summary, indent=2))
-    else:
-        train(recipe, run_dir, resume, console, force=force)
+    try:
+        if (
+            as_json
+        ):  # stdout carries the JSON alone: anything a library prints while training goes to stderr
+            with contextlib.redirect_stdout(sys.stderr):
+                summary = train(recipe, run_dir, resume, console, force=force)
+            click.echo(json.dumps(summary, indent=2))
+        else:
+            train(recipe, run_dir, resume, console, force=force)
+    except KeyboardInterrupt:
+        click.echo(
+            f"interrupted; continue from the last checkpoint with: "
+            f"coreward run {recipe_path} --out {run_dir} --resume",
+            err=True,
+        )
+        sys.exit(130)
 
 
 def local_plan(recipe, run_dir: Path, resume: bool, force: bool) -> dict[str, Any]:

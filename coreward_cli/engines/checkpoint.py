@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from coreward_cli.errors import UserError, one_line
-from coreward_cli.fileutil import write_json_atomic, write_text_atomic
+from coreward_cli.fileutil import share_like_umask, write_json_atomic, write_text_atomic
 from coreward_cli.runlayout import (
     CHECKPOINTS,
     CHECKSUMS,
@@ -83,6 +83,7 @@ def save_checkpoint(
         write_teacher(tmp / TEACHER)
     torch.save(trainer_state, tmp / TRAINER_STATE)
     (tmp / STATE_JSON).write_text(json.dumps(state, indent=2), encoding="utf-8")
+    share_like_umask(tmp)
     write_json_atomic(tmp / CHECKSUMS, file_digests(tmp))
     final = root / name
     if final.exists():  # a rerun after a crash past this step: replace the stale copy

@@ -40,7 +40,12 @@ from coreward_cli.engines.update import (
     reference_logprobs,
 )
 from coreward_cli.errors import UserError
-from coreward_cli.fileutil import write_folder_atomic, write_json_atomic, write_text_atomic
+from coreward_cli.fileutil import (
+    share_like_umask,
+    write_folder_atomic,
+    write_json_atomic,
+    write_text_atomic,
+)
 from coreward_cli.models import load_causal_lm, load_tokenizer, model_source, resolve_model
 from coreward_cli.problem import Problem
 from coreward_cli.prompts import Prompt, PromptStyle
@@ -345,6 +350,7 @@ class LocalTrainer:
     def _write_model(self, folder: Path) -> None:
         self.model.save_pretrained(folder)
         self.tokenizer.save_pretrained(folder)
+        share_like_umask(folder)
 
     def _write_teacher(self, folder: Path) -> None:
         assert self.teacher is not None
