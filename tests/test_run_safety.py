@@ -192,3 +192,26 @@ def test_a_dead_holders_lock_does_not_block(tmp_path):
     assert (run / runlayout.LOCK).read_text().strip().isdigit()
     with rundir.locked(run):
         assert (run / runlayout.LOCK).read_text().strip() == str(os.getpid())
+
+
+def test_checkpoint_files_follow_the_umask(finished):
+    """Checkpoints and final/ were written 0600 (safetensors' private temp file); now as exports."""
+    _, run = finished
+    umask = os.umask(0)
+    os.umask(umask)
+    for folder in (runlayout.CHECKPOINTS, runlayout.FINAL):
+        for path in (run / folder).rglob("*"):
+            if path.is_file() and path.name != runlayout.LATEST:
+                assert path.stat().st_mode & 0o777 == 0o666 & ~umask, path
+
+
+def test_ctrl_c_says_how_to_continue(tmp_path, finished, monkeypatch):
+    recipe, _ = finished
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(local, "train", interrupted)
+    result = CliRunner().invoke(cli, ["run", str(recipe), "--out", str(tmp_path / "r")])
+    assert result.exit_code == 130
+    assert f"--out {tmp_path / 'r'} --resume" in result.output
