@@ -215,3 +215,14 @@ def test_ctrl_c_says_how_to_continue(tmp_path, finished, monkeypatch):
     result = CliRunner().invoke(cli, ["run", str(recipe), "--out", str(tmp_path / "r")])
     assert result.exit_code == 130
     assert f"--out {tmp_path / 'r'} --resume" in result.output
+
+
+def test_dry_run_resume_plan_names_the_checkpoint_it_would_use(tmp_path, finished):
+    recipe, src = finished
+    run = copy_run(src, tmp_path / "run")
+    args = ["run", str(recipe), "--out", str(run), "--resume", "--dry-run", "--json"]
+    assert "already finished" in json.loads(CliRunner().invoke(cli, args).stdout)["plan"]["action"]
+    (run / runlayout.SUMMARY).unlink()
+    _zero_weights(ckpt(run, 4))
+    action = json.loads(CliRunner().invoke(cli, args).stdout)["plan"]["action"]
+    assert action.startswith("resume from step-000002") and "step-000004" in action
