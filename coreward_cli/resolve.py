@@ -289,6 +289,20 @@ def _check_output(recipe: Recipe, where: Where) -> None:
 # ---------------------------------------------------------------- loading
 
 
+def recipe_dirs() -> list[Path]:
+    """The shipped recipes/ beside the package, then ./recipes (each once)."""
+    import coreward_cli
+
+    found: list[Path] = []
+    for folder in (
+        Path(coreward_cli.__file__).resolve().parents[1] / "recipes",
+        Path.cwd() / "recipes",
+    ):
+        if folder.is_dir() and folder.resolve() not in [f.resolve() for f in found]:
+            found.append(folder)
+    return found
+
+
 def load_recipe(
     path: str | Path, overrides: Sequence[str] = (), warn: Callable[[str], None] | None = None
 ) -> Recipe:
@@ -298,6 +312,11 @@ def load_recipe(
     (`--set field: ...` for an override). `warn` receives one-line warnings (default: stderr).
     """
     path = Path(path)
+    if not path.exists() and path.parent == Path(".") and not path.suffix:
+        shipped = [
+            d / f"{path.name}.yaml" for d in recipe_dirs() if (d / f"{path.name}.yaml").is_file()
+        ]
+        path = shipped[0] if shipped else path  # `coreward run tiny_cpu`: a shipped recipe by name
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError as exc:

@@ -158,3 +158,10 @@ def test_recipe_new_model_with_a_newline_stays_in_the_header_comment(tmp_path):
 
     assert yaml.safe_load(out.read_text())["seed"] != 5
     assert not any(line.startswith("seed: 5") for line in out.read_text().splitlines())
+
+
+def test_shipped_recipe_resolves_by_name(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(cli, ["recipe", "validate", "tiny_cpu"])
+    assert result.exit_code == 0 and "co_rewarding_i" in result.output, result.output
+    one_line_error(CliRunner().invoke(cli, ["recipe", "validate", "no_such_recipe"]), "no such")

@@ -198,20 +198,6 @@ def new(
     click.echo(f"wrote {output}: {summary(made)}")
 
 
-def recipe_dirs() -> list[Path]:
-    """The shipped recipes/ beside the package, then ./recipes (each once)."""
-    import coreward_cli
-
-    found: list[Path] = []
-    for folder in (
-        Path(coreward_cli.__file__).resolve().parents[1] / "recipes",
-        Path.cwd() / "recipes",
-    ):
-        if folder.is_dir() and folder.resolve() not in [f.resolve() for f in found]:
-            found.append(folder)
-    return found
-
-
 def _about(path: Path) -> str:
     """The recipe's first header comment line."""
     try:
@@ -241,6 +227,8 @@ def list_(as_json: bool) -> None:
     from coreward_cli.resolve import load_recipe
 
     rows = []
+    from coreward_cli.resolve import recipe_dirs
+
     for folder in recipe_dirs():
         for path in sorted(folder.glob("*.y*ml")):
             relative = os.path.relpath(path)
