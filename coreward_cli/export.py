@@ -35,7 +35,8 @@ TOLERANCE = {"fp32": (1e-5, 1e-6), "fp16": (1e-3, 1e-2), "bf16": (1e-2, 5e-2)}
 PROBE_TEXTS = ("1+2=", "Question: What is 12 times 7?\nAnswer:", "Let's think step by step. 17+25=")
 PROBE_CHAT = "What is 3+4? Put the final answer within \\boxed{}."
 PROBE_MAX_TOKENS = 48
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
+# A tokenizer's vocabulary; tokenizer_config.json alone gives transformers an empty tokenizer.
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "vocab.txt", "spiece.model")
 
 
 class SelfCheckFailed(CorewardError):
@@ -204,7 +205,7 @@ def load_source(source: ExportSource):
     if Path(where).is_dir() and not any((Path(where) / name).is_file() for name in TOKENIZER_FILES):
         # transformers would quietly build an empty tokenizer from config.json alone
         raise UserError(
-            f"{where}: has no tokenizer files (tokenizer.json / tokenizer_config.json); "
+            f"{where}: has no tokenizer vocabulary (tokenizer.json, tokenizer.model or vocab.json); "
             "pass --base with the folder the model was trained from"
         )
     tokenizer = _loading(where, "tokenizer", lambda: AutoTokenizer.from_pretrained(where))

@@ -474,3 +474,11 @@ def test_corrupted_weight_fails_the_self_check(
     monkeypatch.setattr(export_module, "_write_model", write_then_corrupt)
     assert invoke(str(run), "--out", str(out), "--force").exit_code == 1
     assert same_tensors(out, run / "final")
+
+
+def test_missing_tokenizer_json_is_named(run: Path, tmp_path: Path) -> None:
+    """Only tokenizer_config.json left: named as a missing vocabulary, not as 'no tokens'."""
+    (run / "final" / "tokenizer.json").unlink()
+    result = invoke(str(run), "--out", str(tmp_path / "o"))
+    assert_one_line_error(result, 2, "tokenizer.json")
+    assert "no tokens" not in result.stderr
