@@ -4,7 +4,8 @@ The property everywhere: a correct result, or a UserError of one line (exit 2); 
 exception, a silent restart, or a file changed outside the output folder.
 
 The default budget is small enough for CI. A long run: COREWARD_FUZZ_EXAMPLES=2000 (cases per
-property; the checkpoint-resume property, which trains, runs a twentieth of that).
+property; the matcher and checkpoint-export properties run a fifth of that, the checkpoint-resume
+property, which trains, a twentieth).
 """
 
 from __future__ import annotations
@@ -254,7 +255,7 @@ def corrupt(run: Path, data: st.DataObject) -> str:
     return f"{how} {target.relative_to(run)}"
 
 
-@settings(FUZZ, max_examples=EXAMPLES)
+@settings(FUZZ, max_examples=max(3, EXAMPLES // 5))
 @given(data=st.data())
 def test_fuzz_corrupt_checkpoint_then_pick_and_export(finished_run, data):
     """Whatever bytes change, resume picks a checkpoint whose files all verify, or stops with one
