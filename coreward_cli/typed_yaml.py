@@ -50,9 +50,17 @@ def location(node: Node) -> str:
 def fail(node: Node, field: str, message: str) -> UserError:
     """The one-line error for a field: `file:line: field: message` (or `--set field: message`)."""
     where = location(node)
-    if where == f"{SET_PREFIX}{field}" or not field:
-        return UserError(f"{where}: {message}")
-    return UserError(f"{where}: {field}: {message}")
+    text = (
+        f"{where}: {message}"
+        if where == f"{SET_PREFIX}{field}" or not field
+        else f"{where}: {field}: {message}"
+    )
+    return UserError(
+        _CONTROL.sub(lambda m: repr(m.group())[1:-1], text)
+    )  # a key with a newline stays one line
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f\u2028\u2029\x85]")
 
 
 def compose(text: str, name: str) -> Node | None:

@@ -46,7 +46,7 @@ FUZZ = settings(
 
 def assert_one_line(exc: UserError) -> None:
     text = str(exc)
-    assert text and "\n" not in text and "Traceback" not in text, text
+    assert text and len(text.splitlines()) == 1 and "Traceback" not in text, text
 
 
 # ---------------------------------------------------------------- recipes and --set
