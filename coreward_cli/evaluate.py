@@ -19,13 +19,14 @@ import time
 import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
+from fractions import Fraction
 from math import comb
 from pathlib import Path
 from typing import Any
 
 from coreward_cli import rows as tables
 from coreward_cli.benchdata import BenchItem, Benchmark
-from coreward_cli.errors import UserError
+from coreward_cli.errors import UserError, one_line
 from coreward_cli.fileutil import write_text_atomic
 from coreward_cli.grading import CONVENTIONS, LATEX, Grader
 from coreward_cli.prompts import PromptStyle
@@ -75,24 +76,31 @@ class Record:
 
 
 def summarize(records: Sequence[Record], grader: Grader) -> dict[str, Any]:
-    """The metrics of a set of questions (all with the same n)."""
+    """The metrics of a set of questions, each over its own n responses.
+
+    avg is the mean over questions of each one's share right; pass@k is reported for the k every
+    question has (k <= the smallest n); maj votes over all of a question's responses.
+    """
     if not records:
         return {"questions": 0}
-    n = min(len(r.responses) for r in records)
-    counts = [sum(r.correct[:n]) for r in records]
+    ns = [len(r.responses) for r in records]
+    n = min(ns)
+    counts = [sum(r.correct) for r in records]
     out: dict[str, Any] = {
         "questions": len(records),
         "n": n,
-        f"avg@{n}": sum(counts) / (n * len(records)),
+        f"avg@{n}": float(sum(Fraction(c, k) for c, k in zip(counts, ns)) / len(records)),
     }
+    if max(ns) != n:
+        out["n_max"] = max(ns)  # uneven: avg and maj use every response, pass@k only k <= n
     for k in ks_for(n):
-        out[f"pass@{k}"] = sum(pass_at_k(n, c, k) for c in counts) / len(records)
-    out[f"maj@{n}"] = sum(
-        grader.majority_correct(r.answers[:n], r.reference) for r in records
-    ) / len(records)
-    all_answers = [a for r in records for a in r.answers[:n]]
+        out[f"pass@{k}"] = sum(pass_at_k(m, c, k) for m, c in zip(ns, counts)) / len(records)
+    out[f"maj@{n}"] = sum(grader.majority_correct(r.answers, r.reference) for r in records) / len(
+        records
+    )
+    all_answers = [a for r in records for a in r.answers]
     out["no_answer"] = sum(a is None for a in all_answers) / len(all_answers)
-    lengths = [t for r in records for t in r.n_tokens[:n] if t is not None]
+    lengths = [t for r in records for t in r.n_tokens if t is not None]
     out["mean_tokens"] = sum(lengths) / len(lengths) if lengths else None
     return out
 
@@ -178,8 +186,13 @@ def check_config(
             raise UserError(f"{out_dir} holds results of another config ({shown}); {fix}")
         return
     if write:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(path, json.dumps(config, indent=2) + "\n")
+        try:
+            out_dir.mkdir(parents=True, exist_ok=True)
+            write_text_atomic(path, json.dumps(config, indent=2) + "\n")
+        except OSError as e:
+            raise UserError(
+                f"--out {out_dir}: cannot write there ({one_line(e)}); pick a writable folder"
+            ) from e
 
 
 def write_reports(out_dir: Path, results: dict[str, Any]) -> None:
@@ -205,10 +218,14 @@ def table_rows(results: dict[str, Any]) -> list[list[str]]:
     return rows
 
 
+def _title(results: dict[str, Any]) -> str:
+    return str(results.get("model") or results.get("responses_file") or "responses")
+
+
 def markdown_table(results: dict[str, Any]) -> str:
     header = ["benchmark", "items", *metric_columns(results), "tokens"]
     lines = [
-        f"# {results.get('model', 'responses')}",
+        f"# {_title(results)}",
         "",
         f"match: `{results['match']}`; metrics in % (pass@1 = avg@n); pass@k unbiased; maj@n votes with the same"
         " matcher; no_answer: share of responses without an answer; tokens: mean response length.",
@@ -223,7 +240,7 @@ def markdown_table(results: dict[str, Any]) -> str:
 def rich_table(results: dict[str, Any]) -> Any:
     from rich.table import Table
 
-    table = Table(title=f"{results.get('model', 'responses')}  (match: {results['match']}, %)")
+    table = Table(title=f"{_title(results)}  (match: {results['match']}, %)")
     for col in ["benchmark", "items", *metric_columns(results), "tokens"]:
         table.add_column(
             col, justify="left" if col == "benchmark" else "right", no_wrap=col == "benchmark"
@@ -351,16 +368,65 @@ class ResponseKeys:
     benchmark: str = "benchmark"
 
 
+def _text(value: Any, where: str) -> str:
+    """A response or reference as text: a string or a number; valid Unicode."""
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        raise UserError(f"{where}: expected text, got {type(value).__name__}; fix the line")
+    text = str(value)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise UserError(
+            f"{where}: not valid Unicode (a lone surrogate at character {e.start}); fix the line"
+        ) from None
+    return text
+
+
+def _responses(value: Any, where: str) -> list[str]:
+    if isinstance(value, str):
+        return [_text(value, where)]
+    if not isinstance(value, list) or not value:
+        raise UserError(
+            f"{where}: expected a string or a non-empty list of strings, got "
+            f"{json.dumps(value)[:40] if isinstance(value, (list, int, float)) else type(value).__name__}; fix the line"
+        )
+    return [_text(v, f"{where}[{i}]") for i, v in enumerate(value)]
+
+
+def grade_only_config(
+    path: Path, keys: ResponseKeys, match: str, default_bench: str | None
+) -> dict[str, Any]:
+    """config.json of a grade-only eval: a folder holding another eval is not overwritten."""
+    return {
+        "responses_file": str(path.resolve()),
+        "match": match,
+        "bench": default_bench,
+        "keys": asdict(keys),
+    }
+
+
 def grade_file(
     path: Path, keys: ResponseKeys, match: str, default_bench: str | None, out_dir: Path
 ) -> dict[str, Any]:
-    """Grade responses made elsewhere: one question per line, no model involved."""
+    """Grade responses made elsewhere: one question per line, no model involved.
+
+    A reference in GSM8K's own form (`... #### 72`) is read as the number after `####`; --bench
+    (or a line's benchmark field) picks a known benchmark's answer convention.
+    """
     if path.suffix.lower() not in {".jsonl", ".json", ".parquet"}:
         raise UserError(f"--responses {path}: expected a .jsonl, .json or .parquet file")
+    if default_bench is not None and default_bench not in CONVENTIONS:
+        raise UserError(
+            f"--bench {default_bench!r}: with --responses it names an answer convention, one of "
+            f"{', '.join(CONVENTIONS)}; drop it to compare answers as written"
+        )
+    config = grade_only_config(path, keys, match, default_bench)
+    check_config(out_dir, config, write=False)
     rows = tables.read_file(path, what="--responses").rows
     grader = Grader(match)
     by_bench: dict[str, list[Record]] = {}
     for i, row in enumerate(rows):
+        where = f"{path}:{i + 1}"
         responses = tables.get(row, keys.response)
         if responses is None and keys.response == "responses":
             responses = tables.get(row, "response")
@@ -368,19 +434,24 @@ def grade_file(
         if responses is None or reference is None:
             missing = keys.response if responses is None else keys.reference
             raise UserError(
-                f"{path}:{i + 1}: no field '{missing}' (fields: {', '.join(sorted(row))}); pass --response-key/--answer-key"
+                f"{where}: no field '{missing}' (fields: {', '.join(sorted(row))}); pass --response-key/--answer-key"
             )
-        responses = [responses] if isinstance(responses, str) else [str(r) for r in responses]
-        bench = str(tables.get(row, keys.benchmark) or default_bench or path.stem)
+        responses = _responses(responses, f"{where}: '{keys.response}'")
+        reference = _text(reference, f"{where}: '{keys.reference}'")
+        bench = _text(tables.get(row, keys.benchmark) or default_bench or path.stem, where)
         convention = CONVENTIONS.get(bench, CONVENTIONS.get(default_bench or "", LATEX))
-        ref = convention.canonical(str(reference)) or ""
+        if "####" in reference:  # GSM8K's own form: the answer is what follows the last ####
+            reference = reference.rsplit("####", 1)[1]
+            if convention is LATEX:
+                convention = CONVENTIONS["gsm8k"]
+        ref = convention.canonical(reference) or ""
         answers, correct = grader.grade(responses, ref, convention)
         index = tables.get(row, "index")
         by_bench.setdefault(bench, []).append(
             Record(
                 bench,
                 int(index) if isinstance(index, int) else i,
-                str(tables.get(row, keys.question) or ""),
+                _text(tables.get(row, keys.question) or "", where),
                 ref,
                 responses,
                 answers,
@@ -390,9 +461,14 @@ def grade_file(
         )
     if not by_bench:
         raise UserError(f"--responses {path} holds no lines to grade")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    lines = "".join(r.to_json() + "\n" for recs in by_bench.values() for r in recs)
-    write_text_atomic(out_dir / SAMPLES_FILE, lines)
     results = results_of(by_bench, grader, {"model": None, "responses_file": str(path)})
-    write_reports(out_dir, results)
+    lines = "".join(r.to_json() + "\n" for recs in by_bench.values() for r in recs)
+    try:
+        check_config(out_dir, config)
+        write_text_atomic(out_dir / SAMPLES_FILE, lines)
+        write_reports(out_dir, results)
+    except OSError as e:
+        raise UserError(
+            f"--out {out_dir}: cannot write there ({one_line(e)}); pick a writable folder"
+        ) from e
     return results

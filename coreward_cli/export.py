@@ -25,6 +25,7 @@ import torch
 from coreward_cli.errors import CorewardError, UserError, one_line
 from coreward_cli.export_card import render_card
 from coreward_cli.export_sources import ExportSource
+from coreward_cli.fileutil import share_like_umask
 
 Dtype = Literal["auto", "bf16", "fp16", "fp32"]
 TORCH_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -34,7 +35,8 @@ TOLERANCE = {"fp32": (1e-5, 1e-6), "fp16": (1e-3, 1e-2), "bf16": (1e-2, 5e-2)}
 PROBE_TEXTS = ("1+2=", "Question: What is 12 times 7?\nAnswer:", "Let's think step by step. 17+25=")
 PROBE_CHAT = "What is 3+4? Put the final answer within \\boxed{}."
 PROBE_MAX_TOKENS = 48
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
+# A tokenizer's vocabulary; tokenizer_config.json alone gives transformers an empty tokenizer.
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "vocab.txt", "spiece.model")
 
 
 class SelfCheckFailed(CorewardError):
@@ -90,15 +92,19 @@ def check_destination(out: Path, source: ExportSource, force: bool) -> None:
         raise UserError(
             f"--out {out}: folder is not empty; pick another or pass --force to replace it"
         )
-    protected = [source.weights] + (
+    protected = [source.weights, *([source.run_dir] if source.run_dir else [])] + (
         [Path(source.config_from)]
         if source.config_from and Path(source.config_from).exists()
         else []
     )
     target = out.resolve()
     for path in protected:
-        if target == path.resolve() or target in path.resolve().parents:
-            raise UserError(f"--out {out}: would replace the source {path}; pick another folder")
+        src = path.resolve()
+        if target == src or target in src.parents or src in target.parents:
+            raise UserError(
+                f"--out {out}: would replace the source {path} or write inside it; "
+                "pick a folder outside it"
+            )
 
 
 def export_model(
@@ -177,7 +183,7 @@ def _export(
             chat=bool(getattr(tokenizer, "chat_template", None)),
         )
         (partial / "README.md").write_text(card, encoding="utf-8")
-        _share_like_umask(partial)
+        share_like_umask(partial)
         files = sorted(p.name for p in partial.iterdir())
         size = sum(p.stat().st_size for p in partial.iterdir() if p.is_file())
         _move_into_place(partial, out)
@@ -199,7 +205,7 @@ def load_source(source: ExportSource):
     if Path(where).is_dir() and not any((Path(where) / name).is_file() for name in TOKENIZER_FILES):
         # transformers would quietly build an empty tokenizer from config.json alone
         raise UserError(
-            f"{where}: has no tokenizer files (tokenizer.json / tokenizer_config.json); "
+            f"{where}: has no tokenizer vocabulary (tokenizer.json, tokenizer.model or vocab.json); "
             "pass --base with the folder the model was trained from"
         )
     tokenizer = _loading(where, "tokenizer", lambda: AutoTokenizer.from_pretrained(where))
@@ -228,7 +234,7 @@ def load_source(source: ExportSource):
             else _loading(
                 str(source.shadow_file),
                 "teacher state",
-                lambda: torch.load(source.shadow_file, map_location="cpu"),
+                lambda: torch.load(source.shadow_file, map_location="cpu", weights_only=True),
             )
         )
         load_merged_state(model, state, source)
@@ -379,16 +385,6 @@ def verify_export(
 def _write_model(model: torch.nn.Module, folder: Path, max_shard_size: int) -> None:
     """save_pretrained: safetensors (sharded past max_shard_size), config, generation config."""
     model.save_pretrained(folder, max_shard_size=max_shard_size)
-
-
-def _share_like_umask(folder: Path) -> None:
-    """safetensors files come out 0600 (written through a private temp file); a folder meant for sharing
-    gets the user's usual file mode instead."""
-    umask = os.umask(0)
-    os.umask(umask)
-    for path in folder.iterdir():
-        if path.is_file():
-            path.chmod(0o666 & ~umask)
 
 
 def _generation_dict(config: Any) -> dict[str, Any]:

@@ -153,6 +153,14 @@ def _from_run(run: Path, step: int | None, teacher: bool, base: str | None) -> E
         step = _final_step(run)
         label = f"final {who} of run {run}"
     else:
+        from coreward_cli.engines.checkpoint import checksum_problem
+
+        problem = checksum_problem(folder.parent)
+        if problem is not None:
+            raise UserError(
+                f"{folder.parent}: {problem}; export another checkpoint with --step N"
+                " (or restore the file)"
+            )
         step = _step_of(folder.parent.name)
         label = f"{who} at step {step} of run {run}"
     _require_hf(folder)

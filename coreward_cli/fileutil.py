@@ -64,3 +64,13 @@ def complete_lines(path: Path) -> list[str]:
         with open(path, "r+b") as f:
             f.truncate(len(raw))
     return [line for line in raw.decode("utf-8").splitlines() if line.strip()]
+
+
+def share_like_umask(folder: Path) -> None:
+    """safetensors files come out 0600 (written through a private temp file); model folders get the
+    user's usual file mode instead, like every other file."""
+    umask = os.umask(0)
+    os.umask(umask)
+    for path in folder.rglob("*"):
+        if path.is_file():
+            path.chmod(0o666 & ~umask)

@@ -92,7 +92,10 @@ class DataConfig:
         None, "Train on at most this many problems; null for all.", min=1
     )
     shuffle_seed: int = doc(
-        1, "Seed of the training sampler (verl's data.seed; 1 in Co-rewarding-I)."
+        1,
+        "Seed of the training sampler (verl's data.seed; 1 in Co-rewarding-I).",
+        min=0,
+        max=2**32 - 1,
     )
 
 
@@ -128,6 +131,7 @@ class RolloutConfig:
         8,
         "Responses sampled per prompt and view (a group of one has no advantage: at least 2).",
         min=2,
+        max=1024,
     )
     temperature: float = doc(1.0, "Sampling temperature for training rollouts.", min=0.0)
     top_p: float = doc(1.0, "Nucleus sampling for training rollouts.", min=0.0, max=1.0)
@@ -286,7 +290,9 @@ class Recipe:
     engine: EngineConfig = doc_factory(EngineConfig, "Where and how the run executes.")
     output: OutputConfig = doc_factory(OutputConfig, "Run directory and intervals.")
     logging: LoggingConfig = doc_factory(LoggingConfig, "Experiment tracking.")
-    seed: int = doc(1, "Seed for sampling, initialisation and the random method.")
+    seed: int = doc(
+        1, "Seed for sampling, initialisation and the random method.", min=0, max=2**32 - 1
+    )
 
 
 # ---------------------------------------------------------------- writing

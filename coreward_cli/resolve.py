@@ -348,6 +348,20 @@ def _check_output(recipe: Recipe, where: Where) -> None:
 # ---------------------------------------------------------------- loading
 
 
+def recipe_dirs() -> list[Path]:
+    """The shipped recipes/ beside the package, then ./recipes (each once)."""
+    import coreward_cli
+
+    found: list[Path] = []
+    for folder in (
+        Path(coreward_cli.__file__).resolve().parents[1] / "recipes",
+        Path.cwd() / "recipes",
+    ):
+        if folder.is_dir() and folder.resolve() not in [f.resolve() for f in found]:
+            found.append(folder)
+    return found
+
+
 def load_recipe(
     path: str | Path, overrides: Sequence[str] = (), warn: Callable[[str], None] | None = None
 ) -> Recipe:
@@ -362,6 +376,11 @@ def load_recipe(
 def read_recipe_text(path: str | Path) -> str:
     """A recipe file's text; a missing or unreadable file is a one-line error."""
     path = Path(path)
+    if not path.exists() and path.parent == Path(".") and not path.suffix:
+        shipped = [
+            d / f"{path.name}.yaml" for d in recipe_dirs() if (d / f"{path.name}.yaml").is_file()
+        ]
+        path = shipped[0] if shipped else path  # `coreward run tiny_cpu`: a shipped recipe by name
     try:
         return path.read_text(encoding="utf-8")
     except FileNotFoundError as exc:

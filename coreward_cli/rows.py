@@ -65,12 +65,21 @@ def read_file(path: Path, keys: Sequence[str] = (), what: str | None = None) -> 
                 try:
                     rows.append(json.loads(line))
                 except ValueError as exc:
-                    raise _fail(what, f"{path}:{n}: not valid JSON ({exc}); fix the line") from exc
+                    reason = f"{exc.msg} at column {exc.colno}" if hasattr(exc, "msg") else str(exc)
+                    raise _fail(
+                        what, f"{path}:{n}: not valid JSON ({reason}); fix the line"
+                    ) from exc
+                except RecursionError:
+                    raise _fail(
+                        what, f"{path}:{n}: nested too deeply to read; fix the line"
+                    ) from None
     else:
         try:
             rows = json.loads(text)
         except ValueError as exc:
             raise _fail(what, f"{path}: not valid JSON ({exc}); fix the file") from exc
+        except RecursionError:
+            raise _fail(what, f"{path}: nested too deeply to read; fix the file") from None
         if isinstance(rows, dict):  # {"data": [...]}-style wrappers around one list
             lists = [v for v in rows.values() if isinstance(v, list)]
             rows = lists[0] if len(lists) == 1 else rows

@@ -1,7 +1,8 @@
 """The layout of a run directory, the one place that names its files.
 
 Local engine:  RUN/recipe.yaml, metrics.jsonl, summary.json, tensorboard/, eval/,
-               checkpoints/step-000010/{policy/, teacher/, trainer_state.pt, state.json},
+               checkpoints/step-000010/{policy/, teacher/, trainer_state.pt, state.json,
+               checksums.json},
                checkpoints/latest (text: the newest complete checkpoint's name),
                final/, final_teacher/ (Hugging Face folders).
 OpenRLHF engine: RUN/recipe.yaml, metrics.jsonl, model/ (its HF save), ckpt/, data/.
@@ -24,7 +25,9 @@ FINAL_TEACHER = "final_teacher"
 POLICY = "policy"  # a checkpoint's model folders
 TEACHER = "teacher"
 TRAINER_STATE = "trainer_state.pt"
-STATE_JSON = "state.json"  # written last: a checkpoint without it is incomplete
+STATE_JSON = "state.json"
+CHECKSUMS = "checksums.json"  # written last (sha256 of every other file): without it, incomplete
+LOCK = ".lock"  # flock'd by the run that writes the folder; holds its pid
 OPENRLHF_MODEL = "model"  # the OpenRLHF engine's Hugging Face save
 
 # Everything the local engine writes; --force removes exactly these and nothing else the folder may hold.
@@ -46,13 +49,13 @@ def checkpoint_names(run_dir: Path) -> list[str]:
 
 
 def latest_checkpoint(run_dir: Path) -> Path | None:
-    """The checkpoint `latest` names, if it is complete (its state.json is there); else None."""
+    """The checkpoint `latest` names, if it is complete (its checksums.json is there); else None."""
     pointer = run_dir / CHECKPOINTS / LATEST
     if not pointer.is_file():
         return None
     name = pointer.read_text(encoding="utf-8").strip()
     folder = run_dir / CHECKPOINTS / name
-    return folder if name and (folder / STATE_JSON).is_file() else None
+    return folder if name and (folder / CHECKSUMS).is_file() else None
 
 
 def is_run_dir(path: Path) -> bool:

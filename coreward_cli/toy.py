@@ -24,6 +24,7 @@ import torch
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
+from coreward_cli.errors import UserError, one_line
 from coreward_cli.fileutil import write_folder_atomic
 from coreward_cli.grading import ARITHMETIC, CONVENTIONS, Grader
 from coreward_cli.problem import BUILTIN, Problem
@@ -339,7 +340,13 @@ def warm_start(console: Console | None = None, cfg: WarmStartConfig = WarmStartC
     final = root / f"tiny-arith-{fingerprint(cfg)}"
     if _complete(final):
         return final
-    root.mkdir(parents=True, exist_ok=True)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        (root / f"{final.name}.lock").touch()
+    except OSError as e:
+        raise UserError(
+            f"cache folder {root} is not writable ({one_line(e)}); set COREWARD_CACHE to a writable folder"
+        ) from e
     with _lock(root / f"{final.name}.lock"):
         if _complete(final):  # another process built it while we waited
             return final

@@ -20,7 +20,7 @@ import yaml
 from yaml.constructor import SafeConstructor
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from coreward_cli.errors import UserError
+from coreward_cli.errors import UserError, one_line
 
 SET_PREFIX = "--set "
 _STR_TAG = "tag:yaml.org,2002:str"
@@ -50,14 +50,25 @@ def location(node: Node) -> str:
 def fail(node: Node, field: str, message: str) -> UserError:
     """The one-line error for a field: `file:line: field: message` (or `--set field: message`)."""
     where = location(node)
-    if where == f"{SET_PREFIX}{field}" or not field:
-        return UserError(f"{where}: {message}")
-    return UserError(f"{where}: {field}: {message}")
+    text = (
+        f"{where}: {message}"
+        if where == f"{SET_PREFIX}{field}" or not field
+        else f"{where}: {field}: {message}"
+    )
+    return UserError(
+        _CONTROL.sub(lambda m: repr(m.group())[1:-1], text)
+    )  # a key with a newline stays one line
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f\u2028\u2029\x85]")
 
 
 def compose(text: str, name: str) -> Node | None:
     """The node tree of one YAML document; syntax errors become one line with the line number."""
-    loader = Loader(text)
+    try:
+        loader = Loader(text)  # the reader refuses control characters here already
+    except yaml.YAMLError as exc:
+        raise UserError(f"{name}: not valid YAML: {one_line(exc)}; fix the text") from exc
     loader.name = name  # marks carry this as the file name (or `--set KEY`)
     try:
         return loader.get_single_node()
@@ -72,6 +83,8 @@ def compose(text: str, name: str) -> Node | None:
         raise UserError(f"{name}{line}: not valid YAML: {problem}; fix the syntax") from exc
     except yaml.YAMLError as exc:
         raise UserError(f"{name}: not valid YAML: {exc}; fix the syntax") from exc
+    except RecursionError:
+        raise UserError(f"{name}: nested too deeply to read; fix the YAML") from None
     finally:
         loader.dispose()
 
@@ -169,6 +182,22 @@ def _dotted(path: list[str | int]) -> str:
 _constructor = SafeConstructor()
 
 
+# Tags a recipe value may carry: what plain YAML resolves to. Explicit tags (`!!python/name:...`,
+# `!custom`, `!!binary`, `!!set`) are refused rather than constructed or read as text.
+_PLAIN_TAGS = frozenset(
+    f"tag:yaml.org,2002:{t}"
+    for t in ("str", "int", "float", "bool", "null", "map", "seq", "timestamp", "merge")
+)
+
+
+def _check_tag(node: Node, path: str) -> None:
+    if node.tag not in _PLAIN_TAGS:
+        tag = node.tag.replace("tag:yaml.org,2002:", "!!")
+        raise fail(
+            node, path or "the recipe", f"the tag {tag} is not allowed; write the plain value"
+        )
+
+
 def _is_null(node: Node) -> bool:
     return isinstance(node, ScalarNode) and node.tag == _NULL_TAG
 
@@ -202,6 +231,7 @@ class Converter:
 
     def build(self, cls: type, node: Node, path: str = "") -> Any:
         """An instance of dataclass `cls` from a mapping node; absent fields take their defaults."""
+        _check_tag(node, path)
         if not isinstance(node, MappingNode):
             raise fail(
                 node,
@@ -232,6 +262,7 @@ class Converter:
         return cls(**kwargs)
 
     def convert(self, tp: Any, node: Node, path: str) -> Any:
+        _check_tag(node, path)
         origin, args = typing.get_origin(tp), typing.get_args(tp)
         if origin in (Union, types.UnionType):
             inner = [a for a in args if a is not type(None)]
@@ -272,9 +303,12 @@ class Converter:
                     path,
                     f"expected text, got a boolean; quote it ('{node.value}') if you mean the text",
                 )
-            return (
+            text = (
                 value if isinstance(value, str) else node.value
             )  # numbers and dates keep their spelling
+            if "\x00" in text:
+                raise fail(node, path, "contains a NUL byte; remove it")
+            return text
         raise TypeError(
             f"unsupported field type {tp!r} at {path}"
         )  # a schema bug, not a user error
@@ -343,6 +377,9 @@ def _find_field(name: str, root: type | None) -> str | None:
     return None
 
 
+_INT_LIMIT = 2**31 - 1
+
+
 def _type_name(tp: Any) -> str:
     return {bool: "true or false", int: "a whole number", float: "a number", str: "text"}.get(
         tp, str(tp)
@@ -353,6 +390,11 @@ def _check_range(f: dataclasses.Field, value: Any, node: Node, path: str) -> Non
     if not isinstance(value, (int, float)) or isinstance(value, bool):
         return
     low, high = f.metadata.get("min"), f.metadata.get("max")
+    if isinstance(
+        value, int
+    ):  # no field means more than a 32-bit count; bigger ones overflow torch
+        low = -_INT_LIMIT if low is None else low
+        high = _INT_LIMIT if high is None else high
     if low is not None and value < low:
         raise fail(node, path, f"{value} is below the minimum {low}; use a value >= {low}")
     if high is not None and value > high:

@@ -23,6 +23,7 @@ from safetensors.torch import load_file, save_file
 
 from coreward_cli import export as export_module
 from coreward_cli import toy
+from coreward_cli.engines.checkpoint import file_digests
 from coreward_cli.main import cli
 from coreward_cli.recipe import dump_recipe
 from coreward_cli.resolve import load_recipe
@@ -59,6 +60,9 @@ def make_local_run(root: Path, method: str = "co_rewarding_ii", eval_results: bo
     save_tiny(run / "final_teacher", seed=1)
     save_tiny(run / "checkpoints" / "step-000002" / "policy", seed=2)
     save_tiny(run / "checkpoints" / "step-000002" / "teacher", seed=3)
+    (run / "checkpoints" / "step-000002" / "checksums.json").write_text(
+        json.dumps(file_digests(run / "checkpoints" / "step-000002")), encoding="utf-8"
+    )
     (run / "checkpoints" / "latest").write_text("step-000002", encoding="utf-8")
     if eval_results:
         from coreward_cli.evaluate import write_reports
@@ -426,6 +430,22 @@ def test_out_may_not_be_the_source(run: Path) -> None:
         invoke(str(run), "--out", str(run), "--force"), 2, "would replace the source"
     )
     assert (run / "final" / "model.safetensors").is_file()
+    for inside in (run / "checkpoints", run / "eval" / "x", run.parent):
+        assert_one_line_error(
+            invoke(str(run), "--out", str(inside), "--force"), 2, "would replace the source"
+        )
+    assert (run / "checkpoints" / "step-000002" / "policy" / "model.safetensors").is_file()
+
+
+def test_damaged_checkpoint_is_not_exported(run: Path, tmp_path: Path) -> None:
+    """Readable but wrong weights (1 MB zeroed) fail the checkpoint's checksum: exit 2, no export."""
+    weights = run / "checkpoints" / "step-000002" / "policy" / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[len(data) // 2 :] = bytes(len(data) - len(data) // 2)
+    weights.write_bytes(bytes(data))
+    result = invoke(str(run), "--step", "2", "--out", str(tmp_path / "o"))
+    assert_one_line_error(result, 2, "policy/model.safetensors", "checksum")
+    assert not (tmp_path / "o").exists()
 
 
 def test_corrupted_weight_fails_the_self_check(
@@ -454,3 +474,11 @@ def test_corrupted_weight_fails_the_self_check(
     monkeypatch.setattr(export_module, "_write_model", write_then_corrupt)
     assert invoke(str(run), "--out", str(out), "--force").exit_code == 1
     assert same_tensors(out, run / "final")
+
+
+def test_missing_tokenizer_json_is_named(run: Path, tmp_path: Path) -> None:
+    """Only tokenizer_config.json left: named as a missing vocabulary, not as 'no tokens'."""
+    (run / "final" / "tokenizer.json").unlink()
+    result = invoke(str(run), "--out", str(tmp_path / "o"))
+    assert_one_line_error(result, 2, "tokenizer.json")
+    assert "no tokens" not in result.stderr

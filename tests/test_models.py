@@ -25,7 +25,8 @@ def make_run(
     for step in steps:
         ckpt = run / "checkpoints" / f"step-{step:06d}"
         (ckpt / "policy").mkdir(parents=True)
-        (ckpt / "state.json").write_text("{}")  # written last: the checkpoint is complete
+        (ckpt / "state.json").write_text("{}")
+        (ckpt / "checksums.json").write_text("{}")  # written last: the checkpoint is complete
         if teacher:
             (ckpt / "teacher").mkdir()
     if steps:
@@ -50,7 +51,7 @@ def test_run_dir_resolves_to_final_step_and_teacher(tmp_path: Path) -> None:
 def test_run_dir_without_final_uses_the_latest_checkpoint(tmp_path: Path) -> None:
     run = make_run(tmp_path, final=False)
     assert resolve_model(str(run)) == str(run / "checkpoints" / "step-000020" / "policy")
-    (run / "checkpoints" / "step-000020" / "state.json").unlink()  # a crash mid-write
+    (run / "checkpoints" / "step-000020" / "checksums.json").unlink()  # a crash mid-write
     with pytest.raises(UserError, match="no complete checkpoint"):
         resolve_model(str(run))
 

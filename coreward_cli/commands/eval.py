@@ -13,6 +13,24 @@ from coreward_cli.problem import BUILTIN
 
 DEFAULT_BENCHES = "math500,gsm8k,amc,aime24,aime25"
 MATCH_MODES = ["exact", "normalized", "math_verify"]
+# Options that shape generation: given with --responses they would silently do nothing.
+GENERATION_ONLY = (
+    "n",
+    "temperature",
+    "top_p",
+    "max_new_tokens",
+    "backend",
+    "limit",
+    "seed",
+    "data_dir",
+    "step",
+    "teacher",
+    "gguf_file",
+    "batch_size",
+    "system_prompt",
+    "no_chat_template",
+    "dtype",
+)
 
 
 def _default_out(model: str, resolved: str, step: int | None, teacher: bool, name: str) -> Path:
@@ -217,6 +235,17 @@ def eval_cmd(
 
     from rich.console import Console
 
+    if responses_file is not None:
+        ctx = click.get_current_context()
+        unused = [
+            f"--{name.replace('_', '-')}"
+            for name in GENERATION_ONLY
+            if ctx.get_parameter_source(name) is click.core.ParameterSource.COMMANDLINE
+        ]
+        if unused:
+            raise UserError(
+                f"{', '.join(unused)}: no effect with --responses (grade-only makes no responses); drop it"
+            )
     console = Console(stderr=as_json)
     # With --json, stdout carries only the JSON: libraries that log to stdout on import (deepspeed) go to stderr.
     with contextlib.redirect_stdout(sys.stderr) if as_json else contextlib.nullcontext():

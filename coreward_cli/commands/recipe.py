@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from coreward_cli.errors import UserError
+from coreward_cli.errors import UserError, one_line
 from coreward_cli.fileutil import write_text_atomic
 
 SET_HELP = "Override a field, e.g. --set train.lr=1e-6 or --set data.eval=[math500,gsm8k] (YAML values; repeatable)."
@@ -189,29 +189,25 @@ def new(
         made = load_recipe_text(dump_recipe(made), str(output), warn=_warn)
     except UserError as exc:
         raise UserError(f"nothing written: {exc}") from exc
+    command = command.replace("\r", "\\r").replace("\n", "\\n")  # stays inside the comment
     text = f"# Written by `{command}`.\n# Every field is explained above it; `coreward recipe validate {output}` checks it.\n"
     text += dump_recipe(made, explain=True)
-    write_text_atomic(output, text)
+    try:
+        write_text_atomic(output, text)
+    except OSError as e:
+        raise UserError(
+            f"-o {output}: cannot write it ({one_line(e)}); pick a writable place"
+        ) from e
     click.echo(f"wrote {output}: {summary(made)}")
-
-
-def recipe_dirs() -> list[Path]:
-    """The shipped recipes/ beside the package, then ./recipes (each once)."""
-    import coreward_cli
-
-    found: list[Path] = []
-    for folder in (
-        Path(coreward_cli.__file__).resolve().parents[1] / "recipes",
-        Path.cwd() / "recipes",
-    ):
-        if folder.is_dir() and folder.resolve() not in [f.resolve() for f in found]:
-            found.append(folder)
-    return found
 
 
 def _about(path: Path) -> str:
     """The recipe's first header comment line."""
-    for line in path.read_text(encoding="utf-8").splitlines():
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return ""  # listed as invalid by the recipe check
+    for line in text.splitlines():
         if line.startswith("#"):
             return line.lstrip("#").strip()
         if line.strip():
@@ -234,6 +230,8 @@ def list_(as_json: bool) -> None:
     from coreward_cli.resolve import load_recipe
 
     rows = []
+    from coreward_cli.resolve import recipe_dirs
+
     for folder in recipe_dirs():
         for path in sorted(folder.glob("*.y*ml")):
             relative = os.path.relpath(path)

@@ -82,14 +82,22 @@ def run(
         return
     from coreward_cli.engines.local import train
 
-    if (
-        as_json
-    ):  # stdout carries the JSON alone: anything a library prints while training goes to stderr
-        with contextlib.redirect_stdout(sys.stderr):
-            summary = train(recipe, run_dir, resume, console, force=force)
-        click.echo(json.dumps(summary, indent=2))
-    else:
-        train(recipe, run_dir, resume, console, force=force)
+    try:
+        if (
+            as_json
+        ):  # stdout carries the JSON alone: anything a library prints while training goes to stderr
+            with contextlib.redirect_stdout(sys.stderr):
+                summary = train(recipe, run_dir, resume, console, force=force)
+            click.echo(json.dumps(summary, indent=2))
+        else:
+            train(recipe, run_dir, resume, console, force=force)
+    except KeyboardInterrupt:
+        click.echo(
+            f"interrupted; continue from the last checkpoint with: "
+            f"coreward run {recipe_path} --out {run_dir} --resume",
+            err=True,
+        )
+        sys.exit(130)
 
 
 def local_plan(recipe, run_dir: Path, resume: bool, force: bool) -> dict[str, Any]:
@@ -117,9 +125,22 @@ def local_plan(recipe, run_dir: Path, resume: bool, force: bool) -> dict[str, An
     per_step = min(recipe.train.problems_per_step, len(usable.problems))
     n = recipe.rollout.n
     if runlayout.holds_run(run_dir):
-        ckpt = runlayout.latest_checkpoint(run_dir)
-        if resume:
-            action = f"resume from {ckpt.name}" if ckpt else "start at step 1 (no checkpoint yet)"
+        if resume and rundir.is_finished(run_dir):
+            action = "nothing: the run already finished"
+        elif resume:
+            from coreward_cli.engines.checkpoint import newest_resumable
+
+            try:
+                found = newest_resumable(run_dir)
+            except UserError as exc:
+                action = f"refuse: {exc}"
+            else:
+                action = (
+                    f"resume from {found.folder.name}"
+                    + (f" (skipping damaged {'; '.join(found.skipped)})" if found.skipped else "")
+                    if found
+                    else "start at step 1 (no checkpoint yet)"
+                )
         elif force:
             action = f"delete {rundir.describe(run_dir)} and start over"
         else:

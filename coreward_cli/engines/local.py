@@ -10,6 +10,7 @@ resumed CPU run ends bit for bit where an uninterrupted one does.
 
 from __future__ import annotations
 
+import json
 import random
 import time
 from contextlib import AbstractContextManager, nullcontext
@@ -24,7 +25,7 @@ from transformers.utils import logging as hf_logging
 from coreward_cli import runlayout
 from coreward_cli.data import load_train_problems
 from coreward_cli.engines import rundir
-from coreward_cli.engines.checkpoint import load_checkpoint, restore_rng, rng_state, save_checkpoint
+from coreward_cli.engines.checkpoint import restore_rng, rng_state, save_checkpoint
 from coreward_cli.engines.collapse_watch import CollapseWatch, keep_checkpoint_as_final
 from coreward_cli.engines.heldout import HeldOut
 from coreward_cli.engines.logprobs import masked_row_mean, score_tokens
@@ -40,7 +41,12 @@ from coreward_cli.engines.update import (
     reference_logprobs,
 )
 from coreward_cli.errors import UserError
-from coreward_cli.fileutil import write_folder_atomic, write_json_atomic, write_text_atomic
+from coreward_cli.fileutil import (
+    share_like_umask,
+    write_folder_atomic,
+    write_json_atomic,
+    write_text_atomic,
+)
 from coreward_cli.models import load_causal_lm, load_tokenizer, model_source, resolve_model
 from coreward_cli.problem import Problem
 from coreward_cli.prompts import Prompt, PromptStyle
@@ -345,6 +351,7 @@ class LocalTrainer:
     def _write_model(self, folder: Path) -> None:
         self.model.save_pretrained(folder)
         self.tokenizer.save_pretrained(folder)
+        share_like_umask(folder)
 
     def _write_teacher(self, folder: Path) -> None:
         assert self.teacher is not None
@@ -425,22 +432,44 @@ def train(
 ) -> dict[str, Any]:
     """Run (or continue) a recipe in `run_dir`; returns the summary also written to RUN/summary.json."""
     run_dir = Path(run_dir)
-    checkpoint = rundir.prepare(run_dir, resume=resume, force=force)
+    with rundir.locked(run_dir):
+        return _train(recipe, run_dir, resume, console, force)
+
+
+def _train(
+    recipe: Recipe, run_dir: Path, resume: bool, console: Console, force: bool
+) -> dict[str, Any]:
+    if resume and not force and rundir.is_finished(run_dir):
+        saved = load_recipe(run_dir / runlayout.RECIPE, warn=lambda message: None)
+        rundir.check_same_recipe(recipe_to_dict(saved), recipe_to_dict(recipe))
+        summary = json.loads((run_dir / runlayout.SUMMARY).read_text(encoding="utf-8"))
+        console.print(
+            f"{run_dir} already finished ({summary.get('steps', '?')} steps); nothing to do"
+        )
+        return summary
+    resumable = rundir.prepare(run_dir, resume=resume, force=force)
     if resume and (run_dir / runlayout.RECIPE).is_file():
         saved = load_recipe(run_dir / runlayout.RECIPE, warn=lambda message: None)
         rundir.check_same_recipe(recipe_to_dict(saved), recipe_to_dict(recipe))
     wall_start = time.perf_counter()
+    checkpoint = resumable.folder if resumable is not None else None
     trainer = LocalTrainer(recipe, run_dir, console, checkpoint)
-    if checkpoint is not None:
-        trainer_state, state = load_checkpoint(checkpoint)
-        trainer.restore(trainer_state)  # RNG states last: nothing after this may draw differently
+    if resumable is not None:
+        state = resumable.state
+        trainer.restore(
+            resumable.trainer_state
+        )  # RNG states last: nothing after this may draw differently
         first, eval_before, seconds_before = (
             state["step"] + 1,
             state["eval_before"],
             state["train_seconds"],
         )
+        if resumable.skipped:
+            console.print(
+                f"[yellow]skipped damaged checkpoints ({'; '.join(resumable.skipped)})[/]"
+            )
         console.print(
-            f"Resuming {run_dir} from {checkpoint.name} (step {state['step']} of {trainer.total_steps})"
+            f"Resuming {run_dir} from {resumable.folder.name} (step {state['step']} of {trainer.total_steps})"
         )
     else:
         if resume:
@@ -450,7 +479,7 @@ def train(
         first, eval_before, seconds_before = 1, None, 0.0
     log = MetricsLog(
         run_dir,
-        resume_step=first - 1 if checkpoint is not None else None,
+        resume_step=first - 1 if resumable is not None else None,
         tensorboard=recipe.logging.tensorboard,
         wandb_project=recipe.logging.wandb_project,
         config=recipe_to_dict(recipe),
@@ -462,6 +491,8 @@ def train(
             eval_before = trainer.heldout.evaluate(trainer.model, trainer.tokenizer)
             log.write({"step": 0, **eval_before})
         last_eval = eval_before
+        if first > trainer.total_steps:  # killed after its last checkpoint, before final/
+            last_eval = trainer.heldout.evaluate(trainer.model, trainer.tokenizer)
         with StepProgress(console, trainer.total_steps, first - 1, eval_before) as progress:
             for step in range(first, trainer.total_steps + 1):
                 record = trainer.step(step)

@@ -2,15 +2,48 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
+import os
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from coreward_cli.engines.checkpoint import remove_partial
+from coreward_cli.engines.checkpoint import Resumable, newest_resumable, remove_partial
 from coreward_cli.engines.tracking import read_metrics
-from coreward_cli.errors import UserError
-from coreward_cli.runlayout import RECIPE, RUN_ARTIFACTS, SUMMARY, holds_run, latest_checkpoint
+from coreward_cli.errors import UserError, one_line
+from coreward_cli.runlayout import FINAL, LOCK, RECIPE, RUN_ARTIFACTS, SUMMARY, holds_run
+
+
+@contextlib.contextmanager
+def locked(run_dir: Path) -> Iterator[None]:
+    """Hold an exclusive flock on RUN/.lock while a run writes the folder. The kernel drops it when
+    the holder dies, so a lock left by a killed run never blocks the next one."""
+    if run_dir.exists() and not run_dir.is_dir():
+        raise UserError(f"run directory {run_dir} is a file; pass another --out DIR")
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(run_dir / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as e:
+        raise UserError(
+            f"--out {run_dir}: cannot write there ({one_line(e)}); pick a writable folder"
+        ) from e
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
+            raise UserError(
+                f"{run_dir} is in use by another coreward run (pid {holder}); wait for it to end, "
+                "or write elsewhere with --out DIR"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # closing releases the flock
 
 
 def describe(run_dir: Path) -> str:
@@ -22,8 +55,16 @@ def describe(run_dir: Path) -> str:
     return f"a run stopped at step {records[-1]['step']}" if records else "an earlier run"
 
 
-def prepare(run_dir: Path, *, resume: bool, force: bool) -> Path | None:
-    """Make `run_dir` ready. Returns the checkpoint to resume from (None: start at step 0).
+def is_finished(run_dir: Path) -> bool:
+    """A run that wrote its final model and its summary (the summary is written last)."""
+    return (run_dir / SUMMARY).is_file() and (run_dir / FINAL).is_dir()
+
+
+def prepare(run_dir: Path, *, resume: bool, force: bool) -> Resumable | None:
+    """Make `run_dir` ready. Returns the checkpoint to resume from (None: start at step 1).
+
+    --resume uses the newest checkpoint that verifies; when checkpoints exist but none does, it
+    stops (UserError) rather than starting over.
 
     Without --resume or --force an existing run is never touched: the user gets one line saying
     how to continue it or start over.
@@ -51,7 +92,7 @@ def prepare(run_dir: Path, *, resume: bool, force: bool) -> Path | None:
     if not resume:
         return None
     remove_partial(run_dir)
-    return latest_checkpoint(run_dir)
+    return newest_resumable(run_dir)
 
 
 def check_same_recipe(saved: dict[str, Any], given: dict[str, Any], path: str = "") -> None:

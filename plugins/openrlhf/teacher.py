@@ -201,6 +201,7 @@ class ShadowTeacher:
             state = torch.load(
                 directory / f"teacher_rank{self.rank if self.zero3 else HOLDER}.pt",
                 map_location="cpu",
+                weights_only=True,  # a planted pickle in a checkpoint folder must not run code
             )
             if set(state) != set(self.shadow):
                 raise ValueError(
