@@ -33,6 +33,7 @@ setup(
         "test": [
             "pytest>=8",
             "pytest-timeout",
+            "hypothesis>=6",  # tests/test_equivalence_fuzz.py
             "tensorboard",
             "ray[default]==2.55.0",
             "datasets",
