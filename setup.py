@@ -34,7 +34,7 @@ setup(
         "test": [
             "pytest>=8",
             "pytest-timeout",
-            "hypothesis",  # the fuzz tests (tests/test_fuzz.py)
+            "hypothesis>=6",  # the fuzz tests (tests/test_fuzz.py, tests/test_equivalence_fuzz.py)
             "ruff==0.17.6",  # lint and format (ruff.toml); .ci/run checks both
             "vulture==2.16",  # dead code (vulture_allowlist.py)
             "tensorboard",

@@ -7,8 +7,10 @@ only algebra equates), some wrong answers, now and then no answer. References co
 `majority_vote` with exact, normalized and math_verify matchers (keys first, math-verify in worker
 processes; once with latex2sympy's own LL parsing and once with the two-stage SLL-then-LL parsing of
 `coreward_plugins.latex_parsing`, the default), against the naive way: math-verify on every pair of a
-group (O(n^2) calls, in process, as shipped, both parsing per pair and parsing each answer once),
-and checks that math_verify-with-keys finds the same clusters as the naive way.
+group (O(n^2) calls, in process, as shipped, both parsing per pair and parsing each answer once).
+Then it checks that math_verify-with-keys finds the same clusters as the worker's strict verdict
+(`coreward_plugins.strict_compare`) on every pair of a group, and reports where those strict verdicts
+cluster differently from plain math-verify.
 
 Both sides are warmed alike before timing: the worker finishes its built-in warm-up (answers in common
 shapes, none from the corpus), and this process parses and compares the same answers. Wall time and CPU
@@ -188,15 +190,58 @@ def naive_pairwise(
     for x, i in enumerate(valid):
         for j in valid[:x]:
             equal[(j, i)] = bool(verify(parsed(j), parsed(i)))
+    return first_fit(len(answers), valid, equal), len(equal)
+
+
+def first_fit(
+    n: int, valid: list[int], equal: dict[tuple[int, int], bool]
+) -> tuple[int | None, ...]:
+    """majority_vote's clustering from pairwise verdicts: each answer joins the first equal cluster."""
     reps: list[int] = []
-    assignment: list[int | None] = [None] * len(answers)
+    assignment: list[int | None] = [None] * n
     for i in valid:
         cluster = next((c for c, rep in enumerate(reps) if equal[(rep, i)]), None)
         if cluster is None:
             cluster = len(reps)
             reps.append(i)
         assignment[i] = cluster
-    return tuple(assignment), len(equal)
+    return tuple(assignment)
+
+
+def strict_pairwise(answers: list[str | None]) -> tuple[int | None, ...]:
+    """The worker's strict verdict (coreward_plugins.strict_compare) on every pair of one group, no
+    keys, no cache, then the same first-fit clustering: what math_verify votes must reproduce."""
+    valid = [i for i, a in enumerate(answers) if a is not None and a.strip()]
+    order = [(j, i) for x, i in enumerate(valid) for j in valid[:x]]
+    verdicts = shared_pool().verify_many([(answers[j], answers[i]) for j, i in order], 30.0)
+    equal = {pair: bool(v) for pair, v in zip(order, verdicts, strict=False)}
+    return first_fit(len(answers), valid, {pair: equal.get(pair, False) for pair in order})
+
+
+def differing_pairs(
+    groups: list[list[str | None]], left: list[tuple], right: list[tuple]
+) -> tuple[int, dict[tuple[str, str], list]]:
+    """Groups clustered differently, and the answer pairs behind them: (a, b) -> [groups, together
+    on the left]."""
+    pairs: dict[tuple[str, str], list] = {}
+    n_groups = 0
+    for answers, ours, theirs in zip(groups, left, right, strict=True):
+        if ours == theirs:
+            continue
+        n_groups += 1
+        for i, a in enumerate(answers):
+            for j in range(i):
+                b = answers[j]
+                if (
+                    a is None
+                    or b is None
+                    or a == b
+                    or (ours[i] == ours[j]) == (theirs[i] == theirs[j])
+                ):
+                    continue
+                entry = pairs.setdefault((b, a) if b < a else (a, b), [0, ours[i] == ours[j]])
+                entry[0] += 1
+    return n_groups, pairs
 
 
 def math_verify_reads(answer: str) -> bool:
@@ -236,6 +281,8 @@ def worker_overhead(repeats: int = 100) -> dict[str, float]:
 
     The pairs repeat, so parsing and sympy work are cached on both sides and what remains is the
     comparison itself plus, for the worker, the round trip (JSON over a pipe, select with a deadline).
+    The worker's verdict is symmetric (math-verify asked both ways round, the second only when the
+    first says equal), so the in-process side asks the same way.
     """
     from math_verify import verify
 
@@ -254,7 +301,7 @@ def worker_overhead(repeats: int = 100) -> dict[str, float]:
     start = time.perf_counter()
     for _ in range(repeats):
         for a, b in pairs:
-            verify(cached[b], cached[a])
+            _ = verify(cached[b], cached[a]) and verify(cached[a], cached[b])
     in_process = (time.perf_counter() - start) / (repeats * len(pairs))
     return {
         "worker_ms": worker * 1000,
@@ -363,25 +410,15 @@ def main() -> None:
     keys_time, naive_time = sum(times["math_verify"]), sum(times["naive"])
     keys_ll_time = sum(times["math_verify_ll"])
     parse_once_time = sum(times["parse_once"])
-    disagreements = [
-        (g, groups[g], votes["math_verify"][g].assignment, naive_assignments[g])
-        for g in range(len(groups))
-        if votes["math_verify"][g].assignment != naive_assignments[g]
-    ]
-    pairs: dict[tuple[str, str], list] = {}
-    for _, answers, ours, naive in disagreements:
-        for i, a in enumerate(answers):
-            for j in range(i):
-                b = answers[j]
-                if (
-                    a is None
-                    or b is None
-                    or a == b
-                    or (ours[i] == ours[j]) == (naive[i] == naive[j])
-                ):
-                    continue
-                entry = pairs.setdefault((b, a) if b < a else (a, b), [0, ours[i] == ours[j]])
-                entry[0] += 1
+    # Keys must not change the worker's strict verdicts: math_verify votes against the strict verdict
+    # on every pair (no keys, no cache). Then what the strict rules change: against plain math-verify.
+    strict_assignments = [strict_pairwise(g) for g in groups]
+    ours_assignments = [v.assignment for v in votes["math_verify"]]
+    n_disagreements, pairs = differing_pairs(groups, ours_assignments, strict_assignments)
+    n_strict_changes, strict_changes = differing_pairs(
+        groups, strict_assignments, naive_assignments
+    )
+    n_plain_disagreements, _ = differing_pairs(groups, ours_assignments, naive_assignments)
     unreadable = {a for pair in pairs for a in pair if not math_verify_reads(a)}
     # keys merge two forms of one value, and math-verify cannot read one of them at all
     explained = {
@@ -399,7 +436,12 @@ def main() -> None:
         "speedup_keys_vs_parse_once": parse_once_time / keys_time,
         "speedup_keys_ll_vs_naive": naive_time / keys_ll_time,
         "cpu_speedup_keys_vs_naive": sum(cpu["naive"]) / max(sum(cpu["math_verify"]), 1e-9),
-        "cluster_disagreements": len(disagreements),
+        "cluster_disagreements": n_disagreements,
+        "strict_vs_plain_math_verify_groups": n_strict_changes,
+        "strict_vs_plain_math_verify_pairs": [
+            [a, b, n, together] for (a, b), (n, together) in strict_changes.items()
+        ],
+        "keys_vs_plain_naive_groups": n_plain_disagreements,
         "ll_vs_two_stage_disagreements": sum(
             a.assignment != b.assignment
             for a, b in zip(votes["math_verify"], votes["math_verify_ll"], strict=True)
@@ -451,7 +493,15 @@ def main() -> None:
             f" {result['ll_vs_two_stage_disagreements']}"
         )
         console.print(
-            f"groups where keys and naive pairwise cluster differently: {len(disagreements)}"
+            "groups where the strict rules (strict_compare) cluster differently from plain"
+            f" math-verify on every pair: {n_strict_changes}"
+        )
+        for (a, b), (n, together) in sorted(strict_changes.items(), key=lambda item: -item[1][0]):
+            side = "strict merges, plain splits" if together else "plain merges, strict splits"
+            console.print(f"  {a!r} ~ {b!r}: {side} (in {n} groups)")
+        console.print(
+            "groups where keys and the strict verdict on every pair cluster differently:"
+            f" {n_disagreements} (against plain naive pairwise: {n_plain_disagreements})"
         )
         console.print(
             f"  answer pairs behind them: {len(pairs)}; in {len(explained)} of them keys merge an answer from"

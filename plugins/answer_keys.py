@@ -2,7 +2,10 @@
 
 `normalize_answer` maps answers that differ only in notation to one string: `\\dfrac12`, `\\frac{1}{2}`,
 `0.5` and `1/2` all become `1/2`; `142.0` and `142` become `142`; `1,000` becomes `1000`, `070` becomes
-`70`; `\\text{ cm}` units, degrees, dollars, percent signs, `x =` prefixes and spacing are dropped. It is
+`70`; `\\text{ cm}` units, degrees, dollars, percent signs, `x =` prefixes and spacing are dropped.
+A comma is a thousands separator only with exactly three digits after it and no space (`32, 349` and
+`1,00` are lists, not numbers); spacing between two digits is kept (`2 3` is not `23`); a prefix is
+dropped only when it names a lone variable (`x =`, `a_n =`, `\\theta =`; not `7 =` or `\\pi =`). It is
 plain string work plus exact rational arithmetic (`fractions.Fraction`) on strings that a strict ASCII
 pattern has already shown to be numbers; nothing is ever evaluated as code. Answers longer than
 `MAX_KEY_CHARS` are keyed raw, so hostile 100 kB answers cost nothing.
@@ -51,7 +54,21 @@ _UNIT_WORDS = (
 _NUMBER_THEN_UNIT = re.compile(
     rf"^([+-]?[0-9][0-9,]*(?:\.[0-9]+)?)\s*(?:{_UNIT_WORDS})(?:\^\{{?[0-9]\}}?)?\.?$"
 )
-_VARIABLE_PREFIX = re.compile(r"^(?:[a-zA-Z](?:_\{?[a-zA-Z0-9]+\}?)?|\\[a-zA-Z]{1,10})=(?![=<>])")
+_GREEK = (  # letters that name variables (not \pi, a constant)
+    "alpha|beta|gamma|delta|epsilon|varepsilon|zeta|eta|theta|vartheta|iota|kappa|lambda|mu|nu|xi|rho|"
+    "varrho|sigma|varsigma|tau|upsilon|phi|varphi|chi|psi|omega|Gamma|Delta|Theta|Lambda|Xi|Sigma|"
+    "Upsilon|Phi|Psi|Omega"
+)
+# `x =`, `a_n =`, `\theta =`: a lone variable's name before the only `=` (`7 =`, `\pi =`, `2x =` are not)
+_VARIABLE_PREFIX = re.compile(
+    rf"^(?:[a-zA-Z](?:_\{{?[a-zA-Z0-9]+\}}?)?|\\(?:{_GREEK})(?![a-zA-Z]))=(?![=<>])"
+)
+# Spacing between two digits separates two numbers (`2 3`, `1.5\;3`): it becomes one space, never nothing.
+# `\!` (a negative space, as in `10,\!000`) is not spacing.
+_DIGIT_GAP = re.compile(r"(?<=[0-9])(?:\s|\\[,;: ]|\\q?quad(?![a-zA-Z]))+(?=[0-9])")
+_SPACE_NOT_BETWEEN_DIGITS = re.compile(r"(?<![0-9]) | (?![0-9])")
+# `32, 349` is a list: a thousands separator has no space after it (`\,` is a thin space, not a comma)
+_SPACED_COMMA = re.compile(r"(?<!\\),\s")
 _SINGLE_CHAR_GROUP = re.compile(r"([\^_])\{([a-zA-Z0-9])\}")
 _THOUSANDS = re.compile(r"^[+-]?[0-9]{1,3}(?:,[0-9]{3})+(?:\.[0-9]+)?$")
 _DECIMAL = re.compile(r"^[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)$")
@@ -100,7 +117,10 @@ def _read_group(s: str, i: int) -> int:
 
 
 def _read_argument(s: str, i: int, depth: int) -> tuple[str, int] | None:
-    """One TeX macro argument at s[i]: a balanced group, a \\command, or one character (TeX's rule)."""
+    """One TeX macro argument at s[i]: a balanced group, a \\command, or one character (TeX's rule);
+    spaces before it are skipped, as TeX does (`\\frac 3 8`)."""
+    while i < len(s) and s[i] == " ":
+        i += 1
     if i >= len(s):
         return None
     if s[i] == "{":
@@ -190,8 +210,8 @@ def format_fraction(value: Fraction) -> str:
     )
 
 
-def _canonical_number(s: str) -> str:
-    if _THOUSANDS.match(s):
+def _canonical_number(s: str, thousands: bool = True) -> str:
+    if thousands and _THOUSANDS.match(s):
         s = s.replace(",", "")
     value = as_fraction(s)
     return s if value is None else format_fraction(value)
@@ -234,6 +254,8 @@ def normalize_answer(answer: str) -> str:
 @lru_cache(maxsize=65536)
 def _normalize(s: str) -> str:
     s = s.replace("\u2212", "-").replace("\u00a0", " ").replace("\n", " ")
+    thousands = not _SPACED_COMMA.search(s)  # a comma and a space: a list, no thousands separators
+    s = _DIGIT_GAP.sub(" ", s)
     s = _NOISE.sub(lambda m: m.group(0) if m.group(0) == "\\\\" else "", s)
     s = _FRAC_ALIASES.sub(r"\\frac", s)
     s = _BINOM_ALIASES.sub(r"\\binom", s)
@@ -245,16 +267,16 @@ def _normalize(s: str) -> str:
     s = _unwrap(s).strip()
     if m := _NUMBER_THEN_UNIT.match(s):
         s = m.group(1)
-    s = re.sub(r"\s+", "", s)
+    s = _SPACE_NOT_BETWEEN_DIGITS.sub("", re.sub(r"\s+", " ", s))
     s = s.replace("{,}", ",")
-    s = _brace_arguments(s)
+    s = _SPACE_NOT_BETWEEN_DIGITS.sub("", _brace_arguments(s))  # \frac3 8 -> \frac{3}{8}
     s = _SINGLE_CHAR_GROUP.sub(r"\1\2", s)
     if _VARIABLE_PREFIX.match(s) and s.count("=") == 1:
         s = _VARIABLE_PREFIX.sub("", s, count=1)
     s = s.rstrip(".")
     if s.startswith("+") and as_fraction(s) is not None:
         s = s[1:]
-    return _canonical_elements(_canonical_number(s))
+    return _canonical_elements(_canonical_number(s, thousands))
 
 
 def _depth(s: str) -> int:

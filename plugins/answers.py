@@ -11,7 +11,10 @@ Comparison modes (`AnswerMatcher`):
 - `normalized`: equality of the cheap canonical keys of `answer_keys.normalize_answer`.
 - `math_verify`: equal keys decide "equal" at no cost; different plain numbers decide "different";
   everything else goes to math-verify in a killable worker process with a deadline (verify_pool),
-  after a guard that keeps hostile answers away from sympy. Verdicts are cached per unordered key pair.
+  after a guard that keeps hostile answers away from sympy. The worker's verdicts are strict and
+  symmetric (`strict_compare`: an equation equals a bare expression only when it names a lone
+  variable, a set never equals a tuple or an interval). Verdicts are cached per unordered pair of
+  answers as written.
   `first_equal(a, candidates)` sends all of a's undecided pairs to the worker in one message.
 Nothing here evaluates model output as code, and every comparison returns within a bounded time from
 any thread or process.
@@ -249,9 +252,11 @@ class AnswerMatcher:
         if not (safe_for_sympy(a) and safe_for_sympy(b)):
             self.stats.guarded += 1
             return False
-        pair = (
-            (key_a, key_b) if key_a < key_b else (key_b, key_a)
-        )  # math-verify is symmetric in practice
+        # The worker's verdict is symmetric, so one verdict serves both ways round. It is cached per pair
+        # of answers as written, not per pair of keys: keys merge forms that math-verify reads apart
+        # (`5\%` is 5 to a key, 1/20 to math-verify), and a verdict must not pass from one to the other.
+        a, b = a.strip(), b.strip()
+        pair = (a, b) if a < b else (b, a)
         with self._lock:
             cached = self._verdicts.get(pair)
         if cached is not None:

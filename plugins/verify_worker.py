@@ -8,6 +8,10 @@ answered `{"id": n, "warm": true}` once the warm-up (below) is done. Parsed answ
 LaTeX is parsed in two stages (`coreward_plugins.latex_parsing`); the first line the worker writes,
 `{"ready": true, "parsing": "two-stage"}`, says so ("ll" with COREWARD_SLL_PARSING=0).
 
+Verdicts are math-verify's, made strict and symmetric by `coreward_plugins.strict_compare` (an
+equation equals a bare expression only when it names a lone variable; a set never equals a tuple or
+an interval; either answer may be the reference).
+
 The parent kills this process when a verdict is late (sympy cannot be interrupted inside a thread), so
 the worker itself needs no timeout: math-verify runs with its signal timeouts off. Before math-verify's
 simplify(), a cheap probe (`clearly_different`) settles plain expressions that take different values at
@@ -174,13 +178,14 @@ WARM_UP_PAIRS = (  # comparisons that take sympy's simplify, set, interval, tupl
 )
 
 
-def compare(gold: list, pred: list) -> bool:
-    """math-verify's verdict on two parsed answers, after the value probe."""
-    from math_verify import verify
+def compare(gold: list, pred: list, gold_text: str = "", pred_text: str = "") -> bool:
+    """The strict verdict (`coreward_plugins.strict_compare`) on two parsed answers, after the value
+    probe; gold_text and pred_text are the answers as written. Symmetric in gold and pred."""
+    from coreward_plugins.strict_compare import strict_equal
 
     if not gold or not pred:
         return False
-    return not clearly_different(gold, pred) and bool(verify(gold, pred, timeout_seconds=None))
+    return not clearly_different(gold, pred) and strict_equal(gold, pred, gold_text, pred_text)
 
 
 class _Requests:
@@ -211,9 +216,11 @@ def main() -> None:
     )  # math-verify warns about its disabled timeouts on every start
     from math_verify import LatexExtractionConfig, parse
 
+    from coreward_plugins import strict_compare
     from coreward_plugins.latex_parsing import install
 
     parsing = "two-stage" if install() else "ll"
+    strict_compare.install()
     latex_only = [LatexExtractionConfig()]
 
     @functools.lru_cache(maxsize=4096)
@@ -222,7 +229,7 @@ def main() -> None:
 
     def judge(gold: str, pred: str) -> bool:
         try:
-            return compare(parsed(gold), parsed(pred))
+            return compare(parsed(gold), parsed(pred), gold, pred)
         except Exception:
             return False
 

@@ -99,6 +99,15 @@ def test_fallbacks_in_order_and_only_without_a_box() -> None:
         (r"\begin{pmatrix} 1 \\ 2 \end{pmatrix}", r"\begin{pmatrix}1\\2\end{pmatrix}"),
         (r"f \circ g", r"f\circg"),
         ("-0", "0"),
+        ("32, 349", "32,349"),  # a comma and a space: a list, no thousands separator
+        ("1,00", "1,00"),  # two digits after the comma: no thousands separator
+        (r"10,\!000", "10000"),  # MATH's thousands
+        ("2 3", "2 3"),  # two numbers, not 23
+        (r"1.5\;3", "1.5 3"),
+        (r"\dfrac 3 8", "3/8"),  # TeX skips spaces before a macro argument
+        (r"\theta = 30^\circ", "30"),
+        (r"\pi = 3", r"\pi=3"),  # pi is no variable
+        ("7 = 11a+c", "7=11a+c"),
     ],
 )
 def test_normalize_answer(answer: str, key: str) -> None:
@@ -144,8 +153,12 @@ def test_math_verify_keys_first_then_cache() -> None:
     assert not matcher.equal("3", "4")
     assert matcher.stats.verify_calls == 0 and matcher.stats.decided_by_key == 2
     assert matcher.equal("x^2+2x", "x(x+2)")
-    assert matcher.equal("x^{2}+2x", "x (x+2)")  # same keys: answered from the cache
+    assert matcher.equal("x(x+2)", "x^2+2x")  # the other way round: answered from the cache
     assert (matcher.stats.verify_calls, matcher.stats.cache_hits) == (1, 1)
+    # Same keys, other texts: asked again. Keys merge forms that math-verify reads apart (`5\%` is 5 to
+    # a key, 1/20 to math-verify), so a cached verdict never passes from one text to another.
+    assert matcher.equal("x^{2}+2x", "x (x+2)")
+    assert (matcher.stats.verify_calls, matcher.stats.cache_hits) == (2, 1)
 
 
 def test_math_verify_off_the_main_thread() -> None:
@@ -326,3 +339,34 @@ def test_worker_without_warm_up(monkeypatch: pytest.MonkeyPatch) -> None:
         assert pool.verify_many([("x+1", "1+x"), ("(1,2)", "[1,2]")], timeout_s=20) == [True, False]
     finally:
         pool.close()
+
+
+def test_strict_rules_leave_math_verify_alone_outside_them() -> None:
+    """strict_compare wraps math-verify's comparison core only while strict_equal runs, in its thread."""
+    from math_verify import LatexExtractionConfig, parse, verify
+
+    from coreward_plugins import strict_compare
+
+    def parsed(answer: str) -> list:
+        return parse(
+            "\\boxed{" + answer + "}",
+            extraction_config=[LatexExtractionConfig()],
+            parsing_timeout=None,
+        )
+
+    strict_compare.install()
+    strict_compare.install()  # idempotent
+    equation, rhs = parsed("7 = 11a+c"), parsed("11a+c")
+    pair, pair_set = parsed("(3,1)"), parsed("\\{1,3\\}")
+    assert verify(rhs, equation, timeout_seconds=None)  # math-verify's own verdict, unchanged
+    assert verify(pair_set, pair, timeout_seconds=None)
+    assert not strict_compare.strict_equal(rhs, equation, "11a+c", "7 = 11a+c")
+    assert not strict_compare.strict_equal(pair_set, pair, "\\{1,3\\}", "(3,1)")
+    assert strict_compare.strict_equal(parsed("5"), parsed("x = 5"), "5", "x = 5")
+    assert strict_compare.strict_equal(parsed("(1,3)"), parsed("1, 3"), "(1,3)", "1, 3")
+    assert not strict_compare.strict_equal(parsed("(3,1)"), parsed("1, 3"), "(3,1)", "1, 3")
+    assert verify(rhs, equation, timeout_seconds=None)  # and still unchanged afterwards
+    assert strict_compare.written_as_set(
+        "\\left\\{1, 3\\right\\}"
+    ) and strict_compare.written_as_set("{1,3}")
+    assert not strict_compare.written_as_set("1, 3")

@@ -1,8 +1,9 @@
 """A hand-checked table of (prediction, reference) verdicts for the answer matcher.
 
 Every row was decided by hand first; the math_verify column is the mathematically right verdict (and
-math-verify, behind our keys and guards, reaches it), the normalized column is what the cheap key alone
-decides (False where equality needs algebra). Both directions are checked, since votes compare answers
+math-verify, behind our keys, guards and strict rules, reaches it), the normalized column is what the
+cheap key alone decides (False where equality needs algebra). The issue 17 rows are pairs that
+math-verify's own comparison or our keys used to merge. Both directions are checked, since votes compare answers
 both ways round.
 """
 
@@ -120,6 +121,23 @@ TABLE = [
         False,
         "matrix notation",
     ),
+    # issue 17: what math-verify's own rules (or our keys) merged, and what must stay merged
+    ("7 = 11a+c", "11a+c", False, False, "an equation is not its right side (7 is no variable)"),
+    ("a +3z = 0", "0", False, False, "a sum on the left is no variable"),
+    ("2x + z = 1", "1", False, False, "2x + z on the left is no variable"),
+    ("a + b = 5", "5", False, False, "a sum of symbols on the left is no variable"),
+    (r"\pi = 3", "3", False, False, "pi on the left is no variable"),
+    ("y = 2x+1", "2x+1", True, True, "a lone variable on the left"),
+    ("f(x) = x^2", "x^2", True, False, "a function name on the left"),
+    ("(3,1)", r"\{1,3\}", False, False, "an ordered pair is not a set"),
+    ("(3,1)", "{1,3}", False, False, "an ordered pair is not a set, plain braces"),
+    ("(1,3)", r"\{1,3\}", False, False, "an open interval is not a set"),
+    ("(1,3)", "1, 3", True, False, "a bare list as the pair, in order"),
+    ("(3,1)", "1, 3", False, False, "a bare list in another order"),
+    ("x < 5", r"(-\infty, 5)", True, False, "an inequality as its solution set"),
+    ("32349", "32, 349", False, False, "comma and space: a list, not a thousands separator"),
+    ("100", "1,00", False, False, "two digits after the comma: not a thousands separator"),
+    ("23", "2 3", False, False, "digits apart are two numbers"),
     # trailing period, spacing
     ("5.", "5", True, True, "trailing period"),
     (r"\! 4 \,", "4", True, True, "TeX spacing commands"),
