@@ -168,7 +168,12 @@ def get(row: dict[str, Any], key: str) -> Any:
 
 
 def is_chat(value: Any) -> bool:
-    return isinstance(value, list) and bool(value) and all(isinstance(m, dict) for m in value)
+    """A chat-message list: every item a mapping with `content` (a list of other records is not)."""
+    return (
+        isinstance(value, list)
+        and bool(value)
+        and all(isinstance(m, dict) and "content" in m for m in value)
+    )
 
 
 def chat_text(value: Any) -> str | None:

@@ -359,3 +359,14 @@ def test_real_math_test_split_and_max_problems(shared_data: Path) -> None:
         and problems[0].answer == "2"
         and "vertical asymptotes" in problems[0].question
     )
+
+
+def test_rows_read_chats_as_their_question_and_other_lists_as_they_are() -> None:
+    from coreward_cli import rows
+
+    chat = [{"role": "system", "content": "S"}, {"role": "user", "content": "What is 2+2?"}]
+    record = {"prompt": chat, "data": {"train": [{"original": "a.parquet"}]}, "x.y": 1}
+    assert rows.get(record, "prompt") == "What is 2+2?"
+    assert rows.get(record, "data.train") == [{"original": "a.parquet"}]  # not a chat
+    assert rows.get(record, "x.y") == 1 and rows.get(record, "data.missing") is None
+    assert rows.lookup(record, "data.missing") is rows.MISSING

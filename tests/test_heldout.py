@@ -33,10 +33,10 @@ def test_held_out_answers_are_graded_with_eval_match(
     )
     answers = {"q1": "So it is \\boxed{81}.", "q2": "That gives \\boxed{0.5}."}
 
-    def fake_generate(model, tokenizer, prompts, **kwargs):
-        return SimpleNamespace(texts=[answers[p.strip()[-2:]] for p in prompts])
+    def fake_sample(model, tokenizer, prompts, **kwargs):
+        return SimpleNamespace(texts=[answers[p.text.strip()[-2:]] for p in prompts])
 
-    monkeypatch.setattr(heldout, "generate", fake_generate)
+    monkeypatch.setattr(heldout, "sample", fake_sample)
     sets = heldout.HeldOut.from_recipe(recipe)
     assert sets.evaluate(model=None, tokenizer=None) == {
         "eval/forms": accuracy,
