@@ -16,7 +16,6 @@ import torch
 from rich.console import Console
 from safetensors.torch import load_file
 
-import coreward_cli.data as data
 from coreward_cli.engines import local
 from coreward_cli.resolve import load_recipe
 
@@ -47,10 +46,10 @@ def final_weights(
 ) -> dict[str, torch.Tensor]:
     recipe_path = tmp_path / f"{method}.yaml"
     recipe_path.write_text(RECIPE.format(method=method))
-    real = data.load_train_problems
+    real = local.load_train_problems  # what the trainer calls
     if garble:
         monkeypatch.setattr(
-            data,
+            local,
             "load_train_problems",
             lambda r: [
                 dataclasses.replace(p, answer=f"garbage-{i % 3}") for i, p in enumerate(real(r))
@@ -58,7 +57,7 @@ def final_weights(
         )
     out = tmp_path / f"{method}-{'garbled' if garble else 'true'}"
     local.train(load_recipe(recipe_path), out, False, Console(quiet=True))
-    monkeypatch.setattr(data, "load_train_problems", real)
+    monkeypatch.setattr(local, "load_train_problems", real)
     steps = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()][1:]
     # the comparison means something only if the policy answered and got a real policy gradient
     assert min(r["no_answer_share"] for r in steps) < 0.5, steps

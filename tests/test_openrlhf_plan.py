@@ -142,10 +142,8 @@ def test_steps_with_known_problem_count(tmp_path: Path) -> None:
 def test_plan_rejects_impossible_resources(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="colocate"):  # OpenRLHF asserts it: resolve() refuses it
         load_recipe(ROOT / "recipes/qwen3b_math.yaml", ["engine.cluster.vllm_engines=2"])
-    recipe = load_recipe(ROOT / "recipes/qwen3b_math.yaml")
-    recipe.engine.cluster.micro_train_batch_size = 7
     with pytest.raises(UserError, match="micro_train_batch_size"):
-        build_plan(recipe, tmp_path)
+        load_recipe(ROOT / "recipes/qwen3b_math.yaml", ["engine.cluster.micro_train_batch_size=7"])
 
 
 def test_openrlhf_rejects_a_flag_it_does_not_know(parse) -> None:

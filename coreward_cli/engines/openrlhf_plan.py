@@ -157,8 +157,9 @@ def recipe_problems(recipe: Recipe, views: int, teacher_views: int, token_stats:
     gpus = counts.actor_gpus
     if c.colocate and gpus != c.vllm_engines * c.vllm_tensor_parallel:
         raise UserError(
-            f"engine.cluster: colocate needs vllm_engines * vllm_tensor_parallel "
-            f"({c.vllm_engines * c.vllm_tensor_parallel}) == nodes * gpus_per_node ({gpus})"
+            f"engine.cluster.vllm_engines: colocate needs vllm_engines x vllm_tensor_parallel = "
+            f"nodes x gpus_per_node = {gpus}, got {c.vllm_engines} x {c.vllm_tensor_parallel}; "
+            f"set vllm_engines: {gpus // c.vllm_tensor_parallel or 1}"
         )
     # Every rank must get the same number of micro batches: ranks run one collective per micro
     # batch (ZeRO-3 gathers, the loss all-reduces), so an uneven split hangs in NCCL.
