@@ -27,7 +27,7 @@ from typing import Any
 from coreward_cli import rows as tables
 from coreward_cli.benchdata import BenchItem, Benchmark
 from coreward_cli.errors import UserError, one_line
-from coreward_cli.fileutil import write_text_atomic
+from coreward_cli.fileutil import complete_lines, write_text_atomic
 from coreward_cli.grading import CONVENTIONS, LATEX, Grader
 from coreward_cli.prompts import PromptStyle
 
@@ -124,15 +124,8 @@ def results_of(
 
 def read_records(path: Path) -> list[Record]:
     """The complete lines of a samples file; a torn last line (a kill mid-write) is cut off."""
-    if not path.is_file():
-        return []
-    raw = path.read_bytes()
-    if raw and not raw.endswith(b"\n"):
-        raw = raw[: raw.rfind(b"\n") + 1]
-        with open(path, "r+b") as f:
-            f.truncate(len(raw))
     records = []
-    for i, line in enumerate(raw.decode("utf-8").splitlines(), 1):
+    for i, line in enumerate(complete_lines(path), 1):
         if line.strip():
             try:
                 records.append(Record(**json.loads(line)))

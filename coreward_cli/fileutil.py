@@ -55,7 +55,8 @@ def write_file_atomic(path: Path, write: Callable[[Path], None]) -> None:
 
 
 def complete_lines(path: Path) -> list[str]:
-    """The complete lines of an append-only log; a torn last line (a kill mid-write) is cut off."""
+    """The complete lines of an append-only log, blank ones included (so a line's number is its
+    place in the file); a torn last line (a kill mid-write) is cut off the file."""
     if not path.is_file():
         return []
     raw = path.read_bytes()
@@ -63,7 +64,7 @@ def complete_lines(path: Path) -> list[str]:
         raw = raw[: raw.rfind(b"\n") + 1]
         with open(path, "r+b") as f:
             f.truncate(len(raw))
-    return [line for line in raw.decode("utf-8").splitlines() if line.strip()]
+    return raw.decode("utf-8").splitlines()
 
 
 def share_like_umask(folder: Path) -> None:

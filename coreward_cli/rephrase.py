@@ -172,6 +172,8 @@ class Line:
 def read_log(path: Path) -> dict[int, Line]:
     lines: dict[int, Line] = {}
     for n, text in enumerate(complete_lines(path), 1):
+        if not text.strip():
+            continue
         try:
             line = Line(**json.loads(text))
         except (ValueError, TypeError) as exc:
