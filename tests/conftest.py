@@ -47,3 +47,22 @@ def openrlhf_import_stubs():
             if str(getattr(mod, "__file__", "") or "").startswith(stubs)
         ]:
             del sys.modules[name]  # later modules' find_spec("vllm") must not see the stub
+
+
+@pytest.fixture(scope="session")
+def make_toy_folder(tmp_path_factory):
+    """`make_toy_folder(seed)`: a freshly initialised toy model with its tokenizer as a plain HF folder
+    (built once per seed): the engine's mechanics need no warm start."""
+    built: dict[int, str] = {}
+
+    def make(seed: int) -> str:
+        if seed not in built:
+            from coreward_cli.toy import build_model, build_tokenizer
+
+            folder = tmp_path_factory.mktemp(f"toy-seed{seed}") / "model"
+            build_model(seed=seed).save_pretrained(folder)
+            build_tokenizer().save_pretrained(folder)
+            built[seed] = str(folder)
+        return built[seed]
+
+    return make

@@ -31,14 +31,8 @@ seed: 3
 
 
 @pytest.fixture(scope="module")
-def toy_folder(tmp_path_factory) -> str:
-    """A freshly initialised toy model as a plain HF folder: the engine's mechanics need no warm start."""
-    from coreward_cli.toy import build_model, build_tokenizer
-
-    folder = tmp_path_factory.mktemp("toy") / "model"
-    build_model(seed=1).save_pretrained(folder)
-    build_tokenizer().save_pretrained(folder)
-    return str(folder)
+def toy_folder(make_toy_folder) -> str:
+    return make_toy_folder(seed=1)
 
 
 def write_recipe(

@@ -48,13 +48,8 @@ def train(folder: Path, model: str, method: str, steps: int = 4, stop: bool = Fa
 
 
 @pytest.fixture(scope="module")
-def toy_folder(tmp_path_factory) -> str:
-    from coreward_cli.toy import build_model, build_tokenizer
-
-    folder = tmp_path_factory.mktemp("toy") / "model"
-    build_model(seed=1).save_pretrained(folder)
-    build_tokenizer().save_pretrained(folder)
-    return str(folder)
+def toy_folder(make_toy_folder) -> str:
+    return make_toy_folder(seed=1)
 
 
 @pytest.fixture(scope="module")

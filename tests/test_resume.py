@@ -40,14 +40,8 @@ TIMING = {"step_seconds", "generate_seconds", "reward_seconds", "train_seconds"}
 
 
 @pytest.fixture(scope="module")
-def toy_folder(tmp_path_factory) -> str:
-    """A freshly initialised toy model as a plain HF folder (no warm start needed to test resuming)."""
-    from coreward_cli.toy import build_model, build_tokenizer
-
-    folder = tmp_path_factory.mktemp("toy") / "model"
-    build_model(seed=2).save_pretrained(folder)
-    build_tokenizer().save_pretrained(folder)
-    return str(folder)
+def toy_folder(make_toy_folder) -> str:
+    return make_toy_folder(seed=2)
 
 
 def write_recipe(

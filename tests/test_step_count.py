@@ -28,13 +28,8 @@ engine: {{device: cpu, threads: 1}}
 
 
 @pytest.fixture(scope="module")
-def toy_folder(tmp_path_factory) -> str:
-    from coreward_cli.toy import build_model, build_tokenizer
-
-    folder = tmp_path_factory.mktemp("toy") / "model"
-    build_model(seed=0).save_pretrained(folder)
-    build_tokenizer().save_pretrained(folder)
-    return str(folder)
+def toy_folder(make_toy_folder) -> str:
+    return make_toy_folder(seed=0)
 
 
 @pytest.mark.parametrize(
