@@ -73,11 +73,12 @@ def resolve(recipe: Recipe, where: Where, warn: Warn) -> dict[str, str]:
     """Fill the defaults that depend on other fields, then check the whole recipe (in place).
 
     Returns where each field's value came from (`sources`)."""
-    filled = _fill_defaults(recipe, where)
-    _check_method(recipe, where, warn)
-    _check_data(recipe, where, warn)
+    cls = method_class(recipe, where)  # looked up once: every step below reads its declarations
+    filled = _fill_defaults(recipe, where, cls)
+    _check_method(recipe, where, warn, cls)
+    _check_data(recipe, where, warn, cls)
     _check_training(recipe, where)
-    _check_engine(recipe, where, warn)
+    _check_engine(recipe, where, warn, cls)
     _check_output(recipe, where)
     return sources(recipe, where, filled)
 
@@ -140,10 +141,10 @@ METHOD_DEFAULTS: dict[str, dict[str, object]] = {
 }
 
 
-def _fill_defaults(recipe: Recipe, where: Where) -> list[str]:
+def _fill_defaults(recipe: Recipe, where: Where, cls: type) -> list[str]:
     """Fill what follows from the method; returns the field paths it filled."""
     filled = []
-    if getattr(method_class(recipe, where), "needs_teacher", False) and recipe.teacher is None:
+    if getattr(cls, "needs_teacher", False) and recipe.teacher is None:
         recipe.teacher = TeacherConfig()  # the paper's EMA: 0.99 -> 0.99999, cosine, every step
         filled.append("teacher")
     for path, value in METHOD_DEFAULTS.get(recipe.method.name, {}).items():
@@ -154,8 +155,7 @@ def _fill_defaults(recipe: Recipe, where: Where) -> list[str]:
     return filled
 
 
-def _check_method(recipe: Recipe, where: Where, warn: Warn) -> None:
-    cls = method_class(recipe, where)
+def _check_method(recipe: Recipe, where: Where, warn: Warn, cls: type) -> None:
     name = recipe.method.name
     needs_teacher = bool(getattr(cls, "needs_teacher", False))
     if not needs_teacher and where.given("teacher") and recipe.teacher is not None:
@@ -211,7 +211,7 @@ def _all_builtin(recipe: Recipe) -> bool:
     return bool(recipe.data.train) and all(s.original == BUILTIN for s in recipe.data.train)
 
 
-def _check_data(recipe: Recipe, where: Where, warn: Warn) -> None:
+def _check_data(recipe: Recipe, where: Where, warn: Warn, cls: type) -> None:
     cfg = recipe.data
     if not cfg.train:
         raise where.error(
@@ -223,7 +223,7 @@ def _check_data(recipe: Recipe, where: Where, warn: Warn) -> None:
             "data.data_dir",
             f"folder {cfg.data_dir} does not exist (relative to {Path.cwd()}); point it at a copy laid out like shared/data",
         )
-    needs_rephrased = uses_rephrased(method_class(recipe, where))
+    needs_rephrased = uses_rephrased(cls)
     for i, source in enumerate(cfg.train):
         for field in ("original", "rephrased"):
             spec = getattr(source, field)
@@ -279,7 +279,7 @@ def _check_training(recipe: Recipe, where: Where) -> None:
         raise where.error("rollout.top_p", "0 keeps no tokens; use a value in (0, 1] (paper: 1.0)")
 
 
-def _check_engine(recipe: Recipe, where: Where, warn: Warn) -> None:
+def _check_engine(recipe: Recipe, where: Where, warn: Warn, cls: type) -> None:
     engine = recipe.engine
     builtin = recipe.model.path == BUILTIN
     if engine.kind == "openrlhf":
@@ -299,7 +299,6 @@ def _check_engine(recipe: Recipe, where: Where, warn: Warn) -> None:
                 "micro-token-mean runs on the local engine only (OpenRLHF normalises by the step's "
                 "token count); use token-mean",
             )
-        cls = method_class(recipe, where)
         try:  # the checks OpenRLHF itself would fail on (or hang): dtype, GPUs, even micro-batches
             openrlhf_plan.recipe_problems(
                 recipe,
