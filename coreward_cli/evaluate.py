@@ -257,6 +257,7 @@ class EvalRequest:
     match: str = "math_verify"
     limit: int | None = None
     batch_size: int | None = None
+    fbox: bool = False
 
 
 def selected(benchmark: Benchmark, limit: int | None) -> list[BenchItem]:
@@ -283,7 +284,7 @@ def run_eval(
 
     check_config(request.out_dir, request.config)
     log = SampleLog(request.out_dir / SAMPLES_FILE)
-    grader = Grader(request.match)
+    grader = Grader(request.match, fbox=request.fbox)
     batch_size = request.batch_size or max(
         1, (256 if backend.name == "vllm" else 64) // max(1, request.sampling.n)
     )
@@ -387,19 +388,25 @@ def _responses(value: Any, where: str) -> list[str]:
 
 
 def grade_only_config(
-    path: Path, keys: ResponseKeys, match: str, default_bench: str | None
+    path: Path, keys: ResponseKeys, match: str, default_bench: str | None, fbox: bool = False
 ) -> dict[str, Any]:
     """config.json of a grade-only eval: a folder holding another eval is not overwritten."""
     return {
         "responses_file": str(path.resolve()),
         "match": match,
+        "fbox": fbox,
         "bench": default_bench,
         "keys": asdict(keys),
     }
 
 
 def grade_file(
-    path: Path, keys: ResponseKeys, match: str, default_bench: str | None, out_dir: Path
+    path: Path,
+    keys: ResponseKeys,
+    match: str,
+    default_bench: str | None,
+    out_dir: Path,
+    fbox: bool = False,
 ) -> dict[str, Any]:
     """Grade responses made elsewhere: one question per line, no model involved.
 
@@ -413,10 +420,10 @@ def grade_file(
             f"--bench {default_bench!r}: with --responses it names an answer convention, one of "
             f"{', '.join(CONVENTIONS)}; drop it to compare answers as written"
         )
-    config = grade_only_config(path, keys, match, default_bench)
+    config = grade_only_config(path, keys, match, default_bench, fbox)
     check_config(out_dir, config, write=False)
     rows = tables.read_file(path, what="--responses").rows
-    grader = Grader(match)
+    grader = Grader(match, fbox=fbox)
     by_bench: dict[str, list[Record]] = {}
     for i, row in enumerate(rows):
         where = f"{path}:{i + 1}"

@@ -47,7 +47,7 @@ class Convention:
 
     `numeric`: answers are plain numbers, compared after `canonical_number` on both sides.
     `fallbacks`: answer extraction after the last `\\boxed{}` (names understood by
-    `coreward_plugins.answers.extract_answer`: gsm8k, answer_is, last_number).
+    `coreward_plugins.answers.extract_answer`).
     """
 
     name: str
@@ -82,17 +82,22 @@ LATEX = Convention("latex")  # custom files: answers compared as written
 
 @dataclass
 class Grader:
-    """Extracts answers in a benchmark's convention and compares them with the matcher."""
+    """Extracts answers in a benchmark's convention and compares them with the matcher.
+
+    `fbox`: read a lone `\\fbox{}` as the answer (the official code scores it as no answer).
+    """
 
     match: str = "math_verify"
     timeout_s: float = 5.0
+    fbox: bool = False
     matcher: AnswerMatcher = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.matcher = AnswerMatcher(self.match, timeout_s=self.timeout_s)
 
     def extract(self, response: str, convention: Convention) -> str | None:
-        return convention.canonical(extract_answer(response, fallbacks=convention.fallbacks))
+        fallbacks = (*convention.fallbacks, "fbox") if self.fbox else convention.fallbacks
+        return convention.canonical(extract_answer(response, fallbacks=fallbacks))
 
     def grade(
         self, responses: Sequence[str], reference: str, convention: Convention

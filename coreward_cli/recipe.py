@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from coreward_plugins.answers import Fallback, MatchMode
+
 PAPER_SYSTEM_PROMPT = "Let's think step by step and output the final answer within \\boxed{}."
 
 
@@ -84,9 +86,9 @@ class DataConfig:
     eval_limit: int | None = doc(
         None, "Evaluate on at most this many problems of each eval set; null for all.", min=1
     )
-    eval_match: Literal["exact", "normalized", "math_verify"] = doc(
-        "normalized",
-        "How held-out answers are graded: normalized is closest to the official validation (verl math.compute_score, Hendrycks-normalised strings); method.match only shapes rewards.",
+    eval_match: MatchMode = doc(
+        "hendrycks",
+        "How held-out answers are graded: hendrycks is the official validation (verl math.compute_score, Hendrycks-normalised strings); normalized and math_verify are looser; method.match only shapes rewards.",
     )
     max_problems: int | None = doc(
         None, "Train on at most this many problems; null for all.", min=1
@@ -105,13 +107,13 @@ class MethodConfig:
         "co_rewarding_i",
         "Reward method: gt, majority_vote, co_rewarding_i, co_rewarding_ii, co_rewarding_iii, self_certainty, entropy, random, or module:Class.",
     )
-    match: Literal["exact", "normalized", "math_verify"] = doc(
+    match: MatchMode = doc(
         "exact",
-        "How answers are compared: exact strings (the paper), a normalized key, or math-verify equivalence.",
+        "How answers are compared: exact strings (the paper's votes), hendrycks (the official GT reward; the default for gt), a normalized key, or math-verify equivalence.",
     )
-    extract_fallbacks: list[Literal["gsm8k", "answer_is", "last_number"]] = doc(
+    extract_fallbacks: list[Fallback] = doc(
         [],
-        "Answer extraction after the last \\boxed{}: any of gsm8k (#### x), answer_is, last_number.",
+        "Answer extraction when there is no \\boxed{}: any of gsm8k (#### x), answer_is, last_number, fbox (a lone \\fbox{}, no answer in the official code).",
     )
     tie: Literal["first", "none"] = doc(
         "first",

@@ -132,6 +132,7 @@ def method_class(recipe: Recipe, where: Where) -> type:
 # Where the official scripts of a method differ from the schema's defaults (Co-rewarding-I's), the
 # method's values apply unless the recipe or a --set gives the field (reference doc §3.3, §4).
 METHOD_DEFAULTS: dict[str, dict[str, object]] = {
+    "gt": {"method.match": "hendrycks"},  # the official GT reward: verl math.compute_score
     "co_rewarding_ii": {  # run_corewarding-II.sh: KL 0.001 against the EMA teacher, data seed 1234
         "train.kl_coef": 0.001,
         "train.kl_target": "teacher",

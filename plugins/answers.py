@@ -1,14 +1,16 @@
 """Final answers: extract them from a response, and compare two of them.
 
-Extraction follows the official Co-rewarding reward (verl's `last_boxed_only_string` + `remove_boxed`):
+Extraction is the official Co-rewarding reward's (verl's `last_boxed_only_string` + `remove_boxed`):
 the content of the last `\\boxed{...}` with balanced braces, or, when the text contains `\\boxed ` (with a
-space), everything after the last `\\boxed ` up to the next `$`. One deliberate difference: a lone
-`\\fbox{...}` gives its content, where the official code fails on it and scores the response as having
-no answer. Optional fallbacks apply only when no boxed answer is found.
+space), everything after the last `\\boxed ` up to the next `$`. A lone `\\fbox{...}` is no answer, as
+in the official code (its `remove_boxed` fails on it); the `fbox` fallback reads its content instead.
+Optional fallbacks apply only when no boxed answer is found.
 
 Comparison modes (`AnswerMatcher`):
 - `exact`: raw string equality, as in the paper.
-- `normalized`: equality of the cheap canonical keys of `answer_keys.normalize_answer`.
+- `hendrycks`: the official GT reward and validation grader (verl `math.compute_score`): equality after
+  the Hendrycks-MATH `strip_string` (`coreward_plugins.hendrycks`).
+- `normalized`: equality of the cheap canonical keys of `answer_keys.normalize_answer` (looser).
 - `math_verify`: equal keys decide "equal" at no cost; different plain numbers decide "different";
   everything else goes to math-verify in a killable worker process with a deadline (verify_pool),
   after a guard that keeps hostile answers away from sympy. The worker's verdicts are strict and
@@ -30,10 +32,12 @@ from dataclasses import dataclass
 from typing import Literal, get_args
 
 from coreward_plugins.answer_keys import as_fraction, normalize_answer, safe_for_sympy
+from coreward_plugins.hendrycks import hendrycks_key
 from coreward_plugins.verify_pool import shared_pool
 
 __all__ = [
     "FALLBACKS",
+    "Fallback",
     "AnswerMatcher",
     "MatchMode",
     "MatcherStats",
@@ -41,8 +45,9 @@ __all__ = [
     "normalize_answer",
 ]
 
-MatchMode = Literal["exact", "normalized", "math_verify"]
-FALLBACKS = ("gsm8k", "answer_is", "last_number")
+MatchMode = Literal["exact", "hendrycks", "normalized", "math_verify"]
+Fallback = Literal["gsm8k", "answer_is", "last_number", "fbox"]
+FALLBACKS: tuple[str, ...] = get_args(Fallback)
 _ANSWER_IS = re.compile(r"(?i)the\s+(?:final\s+)?answer\s+is\s*:?\s*")
 _NUMBER = re.compile(r"-?[0-9]{1,3}(?:,[0-9]{3})+(?:\.[0-9]+)?|-?[0-9]+(?:\.[0-9]+)?|-?\.[0-9]+")
 _BRACE = re.compile(r"[{}]")
@@ -58,28 +63,33 @@ def _as_text(value: object) -> str:
 
 
 def _last_boxed(text: str) -> str | None:
-    """The official extraction (verl `last_boxed_only_string` + `remove_boxed`), plus `\\fbox{}`."""
+    """The official extraction (verl `last_boxed_only_string` + `remove_boxed`)."""
     spaced = text.rfind("\\boxed ")
     if spaced >= 0:  # verl: "\boxed 5$" style, up to the next "$"
         return text[spaced + len("\\boxed ") :].split("$", 1)[0]
-    start = text.rfind("\\boxed")
+    return _braced_after(text, "\\boxed")
+
+
+def _last_fbox(text: str) -> str | None:
+    return _braced_after(text, "\\fbox")
+
+
+def _braced_after(text: str, command: str) -> str | None:
+    """The content of the last `command{...}` with balanced braces; None when it is written otherwise
+    (e.g. "\\boxed\\n{5}", which verl's remove_boxed rejects too) or never closes."""
+    start = text.rfind(command)
     if start < 0:
-        start = text.rfind("\\fbox")
-        if start < 0:
-            return None
+        return None
     depth, end = 0, -1
     for m in _BRACE.finditer(text, start):
         depth += 1 if m.group(0) == "{" else -1
         if depth == 0:
             end = m.start()
             break
-    if end < 0:
+    opening = command + "{"
+    if end < 0 or not text.startswith(opening, start):
         return None
-    boxed = text[start : end + 1]
-    for opening in ("\\boxed{", "\\fbox{"):
-        if boxed.startswith(opening):
-            return boxed[len(opening) : -1]
-    return None  # e.g. "\boxed\n{5}": verl's remove_boxed rejects it too
+    return text[start + len(opening) : end]
 
 
 def _after_marks(text: str) -> str | None:
@@ -103,13 +113,19 @@ def _last_number(text: str) -> str | None:
     return last.group(0).replace(",", "") if last is not None else None
 
 
-_FALLBACK_FUNCTIONS = {"gsm8k": _after_marks, "answer_is": _answer_is, "last_number": _last_number}
+_FALLBACK_FUNCTIONS = {
+    "gsm8k": _after_marks,
+    "answer_is": _answer_is,
+    "last_number": _last_number,
+    "fbox": _last_fbox,
+}
 
 
 def extract_answer(text: str | None, fallbacks: Sequence[str] = ()) -> str | None:
     """The final answer of a response: the last boxed answer, else the first fallback that finds one.
 
-    fallbacks, tried in order: "gsm8k" (`#### x`), "answer_is" ("the answer is x"), "last_number".
+    fallbacks, tried in order: "gsm8k" (`#### x`), "answer_is" ("the answer is x"), "last_number",
+    "fbox" (the last `\\fbox{x}`).
     Blank answers count as none (None), as in the official vote.
     """
     unknown = [f for f in fallbacks if f not in _FALLBACK_FUNCTIONS]
@@ -190,7 +206,9 @@ class AnswerMatcher:
 
     def key(self, answer: str) -> str:
         text = _as_text(answer)
-        return text if self.mode == "exact" else normalize_answer(text)
+        if self.mode == "exact":
+            return text
+        return hendrycks_key(text) if self.mode == "hendrycks" else normalize_answer(text)
 
     def equal(self, a: str | None, b: str | None) -> bool:
         return self.first_equal(a, [b]) == 0
@@ -240,6 +258,8 @@ class AnswerMatcher:
             return False
         if self.mode == "exact":
             return a == b
+        if self.mode == "hendrycks":
+            return hendrycks_key(a) == hendrycks_key(b)
         key_a, key_b = normalize_answer(a), normalize_answer(b)
         if key_a == key_b:
             self.stats.decided_by_key += 1

@@ -17,7 +17,7 @@ from coreward_plugins.voting import majority_vote
 
 TIMEOUT_S = 1.0  # math_verify deadline per comparison in this test
 CHEAP_LIMIT_S = 1.0  # extraction and keys: plain string work, far below this
-MODES = ("exact", "normalized", "math_verify")
+MODES = ("exact", "hendrycks", "normalized", "math_verify")
 REFERENCES = ("42", r"\frac{x+1}{2}", "(1,2)")
 # Harmless-looking answers that pass the input guard yet keep sympy busy for tens of seconds:
 # only the worker deadline stops them.

@@ -32,7 +32,7 @@ SLOW_PAIR = ("(x+y+z+w)^{60} + 0.5", "(x-y+z-w)^{60} + 0.5")  # simplify() takes
             r"$\boxed 3$ then \boxed{5}",
             "3",
         ),  # verl quirk, kept: any "\boxed " wins over a later \boxed{}
-        (r"\fbox{7}", "7"),
+        (r"\fbox{7} and later \boxed{8}", "8"),
         (r"\boxed{ 7 }", " 7 "),  # raw content: exact mode compares it as written
         (r"\boxed{\text{(B)}}", r"\text{(B)}"),
     ],
@@ -51,10 +51,26 @@ def test_extract_last_boxed(text: str, answer: str) -> None:
         r"\boxed$",
         "",
         r"\boxed" + "\n{5}",
+        r"\fbox{7}",  # the official code: a lone \fbox{} is no answer (remove_boxed rejects it)
+        r"so $\fbox{\frac{1}{2}}$.",
     ],
 )
 def test_extract_nothing(text: str) -> None:
     assert extract_answer(text) is None
+
+
+@pytest.mark.parametrize(
+    ("text", "answer"),
+    [
+        (r"\fbox{7}", "7"),
+        (r"\fbox{1} then \fbox{\frac{1}{2}}", r"\frac{1}{2}"),  # the last one, braces balanced
+        (r"\fbox{3} and \boxed{4}", "4"),  # a \boxed{} answer always comes first
+        (r"\fbox{", None),
+        (r"\fbox 7", None),
+    ],
+)
+def test_fbox_is_a_named_fallback(text: str, answer: str | None) -> None:
+    assert extract_answer(text, ["fbox"]) == answer
 
 
 def test_extract_none_and_bytes() -> None:

@@ -181,7 +181,7 @@ lines = st.one_of(
 @FUZZ
 @given(
     body=st.lists(lines, min_size=1, max_size=4),
-    match=st.sampled_from(["exact", "normalized"]),
+    match=st.sampled_from(["exact", "hendrycks", "normalized"]),
 )
 def test_fuzz_responses_lines(body, match):
     with tempfile.TemporaryDirectory() as tmp:
@@ -206,7 +206,9 @@ def test_fuzz_responses_lines(body, match):
 
 @pytest.fixture(scope="module")
 def graders() -> dict[str, Grader]:
-    return {m: Grader(m, timeout_s=2.0) for m in ("exact", "normalized", "math_verify")}
+    return {
+        m: Grader(m, timeout_s=2.0) for m in ("exact", "hendrycks", "normalized", "math_verify")
+    }
 
 
 @settings(FUZZ, max_examples=max(5, EXAMPLES // 5))

@@ -103,3 +103,13 @@ def test_results_md_of_grade_only_is_titled_by_its_file(tmp_path):
     assert grade(tmp_path, [row("2", "\\boxed{2}")]).exit_code == 0
     title = (tmp_path / "o" / "results.md").read_text().splitlines()[0]
     assert title != "# None" and "gens.jsonl" in title
+
+
+def test_lone_fbox_is_no_answer_unless_asked(tmp_path):
+    """Issue 12: the official extraction scores a lone \\fbox{} as no answer; --fbox reads it, and a
+    folder graded one way is not silently regraded the other."""
+    lines = [row("72", "so \\fbox{72}"), row("5", "\\boxed{5}")]
+    official = overall(grade(tmp_path, lines, "--json"))
+    assert official["avg@1"] == 0.5 and official["no_answer"] == 0.5
+    assert overall(grade(tmp_path, lines, "--fbox", "--json", out="f"))["avg@1"] == 1.0
+    assert grade(tmp_path, lines, "--fbox", "--json").exit_code == 2

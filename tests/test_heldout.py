@@ -15,7 +15,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.parametrize(
-    ("eval_match", "accuracy"), [("exact", 0.0), ("normalized", 1.0), ("math_verify", 1.0)]
+    ("eval_match", "accuracy"),
+    [("exact", 0.0), ("hendrycks", 0.5), ("normalized", 1.0), ("math_verify", 1.0)],
 )
 def test_held_out_answers_are_graded_with_eval_match(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, eval_match: str, accuracy: float
@@ -47,6 +48,6 @@ def test_held_out_answers_are_graded_with_eval_match(
 def test_paper_recipes_grade_held_out_sets_like_the_official_validation() -> None:
     for path in sorted((ROOT / "recipes").glob("qwen3b_math*.yaml")):
         recipe = load_recipe(path)
-        assert recipe.data.eval == ["math_test"] and recipe.data.eval_match == "normalized", (
+        assert recipe.data.eval == ["math_test"] and recipe.data.eval_match == "hendrycks", (
             path.name
         )

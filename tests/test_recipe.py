@@ -151,6 +151,12 @@ def test_method_dependent_fields_follow_the_method(
     seed_source = source if method == "co_rewarding_ii" else "default"
     assert f"  shuffle_seed: {data_seed}  # {seed_source}" in lines
     assert f"  name: {method}  # --set" in lines
+    match = (
+        "  match: hendrycks  # method default (gt)"
+        if method == "gt"
+        else "  match: exact  # default"
+    )
+    assert match in lines
     assert "  lr: 3.0e-06  # recipe" in lines
     pinned = invoke(
         "recipe",

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import get_args
 
 import click
 
 from coreward_cli import runlayout
 from coreward_cli.errors import UserError
 from coreward_cli.problem import BUILTIN
+from coreward_plugins.answers import MatchMode
 
 DEFAULT_BENCHES = "math500,gsm8k,amc,aime24,aime25"
-MATCH_MODES = ["exact", "normalized", "math_verify"]
+MATCH_MODES = list(get_args(MatchMode))
 # Options that shape generation: given with --responses they would silently do nothing.
 GENERATION_ONLY = (
     "n",
@@ -153,6 +155,11 @@ def _is_tiny(model: str) -> bool:
     help="How an answer is compared with the reference.",
 )
 @click.option(
+    "--fbox",
+    is_flag=True,
+    help="Read a lone \\fbox{} as the answer (the official code scores it as no answer).",
+)
+@click.option(
     "--batch-size",
     default=None,
     type=click.IntRange(min=1),
@@ -215,6 +222,7 @@ def eval_cmd(
     teacher,
     gguf_file,
     match,
+    fbox,
     batch_size,
     system_prompt,
     no_chat_template,
@@ -267,6 +275,7 @@ def eval_cmd(
             teacher,
             gguf_file,
             match,
+            fbox,
             batch_size,
             system_prompt,
             no_chat_template,
@@ -298,6 +307,7 @@ def _run(
     teacher,
     gguf_file,
     match,
+    fbox,
     batch_size,
     system_prompt,
     no_chat_template,
@@ -311,7 +321,7 @@ def _run(
         if model:
             raise UserError("pass either MODEL or --responses FILE, not both")
         results = _grade_only(
-            responses_file, benches, question_key, answer_key, response_key, match, out_dir
+            responses_file, benches, question_key, answer_key, response_key, match, fbox, out_dir
         )
     else:
         if not model:
@@ -335,6 +345,7 @@ def _run(
             teacher,
             gguf_file,
             match,
+            fbox,
             batch_size,
             system_prompt,
             no_chat_template,
@@ -348,7 +359,7 @@ def _run(
     return results
 
 
-def _grade_only(path, benches, question_key, answer_key, response_key, match, out_dir):
+def _grade_only(path, benches, question_key, answer_key, response_key, match, fbox, out_dir):
     from coreward_cli.evaluate import ResponseKeys, grade_file
 
     keys = ResponseKeys(
@@ -361,7 +372,7 @@ def _grade_only(path, benches, question_key, answer_key, response_key, match, ou
             "--bench with --responses names one convention (e.g. gsm8k); per-line conventions come from a 'benchmark' field"
         )
     out = out_dir or Path("eval-out") / f"{path.stem}-graded"
-    return grade_file(path, keys, match, benches, out)
+    return grade_file(path, keys, match, benches, out, fbox)
 
 
 def _evaluate(
@@ -381,6 +392,7 @@ def _evaluate(
     teacher,
     gguf_file,
     match,
+    fbox,
     batch_size,
     system_prompt,
     no_chat_template,
@@ -430,6 +442,7 @@ def _evaluate(
         "max_new_tokens": sampling.max_new_tokens,
         "seed": seed,
         "match": match,
+        "fbox": fbox,
         "system_prompt": prompt.system_prompt,
         "chat_template": prompt.chat_template,
     }
@@ -446,7 +459,7 @@ def _evaluate(
         "out": str(out),
     }
     results = run_eval(
-        EvalRequest(benchmarks, out, config, sampling, prompt, match, limit, batch_size),
+        EvalRequest(benchmarks, out, config, sampling, prompt, match, limit, batch_size, fbox),
         backend,
         console,
         meta,

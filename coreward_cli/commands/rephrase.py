@@ -6,11 +6,12 @@ import contextlib
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import click
 
 from coreward_cli.errors import CorewardError
+from coreward_plugins.answers import MatchMode
 
 OFFICIAL_T, OFFICIAL_TOP_P, OFFICIAL_MAX_TOKENS = 0.7, 0.8, 20480
 
@@ -121,7 +122,7 @@ def _key(value: str | None) -> str | None:
     "--match",
     default="normalized",
     show_default=True,
-    type=click.Choice(["exact", "normalized", "math_verify"]),
+    type=click.Choice(list(get_args(MatchMode))),
     help="How two majority answers are compared.",
 )
 @click.option(

@@ -6,6 +6,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
+from coreward_plugins.answers import Fallback, MatchMode
 from coreward_plugins.batch import MethodResult, RolloutBatch, View
 
 
@@ -13,10 +14,8 @@ from coreward_plugins.batch import MethodResult, RolloutBatch, View
 class MethodOptions:
     """The recipe's `method:` section as plain data (the plugins never import the recipe)."""
 
-    match: Literal["exact", "normalized", "math_verify"] = "exact"
-    extract_fallbacks: tuple[
-        str, ...
-    ] = ()  # beyond the last \boxed{}: "gsm8k", "answer_is", "last_number"
+    match: MatchMode = "exact"
+    extract_fallbacks: tuple[Fallback, ...] = ()  # when there is no \boxed{} (answers.FALLBACKS)
     tie: Literal["first", "none"] = (
         "first"  # "first": first-counted answer wins (paper); "none": no label
     )

@@ -9,8 +9,8 @@ from coreward_plugins.methods.scoring import ScoringContext
 class GroundTruth(LabelledMethod):
     """Reward 1 where the extracted answer equals the group's reference under the matcher, else 0.
 
-    The official GT baseline compares with verl's Hendrycks `is_equiv` (string normalisation), which
-    is closest to `match: normalized`; `exact` is stricter.
+    The official GT baseline compares with verl's Hendrycks `is_equiv` (string normalisation):
+    `match: hendrycks`, this method's default; `normalized` and `math_verify` are looser.
     """
 
     name = "gt"
