@@ -179,6 +179,21 @@ def test_second_run_in_a_locked_folder_exits_2_naming_the_holder(tmp_path, finis
     assert not (run / runlayout.METRICS).exists()
 
 
+def test_an_openrlhf_run_takes_the_lock_too(tmp_path, monkeypatch):
+    """Item 4 on the cluster path: a second openrlhf launch into a folder in use exits 2 naming the
+    holder, before it writes anything."""
+    from coreward_cli.engines import openrlhf_job
+
+    monkeypatch.setattr(openrlhf_job, "check_requirements", lambda address, gpus: None)
+    recipe = Path(__file__).resolve().parents[1] / "recipes" / "qwen3b_math.yaml"
+    run = tmp_path / "run"
+    with rundir.locked(run):
+        result = CliRunner().invoke(cli, ["run", str(recipe), "--out", str(run)])
+        assert result.exit_code == 2, result.output
+        assert f"pid {os.getpid()}" in result.output and str(run) in result.output
+    assert sorted(p.name for p in run.iterdir()) == [runlayout.LOCK]
+
+
 def test_a_dead_holders_lock_does_not_block(tmp_path):
     import subprocess
     import sys

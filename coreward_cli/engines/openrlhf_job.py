@@ -7,7 +7,8 @@ reads the prompt file from it. The code travels with the job: the plugins are st
 
 With `engine.cluster.ray_address` (or RAY_ADDRESS) the job goes to that cluster through Ray's job
 API (the dashboard address, e.g. http://head:8265); without, the entry module runs here and starts
-a local Ray head for itself. Ctrl-C stops the job.
+a local Ray head for itself. Ctrl-C stops the job. The run directory is locked (flock) while this
+process launches and watches the job, as a local-engine run locks its own.
 """
 
 from __future__ import annotations
@@ -21,10 +22,12 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 
 from coreward_cli import runlayout
+from coreward_cli.engines import rundir
 from coreward_cli.engines.openrlhf import JOB_DIR, LaunchPlan, build_plan
 from coreward_cli.errors import UserError
 from coreward_cli.fileutil import write_folder_atomic, write_text_atomic
@@ -119,6 +122,19 @@ def run_job(recipe: Recipe, run_dir: Path, resume: bool, console: Console) -> No
     probe = build_plan(recipe, run_dir)  # validates the recipe before anything is written
     check_requirements(address, probe.resources["total_gpus"])
     client = _connect(address) if address else None  # fail fast, before anything is written
+    with rundir.locked(run_dir):  # one run writes a folder; a submitted job is watched to its end
+        _launch(recipe, run_dir, resume, console, probe, client, address)
+
+
+def _launch(
+    recipe: Recipe,
+    run_dir: Path,
+    resume: bool,
+    console: Console,
+    probe: LaunchPlan,
+    client: Any,
+    address: str | None,
+) -> None:
     if (run_dir / "plan.json").exists() and not resume:
         raise UserError(
             f"{run_dir} already holds an openrlhf run: continue it with --resume, or pick --out DIR"

@@ -1,4 +1,5 @@
-"""The local engine's run directory: start, refuse, start over or resume (layout: `runlayout`)."""
+"""The run directory: the lock every engine holds while it writes one, and the local engine's start,
+refuse, start over or resume (layout: `runlayout`)."""
 
 from __future__ import annotations
 
