@@ -14,8 +14,10 @@ setup(
         "coreward_plugins",
         "coreward_plugins.methods",
         "coreward_plugins.openrlhf",
+        "coreward_cli.recipes",  # the shipped recipes, so `coreward run tiny_cpu` works from a wheel
     ],
-    package_dir={"coreward_plugins": "plugins"},
+    package_dir={"coreward_plugins": "plugins", "coreward_cli.recipes": "recipes"},
+    package_data={"coreward_cli.recipes": ["*.yaml"]},
     install_requires=[
         "torch",  # install torch==2.13.0 first on CPU machines (see README)
         "transformers>=4.51",

@@ -349,14 +349,12 @@ def _check_output(recipe: Recipe, where: Where) -> None:
 
 
 def recipe_dirs() -> list[Path]:
-    """The shipped recipes/ beside the package, then ./recipes (each once)."""
+    """The shipped recipes (inside an installed package, or recipes/ of a checkout), then ./recipes."""
     import coreward_cli
 
+    package = Path(coreward_cli.__file__).resolve().parent
     found: list[Path] = []
-    for folder in (
-        Path(coreward_cli.__file__).resolve().parents[1] / "recipes",
-        Path.cwd() / "recipes",
-    ):
+    for folder in (package / "recipes", package.parent / "recipes", Path.cwd() / "recipes"):
         if folder.is_dir() and folder.resolve() not in [f.resolve() for f in found]:
             found.append(folder)
     return found

@@ -165,3 +165,59 @@ def test_shipped_recipe_resolves_by_name(tmp_path, monkeypatch):
     result = CliRunner().invoke(cli, ["recipe", "validate", "tiny_cpu"])
     assert result.exit_code == 0 and "co_rewarding_i" in result.output, result.output
     one_line_error(CliRunner().invoke(cli, ["recipe", "validate", "no_such_recipe"]), "no such")
+
+
+def test_a_wheel_ships_the_recipes(tmp_path):
+    """A pip-installed coreward (a wheel, no checkout beside it) resolves and lists the shipped
+    recipes by name from any folder."""
+    import shutil
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    source, wheels, site = tmp_path / "source", tmp_path / "wheels", tmp_path / "site"
+    for name in ("coreward_cli", "plugins", "recipes"):  # a clean copy: no build/ left from before
+        shutil.copytree(root / name, source / name, ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("setup.py", "README.md"):
+        shutil.copy(root / name, source / name)
+    pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
+    subprocess.run(
+        [*pip, "wheel", "--no-deps", "--no-build-isolation", "-w", wheels, source],
+        check=True,
+        cwd=tmp_path,
+    )
+    (wheel,) = wheels.glob("coreward-*.whl")
+    subprocess.run([*pip, "install", "--no-deps", "--target", site, wheel], check=True)
+    assert {p.name for p in (site / "coreward_cli" / "recipes").glob("*.yaml")} == {
+        p.name for p in (root / "recipes").glob("*.yaml")
+    }
+    code = (
+        "import sys; from coreward_cli.main import cli; "
+        "sys.argv = ['coreward', *sys.argv[1:]]; cli()"
+    )
+    env = {"PYTHONPATH": str(site), "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
+    shown = subprocess.run(
+        [sys.executable, "-c", code, "recipe", "show", "tiny_cpu"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert shown.returncode == 0, shown.stderr
+    assert "builtin:tiny-arith" in shown.stdout
+    listed = subprocess.run(
+        [sys.executable, "-c", code, "recipe", "list"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert listed.returncode == 0 and "qwen3b_math_gt" in listed.stdout, listed.stderr
+    where = subprocess.run(
+        [sys.executable, "-c", "import coreward_cli; print(coreward_cli.__file__)"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert where.stdout.startswith(str(site)), where.stdout  # the wheel's copy, not the checkout
