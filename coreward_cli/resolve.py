@@ -76,6 +76,7 @@ def resolve(recipe: Recipe, where: Where, warn: Warn) -> dict[str, str]:
     cls = method_class(recipe, where)  # looked up once: every step below reads its declarations
     filled = _fill_defaults(recipe, where, cls)
     _check_method(recipe, where, warn, cls)
+    _check_model(recipe, where, warn)
     _check_data(recipe, where, warn, cls)
     _check_training(recipe, where)
     _check_engine(recipe, where, warn, cls)
@@ -210,6 +211,26 @@ def uses_rephrased(cls: type) -> bool:
 
 def _all_builtin(recipe: Recipe) -> bool:
     return bool(recipe.data.train) and all(s.original == BUILTIN for s in recipe.data.train)
+
+
+def _check_model(recipe: Recipe, where: Where, warn: Warn) -> None:
+    """A model path that is not here and cannot be a hub id is a typo: say so before a run starts.
+    On the openrlhf engine the cluster loads the model, so a path missing here is only a warning."""
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    spec = recipe.model.path
+    if spec == BUILTIN or Path(spec).expanduser().exists():
+        return
+    try:
+        validate_repo_id(spec)
+        return
+    except HFValidationError:
+        pass
+    problem = f"{spec} is not a folder or file here (relative to {Path.cwd()}), nor a hub id like Qwen/Qwen2.5-3B"
+    if recipe.engine.kind == "openrlhf":
+        warn(where.warning("model.path", problem + "; fine if the cluster's nodes have it"))
+        return
+    raise where.error("model.path", problem + "; fix the path")
 
 
 def _check_data(recipe: Recipe, where: Where, warn: Warn, cls: type) -> None:

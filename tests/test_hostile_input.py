@@ -67,12 +67,24 @@ def test_deeply_nested_recipe_is_one_line(tmp_path, opener):
         ("train.problems_per_step=99999999999", "maximum"),
         ('model.path="a\\0b"', "NUL"),
         ('output.dir="runs/\\0x"', "NUL"),
+        ("model.path=/no/such/model", "not a folder or file here"),
+        ("model.path=./my-model", "nor a hub id"),
+        ("data.train=[{original: /no/such.parquet}]", "does not exist"),
+        ("data.eval=[/no/such.jsonl]", "does not exist"),
     ],
 )
 def test_values_that_would_crash_run_fail_validate(override, fragment):
     """Item 12: validate refuses what `run` could not use."""
     result = CliRunner().invoke(cli, ["recipe", "validate", TINY, "--set", override])
     one_line_error(result, override.split("=")[0], fragment)
+
+
+def test_a_cluster_model_path_is_only_a_warning():
+    """On the openrlhf engine the cluster loads the model: a path missing here may exist there."""
+    paper = str(ROOT / "recipes" / "qwen3b_math.yaml")
+    result = CliRunner().invoke(cli, ["recipe", "validate", paper, "--set", "model.path=/nodes/q"])
+    assert result.exit_code == 0, result.output
+    assert "warning: --set model.path: /nodes/q is not a folder or file here" in result.output
 
 
 def test_run_into_proc_is_one_line(tmp_path):
