@@ -16,7 +16,9 @@ from coreward_plugins.answers import FALLBACKS, AnswerMatcher, extract_answer
 from coreward_plugins.voting import majority_vote
 
 TIMEOUT_S = 1.0  # math_verify deadline per comparison in this test
-CHEAP_LIMIT_S = 1.0  # extraction and keys: plain string work, far below this
+CHEAP_LIMIT_S = (
+    1.0  # extraction and keys: plain string work, far below this (CPU seconds of the thread)
+)
 MODES = ("exact", "hendrycks", "normalized", "math_verify")
 REFERENCES = ("42", r"\frac{x+1}{2}", "(1,2)")
 # Harmless-looking answers that pass the input guard yet keep sympy busy for tens of seconds:
@@ -185,10 +187,13 @@ def adversarial_answers(sentinel: str) -> list[str]:
     return list(seen) + STUCK
 
 
-def _timed(limit: float, fn, *args):
-    start = time.monotonic()
+def _timed(limit: float, fn, *args, clock=time.thread_time):
+    """`fn(*args)` and its time, which must stay under `limit`. Plain string work is timed in the
+    calling thread's CPU seconds, which a loaded machine does not inflate; a call that waits on a
+    math-verify worker is timed on the wall clock (pass clock=time.monotonic)."""
+    start = clock()
     result = fn(*args)
-    elapsed = time.monotonic() - start
+    elapsed = clock() - start
     assert elapsed <= limit, (
         f"{getattr(fn, '__name__', fn)} took {elapsed:.2f}s > {limit}s on {str(args)[:120]!r}"
     )
@@ -211,8 +216,9 @@ def run_everything(answer: str, index: int, matchers: dict[str, AnswerMatcher]) 
         key, t = _timed(CHEAP_LIMIT_S, matcher.key, answer)
         assert isinstance(key, str)
         limit = matcher.max_call_s + 0.5 if mode == "math_verify" else CHEAP_LIMIT_S
-        verdict, t2 = _timed(limit, matcher.equal, answer, reference)
-        same, t3 = _timed(limit, matcher.equal, answer, answer)
+        clock = time.monotonic if mode == "math_verify" else time.thread_time
+        verdict, t2 = _timed(limit, matcher.equal, answer, reference, clock=clock)
+        same, t3 = _timed(limit, matcher.equal, answer, answer, clock=clock)
         assert isinstance(verdict, bool) and same == bool(answer.strip())
         slowest = max(slowest, t, t2, t3)
     return slowest
@@ -221,9 +227,10 @@ def run_everything(answer: str, index: int, matchers: dict[str, AnswerMatcher]) 
 def vote_everything(group: list[str], matchers: dict[str, AnswerMatcher]) -> None:
     for mode, matcher in matchers.items():
         calls_before = matcher.stats.equal_calls
-        start = time.monotonic()
+        clock = time.monotonic if mode == "math_verify" else time.thread_time
+        start = clock()
         vote = majority_vote(group + [None, ""], matcher)
-        elapsed = time.monotonic() - start
+        elapsed = clock() - start
         per_call = matcher.max_call_s + 0.5 if mode == "math_verify" else CHEAP_LIMIT_S
         assert elapsed <= CHEAP_LIMIT_S + per_call * (matcher.stats.equal_calls - calls_before)
         assert vote.valid == sum(1 for a in group if a.strip()) and 0.0 <= vote.share <= 1.0
