@@ -14,8 +14,10 @@ the step's metrics, i.e. `co_rewarding_i`'s `score(batch)`:
 - in process: a fresh method (cold verdict cache) on a fresh step, as the local engine runs it;
 - through the Ray scoring actors of the OpenRLHF engine (`coreward_plugins.openrlhf.reward_actors`),
   `--actors` of them, after one warm-up step (actors started, math-verify workers warm).
+With `--before`, math_verify runs once more in process with sympy's equation solving as shipped
+(`COREWARD_BOUNDED_SOLVE=0`: no CPU budget, no memo), the behaviour before the budget.
 
-    python benchmarks/bench_reward_step.py [--reps 3] [--actors 2] [--seed 0] [--no-ray]
+    python benchmarks/bench_reward_step.py [--reps 5] [--actors 2] [--seed 0] [--no-ray] [--before]
 """
 
 from __future__ import annotations
@@ -125,7 +127,7 @@ def options(mode: str) -> MethodOptions:
 
 def time_in_process(mode: str, steps: list[RolloutBatch]) -> dict[str, float]:
     """Median over steps of: extraction alone, and the method's whole score(batch) (fresh each step),
-    in wall and CPU seconds (this process plus the math-verify workers)."""
+    in wall and CPU seconds (this process plus the math-verify workers); and the slowest step's wall."""
     extract_s, score_s, cpu_s = [], [], []
     for batch in steps:
         started = time.perf_counter()
@@ -142,10 +144,13 @@ def time_in_process(mode: str, steps: list[RolloutBatch]) -> dict[str, float]:
         "extract": statistics.median(extract_s),
         "score": statistics.median(score_s),
         "cpu": statistics.median(cpu_s),
+        "worst": max(score_s),
     }
 
 
-def time_ray(mode: str, warm: RolloutBatch, steps: list[RolloutBatch], actors: int) -> float:
+def time_ray(
+    mode: str, warm: RolloutBatch, steps: list[RolloutBatch], actors: int
+) -> tuple[float, float]:
     from coreward_plugins.openrlhf.reward_actors import RewardPool
 
     options_json = json.dumps(dataclasses.asdict(options(mode)))
@@ -163,7 +168,7 @@ def time_ray(mode: str, warm: RolloutBatch, steps: list[RolloutBatch], actors: i
 
     for actor in pool.actors:
         ray.kill(actor)
-    return statistics.median(seconds)
+    return statistics.median(seconds), max(seconds)
 
 
 def main() -> None:
@@ -171,10 +176,13 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--data", type=Path, default=DATA)
-    parser.add_argument("--reps", type=int, default=3, help="timed steps per mode (each new)")
+    parser.add_argument("--reps", type=int, default=5, help="timed steps per mode (each new)")
     parser.add_argument("--actors", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-ray", action="store_true")
+    parser.add_argument(
+        "--before", action="store_true", help="add math_verify with sympy's solve as shipped"
+    )
     args = parser.parse_args()
     if not (args.data / "math" / "train_original.parquet").is_file():
         raise SystemExit(f"{args.data}/math/train_original.parquet is missing: pass --data")
@@ -182,7 +190,7 @@ def main() -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from coreward_plugins.verify_pool import shared_pool
+    from coreward_plugins.verify_pool import restart_shared_pool, shared_pool
 
     started = time.perf_counter()
     pairs, reasoning = load_pairs(args.data), load_reasoning(args.data)
@@ -211,28 +219,43 @@ def main() -> None:
 
     modes = typing.get_args(MatchMode)
     table = Table(
-        title=f"{METHOD} reward of one step, {responses} responses: median of {args.reps} steps, seconds"
+        title=f"{METHOD} reward of one step, {responses} responses: median (and slowest) of "
+        f"{args.reps} steps, seconds"
     )
     for col in (
         "match",
         "extract (in process)",
         "score (in process)",
+        "slowest step",
+        "score CPU s (in process)",
         "score (Ray)",
+        "slowest step (Ray)",
         "goal",
         "met",
     ):
         table.add_column(col, justify="left" if col == "match" else "right")
-    for mode in modes:
+    rows = [(mode, mode) for mode in modes]
+    if args.before:
+        rows.append(("math_verify", "math_verify, solve unbounded (before)"))
+    for mode, label in rows:
+        before = label != mode
+        if before:
+            os.environ["COREWARD_BOUNDED_SOLVE"] = "0"
+            restart_shared_pool()
+            get_method(METHOD)(options(mode)).score(warm)
+            shared_pool().wait_warm()
         local = time_in_process(mode, steps)
-        remote = None if ray_note else time_ray(mode, warm, steps, args.actors)
+        remote = None if ray_note or before else time_ray(mode, warm, steps, args.actors)
         goal = GOAL_S.get(mode, 1.0)
-        worst = max(local["score"], remote or 0.0)
+        worst = max(local["worst"], remote[1] if remote else 0.0)
         table.add_row(
-            mode,
+            label,
             f"{local['extract']:.3f}",
             f"{local['score']:.3f}",
+            f"{local['worst']:.3f}",
             f"{local['cpu']:.3f}",
-            "-" if remote is None else f"{remote:.3f}",
+            "-" if remote is None else f"{remote[0]:.3f}",
+            "-" if remote is None else f"{remote[1]:.3f}",
             f"<= {goal:g}",
             "yes" if worst <= goal else "NO",
         )

@@ -222,7 +222,8 @@ def main() -> None:
 
     parsing = "two-stage" if install() else "ll"
     strict_compare.install()
-    bounded_solve.install()  # a transcendental equation no longer holds the worker to its deadline
+    if os.environ.get("COREWARD_BOUNDED_SOLVE", "1") != "0":  # "0": sympy's solve as shipped
+        bounded_solve.install()  # a transcendental equation no longer holds the worker to its deadline
     latex_only = [LatexExtractionConfig()]
 
     @functools.lru_cache(maxsize=4096)
