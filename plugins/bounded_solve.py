@@ -47,7 +47,7 @@ class _Expired(BaseException):
 _armed = threading.local()
 
 
-def _on_timer(signum: int, frame: Any) -> None:
+def _on_timer(*_: Any) -> None:  # a signal handler: (signum, frame)
     if getattr(_armed, "on", False):
         raise _Expired
 
