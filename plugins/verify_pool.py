@@ -281,7 +281,7 @@ def shared_pool() -> VerifyPool:
 
 def restart_shared_pool() -> None:
     """Stop the shared pool's workers; the next `shared_pool()` starts new ones, which read the
-    environment (`COREWARD_SLL_PARSING`, `COREWARD_VERIFY_WARM_UP`) again."""
+    environment (`COREWARD_SLL_PARSING`, `COREWARD_VERIFY_WARM_UP`, `COREWARD_BOUNDED_SOLVE`) again."""
     global _pool
     with _pool_lock:
         if _pool is not None and _pool_pid == os.getpid():

@@ -15,7 +15,8 @@ an interval; either answer may be the reference).
 The parent kills this process when a verdict is late (sympy cannot be interrupted inside a thread), so
 the worker itself needs no timeout: math-verify runs with its signal timeouts off. Before math-verify's
 simplify(), a cheap probe (`clearly_different`) settles plain expressions that take different values at
-a point. Only the LaTeX extraction (latex2sympy) is used; math-verify's plain-expression extraction
+a point, and equations are solved under a CPU budget, memoized (`coreward_plugins.bounded_solve`). Only
+the LaTeX extraction (latex2sympy) is used; math-verify's plain-expression extraction
 (sympy `parse_expr` on the whole answer, which evaluates Python) is never enabled. Memory is capped, and
 the worker exits when its parent is gone.
 """
@@ -216,11 +217,13 @@ def main() -> None:
     )  # math-verify warns about its disabled timeouts on every start
     from math_verify import LatexExtractionConfig, parse
 
-    from coreward_plugins import strict_compare
+    from coreward_plugins import bounded_solve, strict_compare
     from coreward_plugins.latex_parsing import install
 
     parsing = "two-stage" if install() else "ll"
     strict_compare.install()
+    if os.environ.get("COREWARD_BOUNDED_SOLVE", "1") != "0":  # "0": sympy's solve as shipped
+        bounded_solve.install()  # a transcendental equation no longer holds the worker to its deadline
     latex_only = [LatexExtractionConfig()]
 
     @functools.lru_cache(maxsize=4096)

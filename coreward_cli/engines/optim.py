@@ -2,6 +2,10 @@
 
 The schedule is verl's (the official code's): int(warmup_ratio x total) warmup steps, and the
 first update runs at lr 0 (factor step / warmup, with the optimizer step counted from 0).
+
+The AdamW step is torch's fused kernel where the parameters live on the CPU or a CUDA device: one
+kernel over all tensors instead of a Python loop over each (on the toy, 11 ms -> 1.4 ms a step on
+one CPU thread); it computes the same update up to float rounding (tests/test_optim.py).
 """
 
 from __future__ import annotations
@@ -28,6 +32,13 @@ def lr_multiplier(
     return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
+def _fused_ok(params: list[torch.Tensor]) -> bool:
+    """torch has a fused AdamW for floating-point tensors on the CPU and CUDA devices."""
+    return bool(params) and all(
+        p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in params
+    )
+
+
 def build_optimizer(
     params,
     *,
@@ -39,7 +50,15 @@ def build_optimizer(
     schedule: Schedule,
     min_lr_ratio: float,
 ) -> tuple[torch.optim.AdamW, torch.optim.lr_scheduler.LambdaLR]:
-    optimizer = torch.optim.AdamW(params, lr=lr, betas=betas, weight_decay=weight_decay, eps=1e-8)
+    params = list(params)
+    optimizer = torch.optim.AdamW(
+        params,
+        lr=lr,
+        betas=betas,
+        weight_decay=weight_decay,
+        eps=1e-8,
+        fused=True if _fused_ok(params) else None,
+    )
     warmup = int(warmup_ratio * total_steps)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: lr_multiplier(s, total_steps, warmup, schedule, min_lr_ratio)

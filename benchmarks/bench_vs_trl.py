@@ -1,0 +1,420 @@
+"""coreward's local engine against TRL's GRPOTrainer on the same work, side by side in one process.
+
+Both sides train the toy's warm start (`builtin:tiny-arith`, the same model and tokenizer) on the same
+training problems in the same order (coreward's step sampler decides; TRL gets them in that order
+with its shuffling off), with the same problems per step, samples per prompt, temperature, top-p,
+max new tokens, learning rate, AdamW settings, gradient clip, PPO clip, KL (beta 0 on both) and loss
+aggregation (token mean over the step: coreward `token-mean`, TRL `dapo`), and a majority-vote reward
+(coreward's `majority_vote` method through its engine, `coreward_cli.engines.local.train`; TRL a
+`reward_funcs` function that votes over each prompt's group with coreward's own extraction and vote).
+Held-out greedy accuracy is measured on the toy's eval split with coreward's grader for both.
+
+Co-rewarding-I is run on coreward only: TRL's reward functions see one prompt's completions per group
+and its sampler draws prompts independently, so "label a question by the majority of its rephrasing's
+group" has no counterpart there.
+
+    pip install -r benchmarks/requirements-trl.txt
+    python benchmarks/bench_vs_trl.py                       # 50 steps x seeds 1,2,3
+    python benchmarks/bench_vs_trl.py --steps 10 --seeds 1  # a short run
+    python benchmarks/bench_vs_trl.py --steps 10 --seeds 1 --profile 8   # plus where the time goes
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import io
+import os
+import pstats
+import statistics
+import subprocess
+import tempfile
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@dataclass
+class Run:
+    """One side, one seed: per-step phase seconds and held-out accuracy before/after."""
+
+    steps: list[dict[str, float]] = field(default_factory=list)
+    before: float = 0.0
+    after: float = 0.0
+
+
+def load(recipe_path: Path, method: str, seed: int, steps: int, sets: list[str]):
+    from coreward_cli.resolve import load_recipe
+
+    return load_recipe(
+        recipe_path,
+        [
+            f"method.name={method}",
+            f"seed={seed}",
+            f"train.max_steps={steps}",
+            f"output.eval_interval={steps}",
+            f"output.save_interval={steps}",
+            *sets,
+        ],
+    )
+
+
+def coreward_run(recipe) -> Run:
+    """The real thing: `coreward run` minus the CLI (engine, checkpoints, held-out evaluations)."""
+    from rich.console import Console
+
+    from coreward_cli.engines.local import train
+    from coreward_cli.engines.tracking import read_metrics
+
+    with tempfile.TemporaryDirectory() as tmp:
+        run_dir = Path(tmp) / "run"
+        summary = train(recipe, run_dir, resume=False, console=Console(quiet=True))
+        records = [r for r in read_metrics(run_dir) if r["step"] > 0]
+    steps = [
+        {
+            "step": r["step_seconds"],
+            "generate": r["generate_seconds"],
+            "reward": r["reward_seconds"],
+            "update": r["train_seconds"],
+        }
+        for r in records
+    ]
+    return Run(
+        steps, summary["eval_before"]["eval_accuracy"], summary["eval_after"]["eval_accuracy"]
+    )
+
+
+def step_prompts(recipe, tokenizer) -> list[str]:
+    """The prompts coreward's engine draws, step by step, for the recipe's policy view."""
+    from coreward_cli.data import load_train_problems
+    from coreward_cli.engines.sampler import ProblemSampler, usable_problems
+    from coreward_cli.prompts import PromptStyle
+
+    style = PromptStyle(recipe.model.system_prompt, recipe.model.chat_template)
+
+    def length(problem, view):
+        prompt = style.render(tokenizer, problem.question)
+        return len(tokenizer(prompt.text, add_special_tokens=prompt.add_special_tokens).input_ids)
+
+    usable = usable_problems(recipe, load_train_problems(recipe), ("original",), length)
+    sampler = ProblemSampler(
+        usable.problems, recipe.train.problems_per_step, recipe.data.shuffle_seed
+    )
+    prompts = []
+    for step in range(1, recipe.train.max_steps + 1):
+        for problem in sampler.batch(step):
+            prompt = style.render(tokenizer, problem.question)
+            assert prompt.add_special_tokens  # TRL tokenizes plain prompts with special tokens too
+            prompts.append(prompt.text)
+    return prompts
+
+
+def majority_reward(match: str):
+    """TRL reward function: each completion scores 1 when its answer is its group's majority answer.
+
+    TRL hands over a generation batch whose consecutive `num_generations` completions share a prompt.
+    """
+    from coreward_plugins.answers import AnswerMatcher, extract_answer
+    from coreward_plugins.voting import majority_vote
+
+    matcher = AnswerMatcher(match)
+
+    def reward(prompts, completions, **_):
+        rewards: list[float] = []
+        start = 0
+        while start < len(completions):
+            stop = start + 1
+            while stop < len(completions) and prompts[stop] == prompts[start]:
+                stop += 1
+            answers = [extract_answer(c) for c in completions[start:stop]]
+            label = majority_vote(answers, matcher).label
+            rewards += [
+                1.0 if label is not None and matcher.equal(a, label) else 0.0 for a in answers
+            ]
+            start = stop
+        return rewards
+
+    reward.__name__ = "majority_vote"
+    return reward
+
+
+def trl_trainer(recipe, out_dir: str, prompts: list[str]):
+    import torch
+    from datasets import Dataset
+    from transformers import TrainerCallback
+    from trl import GRPOConfig, GRPOTrainer
+
+    from coreward_cli.models import load_causal_lm, load_tokenizer, model_source, resolve_model
+
+    r, t = recipe.rollout, recipe.train
+    source = model_source(resolve_model(recipe.model.path))
+    model = load_causal_lm(source, "cpu", "fp32")
+    tokenizer = load_tokenizer(source)
+    config = GRPOConfig(
+        output_dir=out_dir,
+        per_device_train_batch_size=t.problems_per_step * r.n,
+        gradient_accumulation_steps=1,
+        num_generations=r.n,
+        num_iterations=1,
+        max_completion_length=r.max_new_tokens,
+        temperature=r.temperature,
+        top_p=r.top_p,
+        top_k=0,
+        learning_rate=t.lr,
+        lr_scheduler_type="constant",
+        warmup_steps=0,
+        weight_decay=t.weight_decay,
+        adam_beta1=t.betas[0],
+        adam_beta2=t.betas[1],
+        adam_epsilon=1e-8,
+        max_grad_norm=t.grad_clip,
+        beta=t.kl_coef,
+        epsilon=t.clip_ratio,
+        loss_type="dapo",  # token mean over the step's completions = coreward's token-mean
+        scale_rewards="group",
+        max_steps=t.max_steps,
+        seed=recipe.seed,
+        shuffle_dataset=False,  # coreward's order, already drawn by its sampler
+        use_cpu=True,
+        bf16=False,
+        report_to="none",
+        save_strategy="no",
+        logging_steps=t.max_steps,
+        disable_tqdm=True,
+        dataloader_num_workers=0,
+    )
+    trainer = GRPOTrainer(
+        model=model,
+        reward_funcs=majority_reward(recipe.method.match),
+        args=config,
+        train_dataset=Dataset.from_dict({"prompt": prompts}),
+        processing_class=tokenizer,
+    )
+    phases: dict[str, float] = {"score": 0.0, "reward": 0.0}
+    steps: list[dict[str, float]] = []
+
+    def timed(name: str, fn):
+        def wrapper(*args, **kwargs):
+            started = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                phases[name] += time.perf_counter() - started
+
+        return wrapper
+
+    trainer._generate_and_score_completions = timed(
+        "score", trainer._generate_and_score_completions
+    )
+    trainer._calculate_rewards = timed("reward", trainer._calculate_rewards)
+
+    class StepTimer(TrainerCallback):
+        def on_step_begin(self, args, state, control, **kwargs):
+            phases.update(score=0.0, reward=0.0, begin=time.perf_counter())
+
+        def on_step_end(self, args, state, control, **kwargs):
+            total = time.perf_counter() - phases["begin"]
+            generate = phases["score"] - phases["reward"]
+            steps.append(
+                {
+                    "step": total,
+                    "generate": generate,
+                    "reward": phases["reward"],
+                    "update": total - phases["score"],
+                }
+            )
+
+    trainer.add_callback(StepTimer())
+    torch.set_num_threads(recipe.engine.threads or torch.get_num_threads())
+    return trainer, tokenizer, steps
+
+
+def trl_run(recipe) -> Run:
+    from coreward_cli.engines.heldout import HeldOut
+
+    heldout = HeldOut.from_recipe(recipe)
+    with tempfile.TemporaryDirectory() as tmp:
+        from coreward_cli.models import load_tokenizer, model_source, resolve_model
+
+        tokenizer = load_tokenizer(model_source(resolve_model(recipe.model.path)))
+        trainer, tokenizer, steps = trl_trainer(recipe, tmp, step_prompts(recipe, tokenizer))
+        before = heldout.evaluate(trainer.model, tokenizer)["eval_accuracy"]
+        trainer.train()
+        after = heldout.evaluate(trainer.model, tokenizer)["eval_accuracy"]
+    return Run(steps, before, after)
+
+
+def profile_both(recipe_path: Path, steps: int, sets: list[str], top: int) -> str:
+    """cProfile of `steps` steps on each side (after 2 unprofiled ones), top functions by own time."""
+    from rich.console import Console
+
+    from coreward_cli.engines.local import LocalTrainer, _seed_everything
+
+    out = io.StringIO()
+    recipe = load(recipe_path, "majority_vote", 1, steps + 2, sets)
+    with tempfile.TemporaryDirectory() as tmp:
+        trainer = LocalTrainer(recipe, Path(tmp), Console(quiet=True), None)
+        _seed_everything(recipe.seed)
+        trainer.step(1)
+        trainer.step(2)
+        profiler = cProfile.Profile()
+        profiler.enable()
+        for step in range(3, steps + 3):
+            trainer.step(step)
+        profiler.disable()
+    _print_profile(out, "coreward majority_vote", profiler, steps, top)
+
+    from coreward_cli.models import load_tokenizer, model_source, resolve_model
+
+    tokenizer = load_tokenizer(model_source(resolve_model(recipe.model.path)))
+    with tempfile.TemporaryDirectory() as tmp:
+        trl, _, _ = trl_trainer(recipe, tmp, step_prompts(recipe, tokenizer))
+        from transformers import TrainerCallback
+
+        profiler = cProfile.Profile()
+
+        class Switch(TrainerCallback):
+            def on_step_begin(self, args, state, control, **kwargs):
+                if state.global_step == 2:
+                    profiler.enable()
+
+        trl.add_callback(Switch())
+        trl.train()
+        profiler.disable()
+    _print_profile(out, "TRL GRPOTrainer", profiler, steps, top)
+    return out.getvalue()
+
+
+def _print_profile(out: io.StringIO, title: str, profiler: cProfile.Profile, steps: int, top: int):
+    stats = pstats.Stats(profiler, stream=out)
+    total = stats.total_tt  # type: ignore[attr-defined]
+    print(
+        f"\n== {title}: {steps} steps, {total / steps:.3f} s/step under the profiler ==", file=out
+    )
+    stats.sort_stats("tottime").print_stats(top)
+    stats.sort_stats("cumulative").print_stats(top)
+
+
+def median_after(run: Run, warmup: int, phase: str) -> float:
+    values = [s[phase] for s in run.steps[warmup:]] or [s[phase] for s in run.steps]
+    return statistics.median(values)
+
+
+def accuracy_cell(runs: list[Run]) -> str:
+    before = statistics.mean(r.before for r in runs)
+    after = [r.after for r in runs]
+    gains = [100 * (r.after - r.before) for r in runs]
+    sd = statistics.stdev(gains) if len(gains) > 1 else 0.0
+    up = sum(g > 0 for g in gains)
+    return (
+        f"{100 * before:.1f} -> {100 * statistics.mean(after):.1f} "
+        f"({statistics.mean(gains):+.1f} ± {sd:.1f} pts, {up}/{len(runs)} up)"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--recipe", type=Path, default=ROOT / "recipes" / "tiny_cpu.yaml")
+    parser.add_argument("--steps", type=int, default=50)
+    parser.add_argument("--seeds", default="1,2,3")
+    parser.add_argument("--warmup", type=int, default=3, help="steps left out of the medians")
+    parser.add_argument("--set", dest="sets", action="append", default=[])
+    parser.add_argument(
+        "--no-co-rewarding-i", action="store_true", help="skip the coreward-only row"
+    )
+    parser.add_argument("--profile", type=int, default=0, help="then profile this many steps")
+    parser.add_argument("--top", type=int, default=25, help="functions per profile listing")
+    args = parser.parse_args()
+    warnings.filterwarnings("ignore")
+
+    import torch
+    import trl
+    from rich.console import Console
+    from rich.table import Table
+
+    from coreward_cli.engines.local import _seed_everything
+
+    seeds = [int(s) for s in args.seeds.split(",")]
+    load_start = os.getloadavg()[0]
+    started = time.perf_counter()
+    runs: dict[str, list[Run]] = {"coreward": [], "trl": [], "co_rewarding_i": []}
+    for seed in seeds:  # the two sides alternate seed by seed, so load changes hit both alike
+        recipe = load(args.recipe, "majority_vote", seed, args.steps, args.sets)
+        runs["coreward"].append(coreward_run(recipe))
+        _seed_everything(seed)
+        runs["trl"].append(trl_run(recipe))
+        if not args.no_co_rewarding_i:
+            ci = load(args.recipe, "co_rewarding_i", seed, args.steps, args.sets)
+            runs["co_rewarding_i"].append(coreward_run(ci))
+    load_end = os.getloadavg()[0]
+
+    phases = ("step", "generate", "reward", "update")
+    med = {
+        side: {p: statistics.median(median_after(r, args.warmup, p) for r in rs) for p in phases}
+        for side, rs in runs.items()
+        if rs
+    }
+    table = Table(
+        title=f"majority-vote GRPO on the toy, {args.steps} steps, seeds {args.seeds}: "
+        f"median s/step after {args.warmup} warm-up steps (median over seeds); "
+        f"torch {torch.__version__}, TRL {trl.__version__}, threads {torch.get_num_threads()}"
+    )
+    for col in ("", "step s", "generate s", "reward s", "update s", "held-out greedy acc %"):
+        table.add_column(col, justify="left" if col in ("", "held-out greedy acc %") else "right")
+    for side, label in (("coreward", "coreward majority_vote"), ("trl", "TRL GRPOTrainer")):
+        m = med[side]
+        table.add_row(
+            label,
+            f"{m['step']:.3f}",
+            f"{m['generate']:.3f}",
+            f"{m['reward']:.4f}",
+            f"{m['update']:.3f}",
+            accuracy_cell(runs[side]),
+        )
+    c, t = med["coreward"], med["trl"]
+    table.add_row(
+        "TRL / coreward (x)",
+        f"{t['step'] / c['step']:.2f}",
+        f"{t['generate'] / c['generate']:.2f}",
+        f"{t['reward'] / c['reward']:.2f}" if c["reward"] > 0 else "-",
+        f"{t['update'] / c['update']:.2f}",
+        "",
+    )
+    if runs["co_rewarding_i"]:
+        m = med["co_rewarding_i"]
+        table.add_row(
+            "coreward co_rewarding_i (2 views)",
+            f"{m['step']:.3f}",
+            f"{m['generate']:.3f}",
+            f"{m['reward']:.4f}",
+            f"{m['update']:.3f}",
+            accuracy_cell(runs["co_rewarding_i"]),
+        )
+        table.add_row(
+            "TRL co_rewarding_i",
+            "not expressible",
+            "",
+            "",
+            "",
+            "a reward_funcs group sees only its own prompt's completions",
+        )
+    Console(width=200).print(table)
+    uptime = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+    print(
+        f"load average {load_start:.2f} at start, {load_end:.2f} at end ({uptime}); "
+        f"total {time.perf_counter() - started:.0f} s"
+    )
+    if args.profile:
+        print(profile_both(args.recipe, args.profile, args.sets, args.top))
+
+
+if __name__ == "__main__":
+    main()
