@@ -1,18 +1,22 @@
 """The token loop behind `sampling.sample`: one prefill per distinct prompt, then one cached
 forward per new token, with `generate`'s sampling rules.
 
-Why not `model.generate`: every call rebuilds the generation config, the logits processors, the
-stopping criteria and, per step, the attention mask and positions (a `torch.cat` each), and it
-prefills each prompt once per returned sequence. On a small model those costs rival the forward
-itself. This loop does the same arithmetic in the same order:
-- the prompt is prefilled once and its cache repeated `n` times (the rows `generate` computes
-  are identical copies, so the logits are too);
+Why not `model.generate`: it prefills each prompt once per returned sequence, keeps running the
+forward on rows that have finished, and per step rebuilds the attention mask and positions (a
+`torch.cat` each) and re-checks its generation settings. This loop does the rest the same way:
+- the prompt is prefilled once and its cache repeated `n` times (`generate` computes n copies);
+- in long generations (`COMPACT_FROM`), rows that have finished leave the forward batch;
 - each step's scores are the last position's logits in float32, warped by transformers' own
   `TemperatureLogitsWarper` and `TopPLogitsWarper` (top-k off), then `torch.multinomial` on their
   softmax over the whole batch, finished rows included, so it takes exactly `generate`'s draws
   from torch's global generator; greedy is the argmax;
 - a finished row gets the pad token, and the loop ends when every row has finished or after
   `max_new_tokens` steps.
+
+The arithmetic per row is the same, but a matmul over fewer rows (the deduplicated prefill, a
+compacted batch) may round differently in the last bits, as the math library picks kernels by
+shape: a token can differ from `generate`'s only where two candidates tie to about 1e-6. With
+n = 1 and short generations the shapes, and so the bits, are `generate`'s.
 
 `supports` says when this holds. A model whose own generation config adds logits processing
 (repetition penalty, suppressed tokens, ...) keeps `model.generate`, which applies those too.
@@ -53,6 +57,12 @@ _NEUTRAL = {
     "transformers_version",
     "_from_model_config",
 }
+
+
+# From this many new tokens on, rows that have finished leave the batch once a quarter of those
+# still computed have (their cache rows dropped). Short generations (the toy's 12 tokens) gain
+# nothing from it and keep every forward at the full batch size.
+COMPACT_FROM = 64
 
 
 def supports(model: PreTrainedModel) -> bool:
@@ -133,6 +143,8 @@ def decode(
     )
     eos_t = torch.tensor(eos, dtype=seq.dtype, device=device)
     unfinished = torch.ones(batch, dtype=torch.bool, device=device)
+    rows = torch.arange(batch, device=device)  # the batch rows the cache still holds
+    compact = max_new_tokens >= COMPACT_FROM and hasattr(cache, "batch_select_indices")
     steps = 0
     while True:
         scores = warp(seq[:, : width + steps], logits.to(torch.float32))
@@ -145,16 +157,27 @@ def decode(
         steps += 1
         if eos:
             unfinished &= ~torch.isin(tokens, eos_t)
-        if steps == max_new_tokens or not bool(unfinished.any()):
+        alive = int(unfinished.sum())
+        if steps == max_new_tokens or not alive:
             break
-        logits = model(
-            input_ids=tokens[:, None],
-            attention_mask=mask[:, : width + steps],
-            position_ids=next_positions[:, steps - 1 : steps],
+        if compact and alive <= len(rows) * 3 // 4:
+            held = unfinished[rows].nonzero().squeeze(1)
+            cache.batch_select_indices(held)
+            rows = rows[held]
+        sel = slice(None) if len(rows) == batch else rows
+        step_logits = model(
+            input_ids=tokens[sel, None],
+            attention_mask=mask[sel, : width + steps],
+            position_ids=next_positions[sel, steps - 1 : steps],
             use_cache=True,
             **keep,
             **{cache_key: cache},
         ).logits[:, -1]
+        if len(rows) == batch:
+            logits = step_logits
+        else:  # finished rows still take their draw (then pad): the draws stay generate's
+            logits = step_logits.new_zeros((batch, step_logits.shape[-1]))
+            logits[rows] = step_logits
     return seq[:, width : width + steps]
 
 

@@ -7,7 +7,7 @@ from unittest import mock
 
 import pytest
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
+from transformers import DynamicCache, LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
 from coreward_cli import decoding
 from coreward_cli.prompts import Prompt
@@ -24,7 +24,7 @@ SMALL = dict(
     num_hidden_layers=2,
     num_attention_heads=4,
     num_key_value_heads=2,  # grouped-query attention, as the real families use
-    max_position_embeddings=64,
+    max_position_embeddings=128,
     pad_token_id=0,
     bos_token_id=1,
     eos_token_id=2,
@@ -113,22 +113,34 @@ def test_sampled_equals_generate_for_a_seed(family: str, settings: dict, tok) ->
     assert torch.equal(rng_now, rng_before)
 
 
-def test_finished_rows_are_padded_and_width_is_the_steps_run(tok) -> None:
-    model = build_model(seed=2).eval()
-    _boost_eos(model, 6.0)  # rows end at different steps; the loop stops when all have
+@pytest.mark.parametrize("limit", [40, decoding.COMPACT_FROM + 16])
+def test_finished_rows_are_padded_and_width_is_the_steps_run(limit: int, tok) -> None:
+    model = build_model(seed=2).eval() if limit < decoding.COMPACT_FROM else _tiny("qwen2", 2)
+    _boost_eos(model, 6.0 if limit < decoding.COMPACT_FROM else 3.0)  # rows end at different steps
     kw = dict(model=model, tokenizer=tok, prompts=_prompts(), n=4, temperature=1.0, top_p=1.0)
-    before, _ = _seeded(_via_generate, 3, max_new_tokens=40, **kw)
-    now, rng_now = _seeded(sample, 3, max_new_tokens=40, **kw)
+    before, _ = _seeded(_via_generate, 3, max_new_tokens=limit, **kw)
+    dropped = []
+    select = DynamicCache.batch_select_indices
+
+    def spy(cache, indices):
+        dropped.append(len(indices))
+        select(cache, indices)
+
+    with mock.patch.object(DynamicCache, "batch_select_indices", spy):
+        now, rng_now = _seeded(sample, 3, max_new_tokens=limit, **kw)
+    # in long generations finished rows leave the batch; the tokens stay generate's
+    assert bool(dropped) == (limit >= decoding.COMPACT_FROM)
     lengths = now.response_mask.sum(1)
-    assert lengths.min() < lengths.max() < 40  # some rows end early, all end before the limit
+    assert lengths.min() < lengths.max()  # rows end at different steps
     assert now.response_ids.shape == before.response_ids.shape
     assert now.response_ids.shape[1] == int(lengths.max())
     assert torch.equal(now.response_ids, before.response_ids)
     for row, length in zip(now.response_ids, lengths.tolist()):
-        assert row[length - 1] == 2  # the end-of-sequence token closes the response...
-        assert (row[length:] == tok.pad_token_id).all()  # ...and only padding follows
+        if length < limit:
+            assert row[length - 1] == 2  # the end-of-sequence token closes the response...
+            assert (row[length:] == tok.pad_token_id).all()  # ...and only padding follows
     # the same RNG state as `generate` leaves: no draw after the last row finished
-    _, rng_before = _seeded(_via_generate, 3, max_new_tokens=40, **kw)
+    _, rng_before = _seeded(_via_generate, 3, max_new_tokens=limit, **kw)
     assert torch.equal(rng_now, rng_before)
 
 
