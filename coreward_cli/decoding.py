@@ -66,9 +66,9 @@ COMPACT_FROM = 64
 
 
 def supports(model: PreTrainedModel) -> bool:
-    """Whether `decode` gives what `model.generate` would: a decoder-only model with a cache and
-    no logits processing of its own in its generation config."""
-    if model.config.is_encoder_decoder or not model.config.use_cache:
+    """Whether `decode` gives what `model.generate` would: a decoder-only model with no logits
+    processing of its own in its generation config."""
+    if getattr(model.config, "is_encoder_decoder", False):
         return False
     own = getattr(model, "generation_config", None)
     if own is None:
