@@ -11,8 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from transformers import GenerationConfig, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from coreward_cli import decoding
 from coreward_cli.prompts import Prompt
 
 
@@ -95,21 +96,15 @@ def sample(
     chunk: int = 256,
 ) -> Sequences:
     """`n` responses per prompt (prompt-major: prompt i owns rows i*n .. i*n+n-1), at most
-    `chunk` sequences per `generate` call. Temperature 0 means greedy."""
+    `chunk` sequences per batch. Temperature 0 means greedy.
+
+    The tokens are those `model.generate` gives for the same settings and RNG state; the loop is
+    `decoding.decode`, or `generate` itself for a model `decoding.supports` rules out."""
     device = next(model.parameters()).device
     eos = eos_ids(model, tokenizer)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (eos[0] if eos else 0)
-    greedy = temperature <= 0
-    config = GenerationConfig(
-        do_sample=not greedy,
-        temperature=None if greedy else temperature,
-        top_p=None if greedy else top_p,
-        top_k=None if greedy else 0,
-        max_new_tokens=max_new_tokens,
-        num_return_sequences=n,
-        pad_token_id=pad,
-        eos_token_id=eos or None,
-    )
+    fast = decoding.supports(model)
+    config = decoding.generate_config(temperature, top_p, max_new_tokens, n, eos, pad)
     per_call = max(1, chunk // n)
     parts: list[Sequences] = []
     was_training = model.training
@@ -117,10 +112,24 @@ def sample(
     try:
         for start in range(0, len(prompts), per_call):
             ids, mask = tokenize_prompts(tokenizer, prompts[start : start + per_call])
-            out = model.generate(
-                input_ids=ids.to(device), attention_mask=mask.to(device), generation_config=config
-            )
-            response = out[:, ids.shape[1] :].cpu()
+            ids, mask = ids.to(device), mask.to(device)
+            if fast:
+                response = decoding.decode(
+                    model,
+                    ids,
+                    mask,
+                    n=n,
+                    temperature=temperature,
+                    top_p=top_p,
+                    max_new_tokens=max_new_tokens,
+                    eos=eos,
+                    pad=pad,
+                )
+            else:
+                out = model.generate(input_ids=ids, attention_mask=mask, generation_config=config)
+                response = out[:, ids.shape[1] :]
+            response = response.cpu()
+            ids, mask = ids.cpu(), mask.cpu()
             rmask = response_mask_for(response, eos)
             texts = tokenizer.batch_decode(
                 [r[m.bool()] for r, m in zip(response, rmask)], skip_special_tokens=True

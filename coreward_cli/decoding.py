@@ -1,0 +1,198 @@
+"""The token loop behind `sampling.sample`: one prefill per distinct prompt, then one cached
+forward per new token, with `generate`'s sampling rules.
+
+Why not `model.generate`: it prefills each prompt once per returned sequence, keeps running the
+forward on rows that have finished, and per step rebuilds the attention mask and positions (a
+`torch.cat` each) and re-checks its generation settings. This loop does the rest the same way:
+- the prompt is prefilled once and its cache repeated `n` times (`generate` computes n copies);
+- in long generations (`COMPACT_FROM`), rows that have finished leave the forward batch;
+- each step's scores are the last position's logits in float32, warped by transformers' own
+  `TemperatureLogitsWarper` and `TopPLogitsWarper` (top-k off), then `torch.multinomial` on their
+  softmax over the whole batch, finished rows included, so it takes exactly `generate`'s draws
+  from torch's global generator; greedy is the argmax;
+- a finished row gets the pad token, and the loop ends when every row has finished or after
+  `max_new_tokens` steps.
+
+The arithmetic per row is the same, but a matmul over fewer rows (the deduplicated prefill, a
+compacted batch) may round differently in the last bits, as the math library picks kernels by
+shape: a token can differ from `generate`'s only where two candidates tie to about 1e-6. With
+n = 1 and short generations the shapes, and so the bits, are `generate`'s.
+
+`supports` says when this holds. A model whose own generation config adds logits processing
+(repetition penalty, suppressed tokens, ...) keeps `model.generate`, which applies those too.
+"""
+
+from __future__ import annotations
+
+import inspect
+
+import torch
+from transformers import GenerationConfig, PreTrainedModel
+from transformers.generation.logits_process import (
+    LogitsProcessorList,
+    TemperatureLogitsWarper,
+    TopPLogitsWarper,
+)
+
+# generation-config entries that change nothing this loop does differently from `generate`
+_NEUTRAL = {
+    "bos_token_id",
+    "eos_token_id",
+    "pad_token_id",
+    "decoder_start_token_id",
+    "max_length",
+    "max_new_tokens",
+    "do_sample",
+    "temperature",
+    "top_p",
+    "top_k",
+    "num_beams",
+    "num_return_sequences",
+    "use_cache",
+    "output_attentions",
+    "output_hidden_states",
+    "output_scores",
+    "output_logits",
+    "return_dict_in_generate",
+    "transformers_version",
+    "_from_model_config",
+}
+
+
+# From this many new tokens on, rows that have finished leave the batch once a quarter of those
+# still computed have (their cache rows dropped). Short generations (the toy's 12 tokens) gain
+# nothing from it and keep every forward at the full batch size.
+COMPACT_FROM = 64
+
+
+def supports(model: PreTrainedModel) -> bool:
+    """Whether `decode` gives what `model.generate` would: a decoder-only model with no logits
+    processing of its own in its generation config."""
+    if getattr(model.config, "is_encoder_decoder", False):
+        return False
+    own = getattr(model, "generation_config", None)
+    if own is None:
+        return True
+    return all(key in _NEUTRAL for key in own.to_diff_dict())
+
+
+def warpers(temperature: float, top_p: float) -> LogitsProcessorList:
+    """What `generate` applies for do_sample with this temperature and top-p, and top-k off."""
+    out = LogitsProcessorList()
+    if temperature != 1.0:
+        out.append(TemperatureLogitsWarper(temperature))
+    if top_p < 1.0:
+        out.append(TopPLogitsWarper(top_p))
+    return out
+
+
+def _forward_args(model: PreTrainedModel) -> tuple[str, dict[str, int]]:
+    """The cache argument's name (transformers 5 renamed `past_key_values` to `cache`) and, where
+    the model takes it, `logits_to_keep=1` (as `generate` passes: only the last position's logits)."""
+    params = inspect.signature(model.forward).parameters
+    return (
+        "cache" if "cache" in params else "past_key_values",
+        {"logits_to_keep": 1} if "logits_to_keep" in params else {},
+    )
+
+
+@torch.no_grad()
+def decode(
+    model: PreTrainedModel,
+    prompt_ids: torch.Tensor,
+    prompt_mask: torch.Tensor,
+    *,
+    n: int,
+    temperature: float,
+    top_p: float,
+    max_new_tokens: int,
+    eos: list[int],
+    pad: int,
+) -> torch.Tensor:
+    """Response ids (rows prompt-major, n per prompt; width = steps run) for left-padded prompts
+    already on the model's device. Temperature <= 0 is greedy."""
+    device = prompt_ids.device
+    greedy = temperature <= 0
+    warp = warpers(temperature, top_p) if not greedy else LogitsProcessorList()
+    cache_key, keep = _forward_args(model)
+    batch = prompt_ids.shape[0] * n
+    width = prompt_ids.shape[1]
+
+    positions = (prompt_mask.long().cumsum(-1) - 1).masked_fill(prompt_mask == 0, 0)
+    out = model(
+        input_ids=prompt_ids,
+        attention_mask=prompt_mask,
+        position_ids=positions,
+        use_cache=True,
+        **keep,
+    )
+    cache = getattr(out, cache_key)
+    logits = out.logits[:, -1]
+    if n > 1:
+        cache.batch_repeat_interleave(n)
+        logits = logits.repeat_interleave(n, 0)
+    del out
+
+    # the whole sequence and mask, written in place: a step reads slices, never concatenates
+    seq = torch.empty((batch, width + max_new_tokens), dtype=prompt_ids.dtype, device=device)
+    seq[:, :width] = prompt_ids.repeat_interleave(n, 0)
+    mask = torch.ones((batch, width + max_new_tokens), dtype=prompt_mask.dtype, device=device)
+    mask[:, :width] = prompt_mask.repeat_interleave(n, 0)
+    next_positions = positions[:, -1:].repeat_interleave(n, 0) + torch.arange(
+        1, max_new_tokens + 1, device=device
+    )
+    eos_t = torch.tensor(eos, dtype=seq.dtype, device=device)
+    unfinished = torch.ones(batch, dtype=torch.bool, device=device)
+    rows = torch.arange(batch, device=device)  # the batch rows the cache still holds
+    compact = max_new_tokens >= COMPACT_FROM and hasattr(cache, "batch_select_indices")
+    steps = 0
+    while True:
+        scores = warp(seq[:, : width + steps], logits.to(torch.float32))
+        if greedy:
+            tokens = scores.argmax(-1)
+        else:
+            tokens = torch.multinomial(torch.softmax(scores, dim=-1), num_samples=1).squeeze(1)
+        tokens = torch.where(unfinished, tokens, pad)
+        seq[:, width + steps] = tokens
+        steps += 1
+        if eos:
+            unfinished &= ~torch.isin(tokens, eos_t)
+        alive = int(unfinished.sum())
+        if steps == max_new_tokens or not alive:
+            break
+        if compact and alive <= len(rows) * 3 // 4:
+            held = unfinished[rows].nonzero().squeeze(1)
+            cache.batch_select_indices(held)
+            rows = rows[held]
+        sel = slice(None) if len(rows) == batch else rows
+        step_logits = model(
+            input_ids=tokens[sel, None],
+            attention_mask=mask[sel, : width + steps],
+            position_ids=next_positions[sel, steps - 1 : steps],
+            use_cache=True,
+            **keep,
+            **{cache_key: cache},
+        ).logits[:, -1]
+        if len(rows) == batch:
+            logits = step_logits
+        else:  # finished rows still take their draw (then pad): the draws stay generate's
+            logits = step_logits.new_zeros((batch, step_logits.shape[-1]))
+            logits[rows] = step_logits
+    return seq[:, width : width + steps]
+
+
+def generate_config(
+    temperature: float, top_p: float, max_new_tokens: int, n: int, eos: list[int], pad: int
+) -> GenerationConfig:
+    """The `model.generate` settings with the same meaning, for models `decode` does not support."""
+    greedy = temperature <= 0
+    return GenerationConfig(
+        do_sample=not greedy,
+        temperature=None if greedy else temperature,
+        top_p=None if greedy else top_p,
+        top_k=None if greedy else 0,
+        max_new_tokens=max_new_tokens,
+        num_return_sequences=n,
+        pad_token_id=pad,
+        eos_token_id=eos or None,
+    )
