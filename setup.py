@@ -16,6 +16,8 @@ setup(
         "coreward_plugins.openrlhf",
     ],
     package_dir={"coreward_plugins": "plugins"},
+    # the built-in tiny model's warm start (4 MB; `python -m coreward_cli.toy` rebuilds it)
+    package_data={"coreward_cli": ["tiny_arith_warm_start/*"]},
     install_requires=[
         "torch",  # install torch==2.13.0 first on CPU machines (see README)
         "transformers>=4.51",
