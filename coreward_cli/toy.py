@@ -29,9 +29,6 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from coreward_cli.errors import UserError, one_line
 from coreward_cli.fileutil import write_folder_atomic
 from coreward_cli.problem import BUILTIN, Problem
-from coreward_cli.prompts import Prompt
-from coreward_cli.sampling import sample
-from coreward_plugins.answers import extract_answer
 
 VERSION = 2  # bump when anything that shapes the warm start changes outside the constants below
 
@@ -155,31 +152,6 @@ def build_model(seed: int = 0):
     model.generation_config.bos_token_id = config.bos_token_id
     model.generation_config.eos_token_id = config.eos_token_id
     return model
-
-
-# ---------------------------------------------------------------- greedy accuracy
-
-
-def greedy_accuracy(
-    model, tokenizer, items: Sequence[Problem], view: ViewName = "original", batch_size: int = 256
-) -> float:
-    """Share of problems whose greedy response's last \\boxed{} answer equals the reference."""
-    if not items:
-        return 0.0
-    seqs = sample(
-        model,
-        tokenizer,
-        [Prompt(prompt_of(p, view), add_special_tokens=True) for p in items],
-        n=1,
-        temperature=0.0,
-        top_p=1.0,
-        max_new_tokens=12,
-        chunk=batch_size,
-    )
-    # the answer as written, not canonical or stripped: the warm start stops on this number, and a
-    # looser reading lets it stop on a weaker model (its rephrased view then falls out of the window)
-    right = sum(extract_answer(text) == p.answer for text, p in zip(seqs.texts, items))
-    return right / len(items)
 
 
 # ---------------------------------------------------------------- warm start
