@@ -17,7 +17,12 @@ setup(
         "coreward_cli.recipes",  # the shipped recipes, so `coreward run tiny_cpu` works from a wheel
     ],
     package_dir={"coreward_plugins": "plugins", "coreward_cli.recipes": "recipes"},
-    package_data={"coreward_cli.recipes": ["*.yaml"]},
+    # the shipped recipes, and the built-in tiny model's warm start (4 MB; `python -m coreward_cli.toy`
+    # rebuilds it)
+    package_data={
+        "coreward_cli.recipes": ["*.yaml"],
+        "coreward_cli": ["tiny_arith_warm_start/*"],
+    },
     install_requires=[
         "torch",  # install torch==2.13.0 first on CPU machines (see README)
         "transformers>=4.51",

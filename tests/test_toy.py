@@ -6,7 +6,7 @@ import json
 import re
 import subprocess
 import sys
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import pytest
@@ -15,6 +15,7 @@ import torch
 from coreward_cli import toy
 from coreward_cli.prompts import Prompt
 from coreward_cli.sampling import sample
+from coreward_plugins.answers import extract_answer
 
 TINY = replace(
     toy.WarmStartConfig(), max_steps=3, first_check=2, check_every=1, batch_size=16, threads=1
@@ -186,29 +187,66 @@ def test_racing_processes_build_the_warm_start_once(tmp_path):
     assert [p.name for p in tmp_path.iterdir() if p.is_dir()] == [Path(paths.pop()).name]
 
 
-@pytest.mark.slow
-@pytest.mark.xfail(
-    strict=False,
-    reason="known failure on today's packages (transformers 5.24): the warm start stops at step 415 "
-    "with eval original 75.2 % but rephrased 54.8 %; the pre-refactor code gives the same numbers",
-)
-def test_real_warm_start_lands_in_the_accuracy_window(tmp_path, monkeypatch, capsys):
+def _greedy_accuracy(model, tok, items, view) -> float:
+    """Share of problems whose greedy response's last \\boxed{} answer, as written, is the reference."""
+    prompts = [Prompt(toy.prompt_of(p, view), add_special_tokens=True) for p in items]
+    seqs = sample(model, tok, prompts, n=1, temperature=0.0, top_p=1.0, max_new_tokens=12)
+    return sum(extract_answer(t) == p.answer for t, p in zip(seqs.texts, items)) / len(items)
+
+
+def _window(folder: Path) -> tuple[float, float]:
+    """Greedy accuracy on the eval split, original and rephrased view, checked against the window
+    label-free RL needs: about 70 % solved, the second view about as solvable (cross-view votes)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    monkeypatch.setenv("COREWARD_CACHE", str(tmp_path))
-    folder = toy.warm_start()
-    meta = json.loads((folder / toy.MARKER).read_text())
     model = AutoModelForCausalLM.from_pretrained(folder)
     tok = AutoTokenizer.from_pretrained(folder)
     eval_set = toy.problems("eval")
-    original = toy.greedy_accuracy(model, tok, eval_set, "original")
-    rephrased = toy.greedy_accuracy(model, tok, eval_set, "rephrased")
+    original = _greedy_accuracy(model, tok, eval_set, "original")
+    rephrased = _greedy_accuracy(model, tok, eval_set, "rephrased")
+    assert 0.60 <= original <= 0.80, (original, rephrased)
+    assert rephrased >= original - 0.15, (original, rephrased)
+    return original, rephrased
+
+
+def test_shipped_warm_start_is_the_default_one_and_lands_in_the_window():
+    folder = toy.shipped_folder(toy.WarmStartConfig())
+    assert folder is not None, "the default WarmStartConfig changed: run python -m coreward_cli.toy"
+    meta = json.loads((folder / toy.MARKER).read_text())
+    assert meta["config"] == json.loads(json.dumps(asdict(toy.WarmStartConfig())))
+    original, rephrased = _window(folder)
+    # the stop check's one-forward accuracy is what greedy decoding gets
+    model = __import__("transformers").AutoModelForCausalLM.from_pretrained(folder)
+    tok = toy.build_tokenizer()
+    for view, greedy in (("original", original), ("rephrased", rephrased)):
+        batch = toy.teacher_forced_batch(tok, toy.problems("eval"), view)
+        assert toy.answer_accuracy(model, batch) == pytest.approx(greedy, abs=0.01)
+
+
+def test_first_use_copies_the_shipped_warm_start_instead_of_training(tmp_path, monkeypatch):
+    monkeypatch.setenv("COREWARD_CACHE", str(tmp_path))
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("trained although the package ships this warm start")
+
+    monkeypatch.setattr(toy, "train_warm_start", no_training)
+    folder = toy.warm_start()
+    assert folder.parent == tmp_path and toy.fingerprint(toy.WarmStartConfig()) in folder.name
+    shipped = toy.shipped_folder(toy.WarmStartConfig())
+    for name in ("model.safetensors", toy.MARKER, "tokenizer.json", "config.json"):
+        assert (folder / name).read_bytes() == (shipped / name).read_bytes()
+    assert toy.warm_start() == folder  # cached from now on
+
+
+@pytest.mark.slow
+def test_a_rebuild_of_the_warm_start_lands_in_the_accuracy_window(tmp_path, monkeypatch, capsys):
+    """What `python -m coreward_cli.toy` does, from scratch on this machine's arithmetic."""
+    monkeypatch.setenv("COREWARD_CACHE", str(tmp_path))
+    folder = toy.warm_start(shipped=False)
+    meta = json.loads((folder / toy.MARKER).read_text())
+    original, rephrased = _window(folder)
     with capsys.disabled():
         print(
-            f"\nwarm start: {meta['seconds']} s, {meta['steps']} steps, dev {meta['dev_accuracy']:.3f}, "
+            f"\nwarm start: {meta['seconds']} s, {meta['steps']} steps, dev {meta['dev_accuracy']}, "
             f"eval original {original:.3f}, eval rephrased {rephrased:.3f}"
         )
-    assert 0.60 <= original <= 0.80
-    assert (
-        rephrased >= original - 0.15
-    )  # the second view must be about as solvable for cross-view voting
