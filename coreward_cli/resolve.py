@@ -226,7 +226,7 @@ def _check_model(recipe: Recipe, where: Where, warn: Warn) -> None:
         return
     except HFValidationError:
         pass
-    problem = f"{spec} is not a folder or file here (relative to {Path.cwd()}), nor a hub id like Qwen/Qwen2.5-3B"
+    problem = f"{spec!r} is not a folder or file here (relative to {Path.cwd()}), nor a hub id like Qwen/Qwen2.5-3B"
     if recipe.engine.kind == "openrlhf":
         warn(where.warning("model.path", problem + "; fine if the cluster's nodes have it"))
         return

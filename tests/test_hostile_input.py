@@ -84,7 +84,7 @@ def test_a_cluster_model_path_is_only_a_warning():
     paper = str(ROOT / "recipes" / "qwen3b_math.yaml")
     result = CliRunner().invoke(cli, ["recipe", "validate", paper, "--set", "model.path=/nodes/q"])
     assert result.exit_code == 0, result.output
-    assert "warning: --set model.path: /nodes/q is not a folder or file here" in result.output
+    assert "warning: --set model.path: '/nodes/q' is not a folder or file here" in result.output
 
 
 def test_run_into_proc_is_one_line(tmp_path):
@@ -146,8 +146,10 @@ def test_recipe_list_marks_bad_files_and_lists_the_good(tmp_path, monkeypatch):
     assert all("error" in local[k] for k in ("binary.yaml", "tagged.yaml", "x.yaml"))
 
 
-def test_recipe_new_model_with_a_newline_stays_in_the_header_comment(tmp_path):
+def test_recipe_new_model_with_a_newline_stays_in_the_header_comment(tmp_path, monkeypatch):
     out = tmp_path / "r.yaml"
+    (tmp_path / "x\nseed: 5").mkdir()  # a model folder with that name: the path check passes
+    monkeypatch.chdir(tmp_path)
     result = CliRunner().invoke(
         cli,
         [

@@ -128,7 +128,7 @@ def test_paper_config_in_dry_run_json(tmp_path: Path) -> None:
     assert plan["runtime_env"]["working_dir"].endswith("/run/job")
     # rewards: the method's exact votes; reference scores (OpenRLHF's held-out pass@1): the eval grading
     assert json.loads(value("coreward.method_options"))["match"] == "exact"
-    assert plan["runtime_env"]["env_vars"]["COREWARD_MATCH"] == "normalized"
+    assert plan["runtime_env"]["env_vars"]["COREWARD_MATCH"] == "hendrycks"
 
 
 def test_steps_with_known_problem_count(tmp_path: Path) -> None:
