@@ -10,6 +10,7 @@ from click.testing import CliRunner
 
 from coreward_cli.evaluate import CONFIG_FILE, SAMPLES_FILE
 from coreward_cli.main import cli
+from tests.cli_checks import one_line_error
 
 
 def grade(tmp_path: Path, lines: list[str], *args: str, out: str = "o"):
@@ -23,15 +24,6 @@ def grade(tmp_path: Path, lines: list[str], *args: str, out: str = "o"):
 def overall(result) -> dict:
     assert result.exit_code == 0, result.output
     return json.loads(result.stdout)["overall"]
-
-
-def one_line_error(result, *fragments: str) -> str:
-    assert result.exit_code == 2, result.output
-    lines = result.output.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.output
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
-    return lines[0]
 
 
 def row(reference: str, *responses: str) -> str:

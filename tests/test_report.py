@@ -14,6 +14,7 @@ import torch
 from click.testing import CliRunner
 
 from coreward_cli.main import cli
+from tests.cli_checks import one_line_error
 
 torch.set_num_threads(2)
 
@@ -216,14 +217,6 @@ def metrics_run(folder: Path, lines: list[str]) -> Path:
     folder.mkdir(parents=True)
     (folder / "metrics.jsonl").write_text("".join(line + "\n" for line in lines))
     return folder
-
-
-def one_line_error(result, *fragments: str) -> None:
-    assert result.exit_code == 2, result.output
-    lines = result.output.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.output
-    for fragment in fragments:
-        assert fragment in lines[0]
 
 
 def test_not_a_run_folder(tmp_path):
