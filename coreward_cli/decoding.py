@@ -5,6 +5,9 @@ Why not `model.generate`: it prefills each prompt once per returned sequence, ke
 forward on rows that have finished, and per step rebuilds the attention mask and positions (a
 `torch.cat` each) and re-checks its generation settings. This loop does the rest the same way:
 - the prompt is prefilled once and its cache repeated `n` times (`generate` computes n copies);
+- Llama-family models (Llama, Qwen2, SmolLM) run `lean_forward.LeanCache`: their own weights as
+  plain tensor ops on a preallocated cache, bit-identical logits with a fraction of the per-token
+  overhead; any other model runs its transformers forward (`_TransformersCache`);
 - in long generations (`COMPACT_FROM`), rows that have finished leave the forward batch;
 - each step's scores are the last position's logits in float32, warped by transformers' own
   `TemperatureLogitsWarper` and `TopPLogitsWarper` (top-k off), then `torch.multinomial` on their
@@ -33,6 +36,9 @@ from transformers.generation.logits_process import (
     TemperatureLogitsWarper,
     TopPLogitsWarper,
 )
+
+from coreward_cli import lean_forward
+from coreward_cli.lean_forward import LeanCache
 
 # generation-config entries that change nothing this loop does differently from `generate`
 _NEUTRAL = {
@@ -96,6 +102,58 @@ def _forward_args(model: PreTrainedModel) -> tuple[str, dict[str, int]]:
     )
 
 
+class _TransformersCache:
+    """The model's own forward and cache behind `LeanCache`'s interface, for every other model.
+    The mask and positions are preallocated and sliced per step, never concatenated."""
+
+    def __init__(self, model, prompt_ids, prompt_mask, n: int, max_new_tokens: int) -> None:
+        self.model = model
+        self.cache_key, self.keep = _forward_args(model)
+        self.n = n
+        rows = prompt_ids.shape[0] * n
+        self.width = prompt_ids.shape[1]
+        self.positions = (prompt_mask.long().cumsum(-1) - 1).masked_fill(prompt_mask == 0, 0)
+        self.mask = prompt_mask.new_ones((rows, self.width + max_new_tokens))
+        self.mask[:, : self.width] = prompt_mask.repeat_interleave(n, 0)
+        self.next_positions = self.positions[:, -1:].repeat_interleave(n, 0) + torch.arange(
+            1, max_new_tokens + 1, device=prompt_ids.device
+        )
+        self.cache = None
+        self.length = 0
+
+    def prefill(self, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor) -> torch.Tensor:
+        out = self.model(
+            input_ids=prompt_ids,
+            attention_mask=prompt_mask,
+            position_ids=self.positions,
+            use_cache=True,
+            **self.keep,
+        )
+        self.cache = getattr(out, self.cache_key)
+        logits = out.logits[:, -1]
+        if self.n > 1:
+            self.cache.batch_repeat_interleave(self.n)
+            logits = logits.repeat_interleave(self.n, 0)
+        self.length = self.width
+        return logits
+
+    def select(self, rows: torch.Tensor) -> None:
+        self.cache.batch_select_indices(rows)
+        self.mask, self.next_positions = self.mask[rows], self.next_positions[rows]
+
+    def step(self, tokens: torch.Tensor) -> torch.Tensor:
+        self.length += 1
+        t = self.length - self.width
+        return self.model(
+            input_ids=tokens[:, None],
+            attention_mask=self.mask[:, : self.length],
+            position_ids=self.next_positions[:, t - 1 : t],
+            use_cache=True,
+            **self.keep,
+            **{self.cache_key: self.cache},
+        ).logits[:, -1]
+
+
 @torch.no_grad()
 def decode(
     model: PreTrainedModel,
@@ -114,37 +172,21 @@ def decode(
     device = prompt_ids.device
     greedy = temperature <= 0
     warp = warpers(temperature, top_p) if not greedy else LogitsProcessorList()
-    cache_key, keep = _forward_args(model)
     batch = prompt_ids.shape[0] * n
     width = prompt_ids.shape[1]
+    kind = LeanCache if lean_forward.supports(model) else _TransformersCache
+    cache = kind(model, prompt_ids, prompt_mask, n, max_new_tokens)
+    logits = cache.prefill(prompt_ids, prompt_mask)
 
-    positions = (prompt_mask.long().cumsum(-1) - 1).masked_fill(prompt_mask == 0, 0)
-    out = model(
-        input_ids=prompt_ids,
-        attention_mask=prompt_mask,
-        position_ids=positions,
-        use_cache=True,
-        **keep,
-    )
-    cache = getattr(out, cache_key)
-    logits = out.logits[:, -1]
-    if n > 1:
-        cache.batch_repeat_interleave(n)
-        logits = logits.repeat_interleave(n, 0)
-    del out
-
-    # the whole sequence and mask, written in place: a step reads slices, never concatenates
+    # the whole sequence, written in place: the warpers read a slice, never a concatenation
     seq = torch.empty((batch, width + max_new_tokens), dtype=prompt_ids.dtype, device=device)
     seq[:, :width] = prompt_ids.repeat_interleave(n, 0)
-    mask = torch.ones((batch, width + max_new_tokens), dtype=prompt_mask.dtype, device=device)
-    mask[:, :width] = prompt_mask.repeat_interleave(n, 0)
-    next_positions = positions[:, -1:].repeat_interleave(n, 0) + torch.arange(
-        1, max_new_tokens + 1, device=device
-    )
     eos_t = torch.tensor(eos, dtype=seq.dtype, device=device)
     unfinished = torch.ones(batch, dtype=torch.bool, device=device)
     rows = torch.arange(batch, device=device)  # the batch rows the cache still holds
-    compact = max_new_tokens >= COMPACT_FROM and hasattr(cache, "batch_select_indices")
+    compact = max_new_tokens >= COMPACT_FROM and (
+        kind is LeanCache or hasattr(getattr(cache, "cache", None), "batch_select_indices")
+    )
     steps = 0
     while True:
         scores = warp(seq[:, : width + steps], logits.to(torch.float32))
@@ -162,20 +204,12 @@ def decode(
             break
         if compact and alive <= len(rows) * 3 // 4:
             held = unfinished[rows].nonzero().squeeze(1)
-            cache.batch_select_indices(held)
+            cache.select(held)
             rows = rows[held]
-        sel = slice(None) if len(rows) == batch else rows
-        step_logits = model(
-            input_ids=tokens[sel, None],
-            attention_mask=mask[sel, : width + steps],
-            position_ids=next_positions[sel, steps - 1 : steps],
-            use_cache=True,
-            **keep,
-            **{cache_key: cache},
-        ).logits[:, -1]
         if len(rows) == batch:
-            logits = step_logits
+            logits = cache.step(tokens)
         else:  # finished rows still take their draw (then pad): the draws stay generate's
+            step_logits = cache.step(tokens[rows])
             logits = step_logits.new_zeros((batch, step_logits.shape[-1]))
             logits[rows] = step_logits
     return seq[:, width : width + steps]

@@ -104,7 +104,6 @@ def sample(
     eos = eos_ids(model, tokenizer)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (eos[0] if eos else 0)
     fast = decoding.supports(model)
-    config = decoding.generate_config(temperature, top_p, max_new_tokens, n, eos, pad)
     per_call = max(1, chunk // n)
     parts: list[Sequences] = []
     was_training = model.training
@@ -126,6 +125,7 @@ def sample(
                     pad=pad,
                 )
             else:
+                config = decoding.generate_config(temperature, top_p, max_new_tokens, n, eos, pad)
                 out = model.generate(input_ids=ids, attention_mask=mask, generation_config=config)
                 response = out[:, ids.shape[1] :]
             response = response.cpu()

@@ -7,9 +7,10 @@ from unittest import mock
 
 import pytest
 import torch
-from transformers import DynamicCache, LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
+from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
-from coreward_cli import decoding
+from coreward_cli import decoding, lean_forward
+from coreward_cli.lean_forward import LeanCache
 from coreward_cli.prompts import Prompt
 from coreward_cli.sampling import eos_ids, sample, tokenize_prompts
 from coreward_cli.toy import build_model, build_tokenizer
@@ -113,20 +114,25 @@ def test_sampled_equals_generate_for_a_seed(family: str, settings: dict, tok) ->
     assert torch.equal(rng_now, rng_before)
 
 
+@pytest.mark.parametrize("forward", ["lean", "transformers"])
 @pytest.mark.parametrize("limit", [40, decoding.COMPACT_FROM + 16])
-def test_finished_rows_are_padded_and_width_is_the_steps_run(limit: int, tok) -> None:
+def test_finished_rows_are_padded_and_width_is_the_steps_run(limit: int, forward: str, tok) -> None:
     model = build_model(seed=2).eval() if limit < decoding.COMPACT_FROM else _tiny("qwen2", 2)
     _boost_eos(model, 6.0 if limit < decoding.COMPACT_FROM else 3.0)  # rows end at different steps
     kw = dict(model=model, tokenizer=tok, prompts=_prompts(), n=4, temperature=1.0, top_p=1.0)
     before, _ = _seeded(_via_generate, 3, max_new_tokens=limit, **kw)
     dropped = []
-    select = DynamicCache.batch_select_indices
+    cache_kind = LeanCache if forward == "lean" else decoding._TransformersCache
+    select = cache_kind.select
 
-    def spy(cache, indices):
-        dropped.append(len(indices))
-        select(cache, indices)
+    def spy(cache, rows):
+        dropped.append(len(rows))
+        select(cache, rows)
 
-    with mock.patch.object(DynamicCache, "batch_select_indices", spy):
+    with (
+        mock.patch.object(cache_kind, "select", spy),
+        mock.patch.object(lean_forward, "supports", return_value=forward == "lean"),
+    ):
         now, rng_now = _seeded(sample, 3, max_new_tokens=limit, **kw)
     # in long generations finished rows leave the batch; the tokens stay generate's
     assert bool(dropped) == (limit >= decoding.COMPACT_FROM)

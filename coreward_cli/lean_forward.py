@@ -1,0 +1,197 @@
+"""The decoding forward of Llama-family models (Llama, Qwen2, SmolLM: the toy and most math
+policies) as plain tensor ops over a preallocated key/value cache.
+
+Why: at the toy's size a decoding step is cheap arithmetic under heavy per-call overhead. The
+transformers forward walks ~15 modules a layer, rebuilds the attention mask from the full 2-D mask,
+recomputes the rotary table and grows its cache by `torch.cat` at every token (issue 16's profile).
+Here each layer is its projections, two norms and one attention, the cache is written in place,
+the rotary table and the additive padding mask are built once per generation, and the heads of a
+grouped-query model read their shared keys without copies.
+
+The arithmetic is the model's own, op for op: its weights through `F.linear`, its rotary and
+activation modules (so a rope-scaling variant comes with them), its norm's epsilon, and torch's
+SDPA as transformers' default attention. On float32 the logits are bit-identical to the
+transformers forward on the same rows (`tests/test_lean_forward.py`).
+
+`supports` decides: exactly these module types, no sliding window, no attention dropout in
+training mode, no autocast. Anything else (LoRA or quantized layers, other architectures, mixed
+precision) keeps the transformers forward in `decoding.decode`.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import PreTrainedModel
+
+_ARCHITECTURES = {"LlamaForCausalLM", "Qwen2ForCausalLM"}
+_LINEARS = (
+    "self_attn.q_proj",
+    "self_attn.k_proj",
+    "self_attn.v_proj",
+    "self_attn.o_proj",
+    "mlp.gate_proj",
+    "mlp.up_proj",
+    "mlp.down_proj",
+)
+
+
+def supports(model: PreTrainedModel) -> bool:
+    """Whether `LeanCache` computes what this model's own forward does."""
+    if type(model).__name__ not in _ARCHITECTURES or type(model.lm_head) is not nn.Linear:
+        return False
+    config = model.config
+    if any(kind != "full_attention" for kind in getattr(config, "layer_types", None) or []):
+        return False
+    if getattr(config, "use_sliding_window", False):
+        return False
+    if model.training and getattr(config, "attention_dropout", 0.0):
+        return False
+    if torch.is_autocast_enabled(model.lm_head.weight.device.type):
+        return False  # mixed precision keeps transformers' own casts
+    return all(
+        type(layer.get_submodule(name)) is nn.Linear
+        for layer in model.model.layers
+        for name in _LINEARS
+    )
+
+
+class LeanCache:
+    """One generation's keys and values, (layers, rows, kv heads, width + new tokens, head dim),
+    with the rotary table and padding bias for every position it will hold."""
+
+    def __init__(
+        self,
+        model: PreTrainedModel,
+        prompt_ids: torch.Tensor,  # (P, W) left-padded
+        prompt_mask: torch.Tensor,  # (P, W)
+        n: int,
+        max_new_tokens: int,
+    ) -> None:
+        self.model = model
+        config = model.config
+        self.layers = model.model.layers
+        self.heads = config.num_attention_heads
+        self.kv_heads = config.num_key_value_heads
+        self.head_dim = getattr(config, "head_dim", None) or config.hidden_size // self.heads
+        self.scaling = self.head_dim**-0.5
+        self.groups = self.heads // self.kv_heads  # query heads per key/value head
+        width = prompt_ids.shape[1]
+        dtype = model.lm_head.weight.dtype
+        device = prompt_ids.device
+        total = width + max_new_tokens
+        rows = prompt_ids.shape[0] * n
+
+        positions = (prompt_mask.long().cumsum(-1) - 1).masked_fill(prompt_mask == 0, 0)
+        after = positions[:, -1:] + torch.arange(1, max_new_tokens + 1, device=device)
+        all_positions = torch.cat([positions, after], 1).repeat_interleave(n, 0)  # (B, total)
+        probe = torch.empty(0, dtype=dtype, device=device)
+        self.cos, sin = model.model.rotary_emb(probe, all_positions)  # (B, total, D)
+        # rotate_half(x) * sin == x.roll(D/2) * sin with its first half negated: 2 ops, not 5
+        half = self.head_dim // 2
+        self.sin = torch.cat([-sin[..., :half], sin[..., half:]], -1)
+        # padded prompt columns get the most negative value, as transformers' own masks do: a row
+        # of pads then attends evenly among its pads instead of producing NaN
+        visible = torch.ones((rows, total), dtype=torch.bool, device=device)
+        visible[:, :width] = prompt_mask.bool().repeat_interleave(n, 0)
+        self.bias = torch.zeros((rows, 1, 1, total), dtype=dtype, device=device)
+        self.bias.masked_fill_(~visible[:, None, None, :], torch.finfo(dtype).min)
+        shape = (len(self.layers), rows, self.kv_heads, total, self.head_dim)
+        self.keys = torch.empty(shape, dtype=dtype, device=device)
+        self.values = torch.empty(shape, dtype=dtype, device=device)
+        self.n = n
+        self.length = 0  # positions written
+
+    def select(self, rows: torch.Tensor) -> None:
+        """Keep only these batch rows (finished ones leave long generations)."""
+        self.keys, self.values = self.keys[:, rows], self.values[:, rows]
+        self.cos, self.sin, self.bias = self.cos[rows], self.sin[rows], self.bias[rows]
+
+    def prefill(self, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor) -> torch.Tensor:
+        """Run each distinct prompt once and repeat its cache n times; last-position logits (B, V)."""
+        p, w = prompt_ids.shape
+        rows = slice(0, p * self.n, self.n)  # the first copy of each prompt
+        causal = torch.ones((w, w), dtype=torch.bool, device=prompt_ids.device).tril()
+        visible = causal & prompt_mask.bool()[:, None, :]  # (P, W, W)
+        bias = torch.zeros(visible.shape, dtype=self.bias.dtype, device=prompt_ids.device)
+        bias = bias.masked_fill(~visible, torch.finfo(bias.dtype).min)[:, None]
+        hidden = self._forward(prompt_ids, self.cos[rows, :w], self.sin[rows, :w], bias, p)
+        if self.n > 1:
+            self.keys[:, :, :, :w] = self.keys[:, :p, :, :w].repeat_interleave(self.n, 1)
+            self.values[:, :, :, :w] = self.values[:, :p, :, :w].repeat_interleave(self.n, 1)
+        self.length = w
+        return self._logits(hidden[:, -1]).repeat_interleave(self.n, 0)
+
+    def step(self, tokens: torch.Tensor) -> torch.Tensor:
+        """One new token per row held; its logits (rows, V)."""
+        t = self.length
+        hidden = self._forward(
+            tokens[:, None],
+            self.cos[:, t : t + 1],
+            self.sin[:, t : t + 1],
+            self.bias[..., : t + 1],
+            len(tokens),
+        )
+        self.length = t + 1
+        return self._logits(hidden[:, -1])
+
+    def _logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.model.lm_head(_rms_norm(self.model.model.norm, hidden))
+
+    def _forward(
+        self,
+        ids: torch.Tensor,  # (b, s): the prompts (s = W) or one token per row (s = 1)
+        cos: torch.Tensor,  # (b, s, D)
+        sin: torch.Tensor,
+        bias: torch.Tensor,  # (b, 1, s, t) or (b, 1, 1, t), additive
+        b: int,  # cache rows written: 0..b
+    ) -> torch.Tensor:
+        s = ids.shape[1]
+        start, stop = self.length, self.length + s
+        x = self.model.model.embed_tokens(ids)  # (b, s, hidden)
+        cos, sin = cos[:, None], sin[:, None]  # broadcast over heads
+        for i, layer in enumerate(self.layers):
+            attn, mlp = layer.self_attn, layer.mlp
+            h = _rms_norm(layer.input_layernorm, x)
+            q = F.linear(h, attn.q_proj.weight, attn.q_proj.bias)
+            k = F.linear(h, attn.k_proj.weight, attn.k_proj.bias)
+            v = F.linear(h, attn.v_proj.weight, attn.v_proj.bias)
+            q = q.view(b, s, self.heads, self.head_dim).transpose(1, 2)  # (b, H, s, D)
+            k = k.view(b, s, self.kv_heads, self.head_dim).transpose(1, 2)
+            v = v.view(b, s, self.kv_heads, self.head_dim).transpose(1, 2)
+            half = self.head_dim // 2
+            q = q * cos + q.roll(half, -1) * sin
+            self.keys[i, :b, :, start:stop] = k * cos + k.roll(half, -1) * sin
+            self.values[i, :b, :, start:stop] = v
+            keys, values = self.keys[i, :b, :, :stop], self.values[i, :b, :, :stop]
+            out = self._attend(q, keys, values, bias)  # (b, s, H * D)
+            x = x + F.linear(out, attn.o_proj.weight, attn.o_proj.bias)
+            h = _rms_norm(layer.post_attention_layernorm, x)
+            gate = F.linear(h, mlp.gate_proj.weight, mlp.gate_proj.bias)
+            up = F.linear(h, mlp.up_proj.weight, mlp.up_proj.bias)
+            x = x + F.linear(mlp.act_fn(gate) * up, mlp.down_proj.weight, mlp.down_proj.bias)
+        return x
+
+    def _attend(self, q, keys, values, bias) -> torch.Tensor:
+        """Attention as transformers' SDPA path does it, grouped-query models included: one query a
+        row puts a key/value head's query heads in its sequence slot; longer ones repeat keys."""
+        b, _, s, d = q.shape
+        if self.groups > 1 and s == 1:
+            q = q.reshape(b, self.kv_heads, self.groups, d)
+        elif self.groups > 1:
+            t = keys.shape[2]
+            keys = keys[:, :, None].expand(b, self.kv_heads, self.groups, t, d).reshape(b, -1, t, d)
+            values = values[:, :, None].expand(b, self.kv_heads, self.groups, t, d)
+            values = values.reshape(b, -1, t, d)
+        out = F.scaled_dot_product_attention(q, keys, values, attn_mask=bias, scale=self.scaling)
+        if s == 1:
+            return out.reshape(b, 1, self.heads * d)
+        return out.transpose(1, 2).reshape(b, s, self.heads * d)
+
+
+def _rms_norm(norm: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The model's RMSNorm as torch's one fused op: for float32, the module's arithmetic exactly."""
+    if x.dtype != torch.float32:
+        return norm(x)
+    return F.rms_norm(x, norm.weight.shape, norm.weight, norm.variance_epsilon)

@@ -1,0 +1,123 @@
+"""The lean decoding forward computes what the transformers forward computes, and declines the
+models where it would not."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM, Qwen2Config
+
+from coreward_cli import decoding, lean_forward
+from coreward_cli.lean_forward import LeanCache
+from coreward_cli.prompts import Prompt
+from coreward_cli.sampling import tokenize_prompts
+from coreward_cli.toy import build_model, build_tokenizer
+from tests.test_sampling import SMALL, _tiny
+
+torch.set_num_threads(1)
+
+# left padding of different depths: the padding bias and positions matter
+QUESTIONS = ["3+4=", "sum of 12 and 87?", "add 99 and 10:", "7+8="]
+
+
+def _llama_with_rope_scaling():
+    rope = {
+        "rope_type": "llama3",
+        "rope_theta": 10000.0,
+        "factor": 8.0,
+        "low_freq_factor": 1.0,
+        "high_freq_factor": 4.0,
+        "original_max_position_embeddings": 16,
+    }
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(3)
+        return LlamaForCausalLM(LlamaConfig(**SMALL, rope_parameters=rope)).eval()
+
+
+MODELS = {
+    "toy": lambda: build_model(seed=5).eval(),
+    "llama-gqa": lambda: _tiny("llama"),
+    "qwen2-gqa": lambda: _tiny("qwen2"),
+    "llama3-rope": _llama_with_rope_scaling,
+}
+
+
+@pytest.mark.parametrize("family", list(MODELS))
+def test_logits_are_the_transformers_forwards_bit_for_bit(family: str) -> None:
+    """Prefill and every cached step give the transformers forward's logits exactly, for rows
+    repeated n times from left-padded prompts, fed the same tokens."""
+    model = MODELS[family]()
+    assert lean_forward.supports(model)
+    ids, mask = tokenize_prompts(build_tokenizer(), [Prompt(q, True) for q in QUESTIONS])
+    assert (mask == 0).any()
+    with torch.no_grad():
+        lean = LeanCache(model, ids, mask, n=3, max_new_tokens=8)
+        reference = decoding._TransformersCache(model, ids, mask, n=3, max_new_tokens=8)
+        got, expected = lean.prefill(ids, mask), reference.prefill(ids, mask)
+        torch.testing.assert_close(got, expected, rtol=0, atol=0)
+        generator = torch.Generator().manual_seed(0)
+        for _ in range(7):
+            tokens = torch.randint(3, 260, (ids.shape[0] * 3,), generator=generator)
+            got, expected = lean.step(tokens), reference.step(tokens)
+            torch.testing.assert_close(got, expected, rtol=0, atol=0)
+
+
+def test_dropping_rows_keeps_the_others_logits() -> None:
+    model = _tiny("qwen2")
+    ids, mask = tokenize_prompts(build_tokenizer(), [Prompt(q, True) for q in QUESTIONS])
+    keep = torch.tensor([0, 2, 3, 7, 11])
+    with torch.no_grad():
+        lean = LeanCache(model, ids, mask, n=3, max_new_tokens=4)
+        reference = decoding._TransformersCache(model, ids, mask, n=3, max_new_tokens=4)
+        lean.prefill(ids, mask), reference.prefill(ids, mask)
+        tokens = torch.arange(12) + 10
+        lean.step(tokens), reference.step(tokens)
+        lean.select(keep), reference.select(keep)
+        torch.testing.assert_close(lean.step(tokens[keep]), reference.step(tokens[keep]))
+
+
+def _replaced_projection(model):
+    class Adapter(nn.Linear):  # what LoRA or a quantizer puts in a projection's place
+        pass
+
+    old = model.model.layers[0].self_attn.q_proj
+    model.model.layers[0].self_attn.q_proj = Adapter(old.in_features, old.out_features)
+    return model
+
+
+def _sliding_window():
+    config = Qwen2Config(**SMALL, use_sliding_window=True, sliding_window=4, max_window_layers=0)
+    return _tiny_from(config)
+
+
+def _tiny_from(config):
+    from transformers import Qwen2ForCausalLM
+
+    return Qwen2ForCausalLM(config).eval()
+
+
+def _training_with_attention_dropout():
+    model = _tiny_from(Qwen2Config(**SMALL, attention_dropout=0.1))
+    return model.train()
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=32, n_head=2, vocab_size=260)),
+        lambda: _replaced_projection(_tiny("llama")),
+        _sliding_window,
+        _training_with_attention_dropout,
+    ],
+    ids=["other-architecture", "adapted-projection", "sliding-window", "attention-dropout"],
+)
+def test_models_it_does_not_reproduce_keep_the_transformers_forward(make) -> None:
+    assert not lean_forward.supports(make())
+
+
+def test_autocast_keeps_the_transformers_forward() -> None:
+    model = build_model(seed=1).eval()
+    assert lean_forward.supports(model)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert not lean_forward.supports(model)
