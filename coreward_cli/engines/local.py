@@ -198,21 +198,23 @@ class LocalTrainer:
         return torch.autocast(self.device.type, dtype=self.compute_dtype)
 
     def sample_views(self, problems: list[Problem], views: tuple[str, ...]) -> dict[str, Sequences]:
-        """n responses per problem in each view, from the model as it is now."""
+        """n responses per problem in each view, from the model as it is now. The views share one
+        decoding batch: twice the rows cost far less than twice the time on small models (issue
+        16), and each view's rows come back with only its own padding."""
         r = self.recipe.rollout
-        out = {}
-        for view in views:
-            with self.autocast():
-                out[view] = sample(
-                    self.model,
-                    self.tokenizer,
-                    [self.prompt(p, view) for p in problems],
-                    n=r.n,
-                    temperature=r.temperature,
-                    top_p=r.top_p,
-                    max_new_tokens=r.max_new_tokens,
-                )
-        return out
+        prompts = [self.prompt(p, view) for view in views for p in problems]
+        with self.autocast():
+            seqs = sample(
+                self.model,
+                self.tokenizer,
+                prompts,
+                n=r.n,
+                temperature=r.temperature,
+                top_p=r.top_p,
+                max_new_tokens=r.max_new_tokens,
+            )
+        rows = len(problems) * r.n
+        return {view: seqs.rows(i * rows, (i + 1) * rows) for i, view in enumerate(views)}
 
     def update_teacher(self, step: int) -> float | None:
         """The official order: the teacher moves toward the policy that just sampled, then samples.
