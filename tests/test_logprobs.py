@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import copy
 import math
+from unittest import mock
 
 import pytest
 import torch
 
-from coreward_cli.engines.logprobs import score_tokens
+from coreward_cli.engines.logprobs import _distinct_prompts, score_tokens
 from coreward_cli.engines.loss import ViewNorm, aggregate, kl_penalty, ppo_clip
 from coreward_cli.engines.optim import build_optimizer, lr_multiplier
 from coreward_cli.engines.update import UpdateSettings, ViewBatch, policy_update
@@ -79,6 +80,50 @@ def test_logprobs_equal_generate_scores(toy):
     with torch.no_grad():
         got = score_tokens(model, seqs, temperature=0.6).logprobs
     torch.testing.assert_close(got, expected, rtol=0, atol=1e-4)
+
+
+@pytest.mark.parametrize("family", ["toy", "llama-gqa"])
+def test_a_shared_prompt_runs_once_with_the_same_scores_and_gradient(family: str, toy) -> None:
+    """Rows of one prompt share its forward (its cache repeated per row): the log-probs, entropy
+    and the gradient equal those of every row run whole, to float32 rounding."""
+    from tests.test_sampling import _tiny
+
+    model = copy.deepcopy(toy[0]) if family == "toy" else _tiny("llama")
+    seqs = _sample(model, toy[1], ["3+4=", "sum of 12 and 87?", "7+8="], n=4, seed=3)
+    assert len(_distinct_prompts(seqs)[0]) == 3
+    forwards = []
+    model.register_forward_pre_hook(
+        lambda m, a, kw: forwards.append(tuple(kw["input_ids"].shape)), with_kwargs=True
+    )
+
+    def scored(shared: bool):
+        model.zero_grad()
+        forwards.clear()
+        split = _distinct_prompts if shared else lambda s: (torch.arange(len(s)),) * 2
+        with mock.patch("coreward_cli.engines.logprobs._distinct_prompts", split):
+            scores = score_tokens(model, seqs, temperature=0.7, with_stats=True)
+        (scores.logprobs * seqs.response_mask).sum().backward()
+        return scores, [p.grad.clone() for p in model.parameters()], list(forwards)
+
+    whole, whole_grad, whole_calls = scored(shared=False)
+    shared, shared_grad, shared_calls = scored(shared=True)
+    assert whole_calls == [(12, seqs.prompt_ids.shape[1] + seqs.response_ids.shape[1])]
+    assert shared_calls[0] == (3, seqs.prompt_ids.shape[1])  # each prompt once
+    assert shared_calls[1] == (12, seqs.response_ids.shape[1] - 1)  # then the responses
+    m = seqs.response_mask.bool()
+    for name in ("logprobs", "entropy", "self_certainty"):
+        torch.testing.assert_close(
+            getattr(shared, name)[m], getattr(whole, name)[m], rtol=0, atol=2e-5
+        )
+    for got, expected in zip(shared_grad, whole_grad):
+        assert (got - expected).norm() <= 1e-4 * expected.norm() + 1e-7
+
+
+def test_distinct_prompts_follow_runs_of_rows() -> None:
+    ids = torch.tensor([[0, 5], [0, 5], [6, 7], [0, 5]])
+    seqs = Sequences(ids, (ids > 0).long(), ids, ids, [""] * 4)
+    firsts, owner = _distinct_prompts(seqs)
+    assert firsts.tolist() == [0, 2, 3] and owner.tolist() == [0, 0, 1, 2]
 
 
 def test_response_mask_stops_after_first_eos():
