@@ -61,10 +61,10 @@ def response_logits(model: PreTrainedModel, seqs: Sequences) -> torch.Tensor:
     mask = torch.cat([seqs.prompt_mask, seqs.response_mask], 1).to(device)
     positions = (mask.long().cumsum(-1) - 1).clamp(min=0)
     p_len = seqs.prompt_ids.shape[1]
-    firsts, owner = _distinct_prompts(seqs)
     params = inspect.signature(model.forward).parameters
     keep = (lambda k: {"logits_to_keep": k}) if "logits_to_keep" in params else (lambda k: {})
-    if len(firsts) == len(seqs) or r_len < 2 or _checkpointing(model):
+
+    def whole() -> torch.Tensor:
         ids = torch.cat([seqs.prompt_ids, seqs.response_ids], 1).to(device)
         logits = model(
             input_ids=ids,
@@ -74,6 +74,10 @@ def response_logits(model: PreTrainedModel, seqs: Sequences) -> torch.Tensor:
             **keep(r_len + 1),
         ).logits
         return logits[:, -(r_len + 1) : -1]  # position t predicts token t + 1
+
+    firsts, owner = _distinct_prompts(seqs)
+    if len(firsts) == len(seqs) or r_len < 2 or _checkpointing(model):
+        return whole()
     firsts, owner = firsts.to(device), owner.to(device)
     prompt = model(
         input_ids=seqs.prompt_ids.to(device)[firsts],
@@ -83,7 +87,9 @@ def response_logits(model: PreTrainedModel, seqs: Sequences) -> torch.Tensor:
         **keep(1),
     )
     cache_arg = "cache" if "cache" in params else "past_key_values"
-    cache = getattr(prompt, cache_arg)
+    cache = getattr(prompt, cache_arg, None)
+    if not hasattr(cache, "batch_select_indices"):  # a model with a cache of its own kind
+        return whole()
     cache.batch_select_indices(owner)  # each row gets its prompt's keys and values
     rest = model(
         input_ids=seqs.response_ids[:, :-1].to(device),
