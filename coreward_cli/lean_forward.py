@@ -5,8 +5,8 @@ Why: at the toy's size a decoding step is cheap arithmetic under heavy per-call 
 transformers forward walks ~15 modules a layer, rebuilds the attention mask from the full 2-D mask,
 recomputes the rotary table and grows its cache by `torch.cat` at every token (issue 16's profile).
 Here each layer is its projections, two norms and one attention, the cache is written in place,
-the rotary table and the additive padding mask are built once per generation, and the heads of a
-grouped-query model read their shared keys without copies.
+the rotary table and the additive padding mask are built once per generation, and in the
+one-token steps the heads of a grouped-query model read their shared keys without copies.
 
 The arithmetic is the model's own, op for op: its weights through `F.linear`, its rotary and
 activation modules (so a rope-scaling variant comes with them), its norm's epsilon, and torch's
