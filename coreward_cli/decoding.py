@@ -109,22 +109,23 @@ class _TransformersCache:
     def __init__(self, model, prompt_ids, prompt_mask, n: int, max_new_tokens: int) -> None:
         self.model = model
         self.cache_key, self.keep = _forward_args(model)
-        self.n = n
-        rows = prompt_ids.shape[0] * n
+        self.prompt_ids, self.prompt_mask, self.n = prompt_ids, prompt_mask, n
         self.width = prompt_ids.shape[1]
-        self.positions = (prompt_mask.long().cumsum(-1) - 1).masked_fill(prompt_mask == 0, 0)
-        self.mask = prompt_mask.new_ones((rows, self.width + max_new_tokens))
+        all_positions = lean_forward.positions(prompt_mask, max_new_tokens)
+        self.positions = all_positions[:, : self.width]
+        self.next_positions = all_positions[:, self.width :].repeat_interleave(n, 0)
+        self.mask = prompt_mask.new_ones((prompt_ids.shape[0] * n, self.width + max_new_tokens))
         self.mask[:, : self.width] = prompt_mask.repeat_interleave(n, 0)
-        self.next_positions = self.positions[:, -1:].repeat_interleave(n, 0) + torch.arange(
-            1, max_new_tokens + 1, device=prompt_ids.device
-        )
         self.cache = None
         self.length = 0
 
-    def prefill(self, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor) -> torch.Tensor:
+    def can_select(self) -> bool:
+        return hasattr(self.cache, "batch_select_indices")
+
+    def prefill(self) -> torch.Tensor:
         out = self.model(
-            input_ids=prompt_ids,
-            attention_mask=prompt_mask,
+            input_ids=self.prompt_ids,
+            attention_mask=self.prompt_mask,
             position_ids=self.positions,
             use_cache=True,
             **self.keep,
@@ -176,7 +177,7 @@ def decode(
     width = prompt_ids.shape[1]
     kind = LeanCache if lean_forward.supports(model) else _TransformersCache
     cache = kind(model, prompt_ids, prompt_mask, n, max_new_tokens)
-    logits = cache.prefill(prompt_ids, prompt_mask)
+    logits = cache.prefill()
 
     # the whole sequence, written in place: the warpers read a slice, never a concatenation
     seq = torch.empty((batch, width + max_new_tokens), dtype=prompt_ids.dtype, device=device)
@@ -184,9 +185,7 @@ def decode(
     eos_t = torch.tensor(eos, dtype=seq.dtype, device=device)
     unfinished = torch.ones(batch, dtype=torch.bool, device=device)
     rows = torch.arange(batch, device=device)  # the batch rows the cache still holds
-    compact = max_new_tokens >= COMPACT_FROM and (
-        kind is LeanCache or hasattr(getattr(cache, "cache", None), "batch_select_indices")
-    )
+    compact = max_new_tokens >= COMPACT_FROM and cache.can_select()
     steps = 0
     while True:
         scores = warp(seq[:, : width + steps], logits.to(torch.float32))

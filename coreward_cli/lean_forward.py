@@ -57,6 +57,14 @@ def supports(model: PreTrainedModel) -> bool:
     )
 
 
+def positions(prompt_mask: torch.Tensor, max_new_tokens: int) -> torch.Tensor:
+    """(P, W + max_new_tokens): each prompt token's position from its mask (pads 0), as `generate`
+    numbers left-padded prompts, then the positions of the new tokens after it."""
+    prompt = (prompt_mask.long().cumsum(-1) - 1).masked_fill(prompt_mask == 0, 0)
+    after = prompt[:, -1:] + torch.arange(1, max_new_tokens + 1, device=prompt_mask.device)
+    return torch.cat([prompt, after], 1)
+
+
 class LeanCache:
     """One generation's keys and values, (layers, rows, kv heads, width + new tokens, head dim),
     with the rotary table and padding bias for every position it will hold."""
@@ -83,14 +91,13 @@ class LeanCache:
         total = width + max_new_tokens
         rows = prompt_ids.shape[0] * n
 
-        positions = (prompt_mask.long().cumsum(-1) - 1).masked_fill(prompt_mask == 0, 0)
-        after = positions[:, -1:] + torch.arange(1, max_new_tokens + 1, device=device)
-        all_positions = torch.cat([positions, after], 1).repeat_interleave(n, 0)  # (B, total)
+        self.prompt_ids, self.prompt_mask = prompt_ids, prompt_mask
+        all_positions = positions(prompt_mask, max_new_tokens).repeat_interleave(n, 0)
         probe = torch.empty(0, dtype=dtype, device=device)
         self.cos, sin = model.model.rotary_emb(probe, all_positions)  # (B, total, D)
         # rotate_half(x) * sin == x.roll(D/2) * sin with its first half negated: 2 ops, not 5
-        half = self.head_dim // 2
-        self.sin = torch.cat([-sin[..., :half], sin[..., half:]], -1)
+        self.half = self.head_dim // 2
+        self.sin = torch.cat([-sin[..., : self.half], sin[..., self.half :]], -1)
         # padded prompt columns get the most negative value, as transformers' own masks do: a row
         # of pads then attends evenly among its pads instead of producing NaN
         visible = torch.ones((rows, total), dtype=torch.bool, device=device)
@@ -108,8 +115,12 @@ class LeanCache:
         self.keys, self.values = self.keys[:, rows], self.values[:, rows]
         self.cos, self.sin, self.bias = self.cos[rows], self.sin[rows], self.bias[rows]
 
-    def prefill(self, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor) -> torch.Tensor:
+    def can_select(self) -> bool:
+        return True
+
+    def prefill(self) -> torch.Tensor:
         """Run each distinct prompt once and repeat its cache n times; last-position logits (B, V)."""
+        prompt_ids, prompt_mask = self.prompt_ids, self.prompt_mask
         p, w = prompt_ids.shape
         rows = slice(0, p * self.n, self.n)  # the first copy of each prompt
         causal = torch.ones((w, w), dtype=torch.bool, device=prompt_ids.device).tril()
@@ -160,9 +171,8 @@ class LeanCache:
             q = q.view(b, s, self.heads, self.head_dim).transpose(1, 2)  # (b, H, s, D)
             k = k.view(b, s, self.kv_heads, self.head_dim).transpose(1, 2)
             v = v.view(b, s, self.kv_heads, self.head_dim).transpose(1, 2)
-            half = self.head_dim // 2
-            q = q * cos + q.roll(half, -1) * sin
-            self.keys[i, :b, :, start:stop] = k * cos + k.roll(half, -1) * sin
+            q = q * cos + q.roll(self.half, -1) * sin
+            self.keys[i, :b, :, start:stop] = k * cos + k.roll(self.half, -1) * sin
             self.values[i, :b, :, start:stop] = v
             keys, values = self.keys[i, :b, :, :stop], self.values[i, :b, :, :stop]
             out = self._attend(q, keys, values, bias)  # (b, s, H * D)

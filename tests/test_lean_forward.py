@@ -6,7 +6,14 @@ from __future__ import annotations
 import pytest
 import torch
 from torch import nn
-from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM, Qwen2Config
+from transformers import (
+    GPT2Config,
+    GPT2LMHeadModel,
+    LlamaConfig,
+    LlamaForCausalLM,
+    Qwen2Config,
+    Qwen2ForCausalLM,
+)
 
 from coreward_cli import decoding, lean_forward
 from coreward_cli.lean_forward import LeanCache
@@ -54,7 +61,7 @@ def test_logits_are_the_transformers_forwards_bit_for_bit(family: str) -> None:
     with torch.no_grad():
         lean = LeanCache(model, ids, mask, n=3, max_new_tokens=8)
         reference = decoding._TransformersCache(model, ids, mask, n=3, max_new_tokens=8)
-        got, expected = lean.prefill(ids, mask), reference.prefill(ids, mask)
+        got, expected = lean.prefill(), reference.prefill()
         torch.testing.assert_close(got, expected, rtol=0, atol=0)
         generator = torch.Generator().manual_seed(0)
         for _ in range(7):
@@ -70,7 +77,7 @@ def test_dropping_rows_keeps_the_others_logits() -> None:
     with torch.no_grad():
         lean = LeanCache(model, ids, mask, n=3, max_new_tokens=4)
         reference = decoding._TransformersCache(model, ids, mask, n=3, max_new_tokens=4)
-        lean.prefill(ids, mask), reference.prefill(ids, mask)
+        lean.prefill(), reference.prefill()
         tokens = torch.arange(12) + 10
         lean.step(tokens), reference.step(tokens)
         lean.select(keep), reference.select(keep)
@@ -88,18 +95,11 @@ def _replaced_projection(model):
 
 def _sliding_window():
     config = Qwen2Config(**SMALL, use_sliding_window=True, sliding_window=4, max_window_layers=0)
-    return _tiny_from(config)
-
-
-def _tiny_from(config):
-    from transformers import Qwen2ForCausalLM
-
     return Qwen2ForCausalLM(config).eval()
 
 
 def _training_with_attention_dropout():
-    model = _tiny_from(Qwen2Config(**SMALL, attention_dropout=0.1))
-    return model.train()
+    return Qwen2ForCausalLM(Qwen2Config(**SMALL, attention_dropout=0.1)).train()
 
 
 @pytest.mark.parametrize(
