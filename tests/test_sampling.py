@@ -1,5 +1,7 @@
-"""`sample()`'s own decoding loop gives what transformers' `generate` gives: the same greedy tokens,
-the same sampled tokens and RNG state for a seed, the same eos/pad layout and widths, by chunk."""
+"""`sample()`'s own decoding loop gives what transformers' `generate` gives: the same greedy tokens;
+with `generate`'s draw (`torch.multinomial`) in place of `decoding.draw`, the same sampled tokens
+and RNG state for a seed, the same eos/pad layout and widths, by chunk. `draw` itself samples each
+row's distribution exactly (its own tests below)."""
 
 from __future__ import annotations
 
@@ -80,6 +82,17 @@ def _seeded(fn, seed: int, **kw):
     return out, torch.get_rng_state()
 
 
+@pytest.fixture
+def generate_draw():
+    """The loop drawing as `generate` does, so `generate` is an oracle for every sampled token."""
+
+    def multinomial(probs: torch.Tensor) -> torch.Tensor:
+        return torch.multinomial(probs, num_samples=1).squeeze(1)
+
+    with mock.patch.object(decoding, "draw", multinomial):
+        yield
+
+
 @pytest.mark.parametrize("family", list(MODELS))
 def test_greedy_equals_generate_token_for_token(family: str, tok) -> None:
     model = MODELS[family]()
@@ -101,7 +114,9 @@ def test_greedy_equals_generate_token_for_token(family: str, tok) -> None:
         dict(n=1, temperature=1.3, top_p=0.95),
     ],
 )
-def test_sampled_equals_generate_for_a_seed(family: str, settings: dict, tok) -> None:
+def test_sampled_equals_generate_for_a_seed(
+    family: str, settings: dict, tok, generate_draw
+) -> None:
     """Same tokens and the same global RNG state afterwards: the draws are `generate`'s, in order."""
     model = MODELS[family]()
     kw = dict(model=model, tokenizer=tok, prompts=_prompts(), max_new_tokens=9, **settings)
@@ -116,7 +131,9 @@ def test_sampled_equals_generate_for_a_seed(family: str, settings: dict, tok) ->
 
 @pytest.mark.parametrize("forward", ["lean", "transformers"])
 @pytest.mark.parametrize("limit", [40, decoding.COMPACT_FROM + 16])
-def test_finished_rows_are_padded_and_width_is_the_steps_run(limit: int, forward: str, tok) -> None:
+def test_finished_rows_are_padded_and_width_is_the_steps_run(
+    limit: int, forward: str, tok, generate_draw
+) -> None:
     model = build_model(seed=2).eval() if limit < decoding.COMPACT_FROM else _tiny("qwen2", 2)
     _boost_eos(model, 6.0 if limit < decoding.COMPACT_FROM else 3.0)  # rows end at different steps
     kw = dict(model=model, tokenizer=tok, prompts=_prompts(), n=4, temperature=1.0, top_p=1.0)
@@ -150,7 +167,7 @@ def test_finished_rows_are_padded_and_width_is_the_steps_run(limit: int, forward
     assert torch.equal(rng_now, rng_before)
 
 
-def test_chunks_give_the_same_rows_as_one_batch(tok) -> None:
+def test_chunks_give_the_same_rows_as_one_batch(tok, generate_draw) -> None:
     """Greedy rows do not depend on how prompts are split into calls; sampled ones equal
     `generate` called with the same chunks."""
     model = build_model(seed=4).eval()
@@ -177,3 +194,51 @@ def test_a_model_with_its_own_logits_processing_keeps_generate(tok) -> None:
     with mock.patch.object(decoding, "decode", side_effect=AssertionError("not for this model")):
         got = sample(model, tok, prompts, n=1, temperature=0.0, top_p=1.0, max_new_tokens=10)
     assert torch.equal(got.response_ids, expected[:, ids.shape[1] :])
+
+
+def test_draw_samples_each_row_from_its_distribution() -> None:
+    """Frequencies over 200k draws match each row's probabilities (within 5 standard errors),
+    tokens of probability 0 (what top-p cuts) never come up, and rows do not mix."""
+    rows = torch.tensor(
+        [
+            [0.0, 0.5, 0.0, 0.3, 0.2, 0.0],  # zeros at the start, the middle and the end
+            [0.9, 0.0, 0.0, 0.0, 0.0, 0.1],
+            [1e-3, 0.0, 0.999, 0.0, 0.0, 0.0],  # a rare token keeps its chance
+        ]
+    )
+    draws = 200_000
+    torch.manual_seed(0)
+    tokens = decoding.draw(rows.repeat_interleave(draws, 0)).view(3, draws)
+    counts = torch.stack([torch.bincount(t, minlength=6) for t in tokens]).double()
+    assert (counts[rows == 0] == 0).all()
+    expected = rows.double() * draws
+    sigma = (expected * (1 - rows.double())).sqrt()
+    assert ((counts - expected).abs() <= 5 * sigma + 1e-9).all(), counts
+
+
+def test_draw_is_reproducible_from_the_generator_state() -> None:
+    probs = torch.softmax(torch.randn(8, 50, generator=torch.Generator().manual_seed(1)), -1)
+    torch.manual_seed(7)
+    first = decoding.draw(probs)
+    state = torch.get_rng_state()
+    torch.manual_seed(7)
+    assert torch.equal(decoding.draw(probs), first)
+    assert torch.equal(torch.get_rng_state(), state)  # it consumed the same numbers
+    assert not torch.equal(decoding.draw(probs), decoding.draw(probs))  # and moves it on
+
+
+def test_draw_at_the_top_of_the_uniform_range_lands_on_a_token_with_mass() -> None:
+    """A uniform number that rounds up to the row's total must not fall past the last token with
+    mass onto a cut one (searchsorted would return it, or the vocabulary size)."""
+    probs = torch.tensor([[0.25, 0.75, 0.0, 0.0], [0.0, 0.0, 0.0, 1.0]])
+    with mock.patch.object(torch, "rand", lambda shape, **kw: torch.ones(shape, **kw)):
+        assert decoding.draw(probs).tolist() == [1, 3]
+    with mock.patch.object(torch, "rand", lambda shape, **kw: torch.zeros(shape, **kw)):
+        assert decoding.draw(probs).tolist() == [0, 3]
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_draw_refuses_probabilities_that_are_not_finite(bad: float) -> None:
+    probs = torch.tensor([[0.5, 0.5], [bad, 0.5]])
+    with pytest.raises(ValueError, match="inf or nan"):
+        decoding.draw(probs)
