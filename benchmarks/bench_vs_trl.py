@@ -3,8 +3,10 @@
 Both sides train the toy's warm start (`builtin:tiny-arith`, the same model and tokenizer) on the same
 training problems in the same order (coreward's step sampler decides; TRL gets them in that order
 with its shuffling off), with the same problems per step, samples per prompt, temperature, top-p,
-max new tokens, learning rate, AdamW settings, gradient clip, PPO clip, KL (beta 0 on both) and loss
-aggregation (token mean over the step: coreward `token-mean`, TRL `dapo`), and a majority-vote reward
+max new tokens, learning rate, AdamW settings, gradient clip, PPO clip, KL (beta 0 on both), loss
+aggregation (token mean over the step: coreward `token-mean`, TRL `dapo`), activations kept for the
+backward (TRL's default `gradient_checkpointing=True` recomputes them; the local engine never does,
+so TRL runs with it off), and a majority-vote reward
 (coreward's `majority_vote` method through its engine, `coreward_cli.engines.local.train`; TRL a
 `reward_funcs` function that votes over each prompt's group with coreward's own extraction and vote).
 Held-out greedy accuracy is measured on the toy's eval split with coreward's grader for both.
@@ -174,6 +176,7 @@ def trl_trainer(recipe, out_dir: str, prompts: list[str]):
         adam_beta2=t.betas[1],
         adam_epsilon=1e-8,
         max_grad_norm=t.grad_clip,
+        gradient_checkpointing=False,  # TRL's default recomputes activations; coreward keeps them
         beta=t.kl_coef,
         epsilon=t.clip_ratio,
         loss_type="dapo",  # token mean over the step's completions = coreward's token-mean
