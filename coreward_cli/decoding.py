@@ -109,7 +109,7 @@ def draw(probs: torch.Tensor) -> torch.Tensor:
 
     `torch.multinomial` (what `generate` calls) runs a race of one exponential draw per vocabulary
     entry: 17k of them a step for the toy's 64 rows, 786k for SmolLM2's 16, at ~26 ns each on a
-    CPU. One number a row plus a cumulative sum draws from the same distribution 4x (the toy) to
+    CPU. One number a row plus a cumulative sum draws from the same distribution 3.5x (the toy) to
     30x (SmolLM2) cheaper (`bench_generation.py`). The sum runs in float64 (float32 on MPS, which
     has none): a token's chance is off its probability by at most ~V x 1e-16, and a token of
     probability 0 (cut by top-p) is never drawn.
