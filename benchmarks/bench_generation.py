@@ -8,10 +8,13 @@
 - `sample, transformers forward`: `sample()`'s loop on the model's transformers forward instead of
   `lean_forward` (what the loop alone gives);
 - `sample, generate's draw`: `sample()` drawing tokens with `torch.multinomial` as `generate` does
-  (one exponential per vocabulary entry) instead of `decoding.draw` (one uniform number a row).
+  (one exponential per vocabulary entry) instead of `decoding.draw` (one uniform number a row);
+- `sample, generate's top-p`: `sample()` cutting the nucleus with transformers' `TopPLogitsWarper`
+  (a sort of the whole vocabulary) instead of `decoding.TopP` (the most likely tokens down).
 
 A table of the draw alone compares the two at the toy's, SmolLM2's and Qwen2.5's vocabulary sizes,
-and SmolLM2 also samples (T 0.6) with both draws, where its 49k-token vocabulary makes the draw show.
+and SmolLM2 also samples (T 0.6) with both draws, where its 49k-token vocabulary makes the draw show,
+and with `coreward eval`'s default sampling (T 0.8, top-p 0.95) with both top-p cuts.
 
 A last table times a Co-rewarding-I step's sampling of both views: one `generate` call per view
 (before) against the local engine's one decoding batch of both.
@@ -38,6 +41,7 @@ from pathlib import Path
 from unittest import mock
 
 import torch
+from transformers.generation.logits_process import TopPLogitsWarper
 
 
 def uptime() -> str:
@@ -96,6 +100,7 @@ def bench_model(
     temperature,
     max_new_tokens,
     reps,
+    top_p: float = 1.0,
     only: tuple[str, ...] = (),
 ):
     from coreward_cli import decoding, lean_forward, sampling
@@ -103,7 +108,7 @@ def bench_model(
     eos = sampling.eos_ids(model, tokenizer)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos[0]
     ids, mask = sampling.tokenize_prompts(tokenizer, prompts)
-    config = decoding.generate_config(temperature, 1.0, max_new_tokens, n, eos, pad)
+    config = decoding.generate_config(temperature, top_p, max_new_tokens, n, eos, pad)
 
     def run_generate() -> int:
         out = model.generate(input_ids=ids, attention_mask=mask, generation_config=config)
@@ -119,7 +124,7 @@ def bench_model(
             prompts,
             n=n,
             temperature=temperature,
-            top_p=1.0,
+            top_p=top_p,
             max_new_tokens=max_new_tokens,
         )
         return seqs.response_ids.shape[1]
@@ -136,16 +141,23 @@ def bench_model(
         with mock.patch.object(decoding, "draw", multinomial_draw):
             return run_sample()
 
+    def run_sample_sorted_top_p() -> int:
+        with mock.patch.object(decoding, "TopP", TopPLogitsWarper):
+            return run_sample()
+
     methods: dict[str, Callable[[], int]] = {
         "generate": run_generate,
         "cached loop": run_loop,
         "sample via generate (before)": run_sample_generate,
         "sample, transformers forward": run_sample_transformers_forward,
         "sample, generate's draw": run_sample_multinomial,
+        "sample, generate's top-p": run_sample_sorted_top_p,
         "sample (now)": run_sample,
     }
     if temperature <= 0:  # greedy takes no draw
         del methods["sample, generate's draw"]
+    if temperature <= 0 or top_p >= 1.0:
+        del methods["sample, generate's top-p"]
     if only:
         methods = {m: fn for m, fn in methods.items() if m in only}
     times: dict[str, list[float]] = {m: [] for m in methods}
@@ -164,7 +176,7 @@ def bench_model(
     base = rows[next(iter(rows))]
     print(
         f"\n{name}: batch {len(prompts) * n} ({len(prompts)} prompts x {n}), prompt width "
-        f"{ids.shape[1]}, T {temperature}, up to {max_new_tokens} new tokens, "
+        f"{ids.shape[1]}, T {temperature}, top-p {top_p}, up to {max_new_tokens} new tokens, "
         f"median of {reps}, torch threads {torch.get_num_threads()}"
     )
     first = next(iter(rows))
@@ -316,6 +328,18 @@ def smollm(reps: int) -> None:
         max_new_tokens=32,
         reps=reps,
         only=("sample, generate's draw", "sample (now)"),
+    )
+    bench_model(  # `coreward eval`'s default sampling: n 8 (here 2), T 0.8, top-p 0.95
+        "SmolLM2-135M-Instruct (fp32), eval's sampling",
+        model,
+        tokenizer,
+        prompts,
+        n=2,
+        temperature=0.8,
+        top_p=0.95,
+        max_new_tokens=32,
+        reps=reps,
+        only=("sample, generate's top-p", "sample (now)"),
     )
 
 

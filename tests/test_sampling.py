@@ -10,6 +10,7 @@ from unittest import mock
 import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
+from transformers.generation.logits_process import TopPLogitsWarper
 
 from coreward_cli import decoding, lean_forward
 from coreward_cli.lean_forward import LeanCache
@@ -242,3 +243,39 @@ def test_draw_refuses_probabilities_that_are_not_finite(bad: float) -> None:
     probs = torch.tensor([[0.5, 0.5], [bad, 0.5]])
     with pytest.raises(ValueError, match="inf or nan"):
         decoding.draw(probs)
+
+
+@pytest.mark.parametrize("top_p", [0.0, 0.5, 0.9, 0.95, 0.99])
+def test_top_p_keeps_the_tokens_generate_keeps(top_p: float) -> None:
+    """`TopP` against transformers' `TopPLogitsWarper` on peaked and flat rows (nuclei of 1 to
+    thousands of tokens, so the top-k widens up to the whole vocabulary): the same logits kept,
+    the rest -inf. A token may differ only where the mass above it is within float rounding of
+    top_p, as both compute it in float32 from opposite ends."""
+    g = torch.Generator().manual_seed(1)
+    differing = 0
+    for vocab in (7, 260, 5000):
+        for scale in (0.3, 1.0, 3.0, 10.0):
+            scores = torch.randn(6, vocab, generator=g) * scale
+            ours = decoding.TopP(top_p, first=16)(None, scores.clone())
+            theirs = TopPLogitsWarper(top_p)(None, scores.clone())
+            kept = torch.isfinite(ours)
+            assert torch.equal(ours[kept], scores[kept])  # kept logits pass through untouched
+            assert kept.sum(-1).min() >= 1
+            diff = kept != torch.isfinite(theirs)
+            for row, token in diff.nonzero().tolist():
+                probs = scores[row].double().softmax(-1)
+                above = probs[probs > probs[token]].sum()
+                assert abs(float(above) - top_p) < 1e-5, (vocab, scale, row, token)
+            differing += int(diff.sum())
+    assert differing <= 2  # boundary cases are rare; a wrong rule differs by hundreds
+
+
+def test_top_p_widens_until_every_rows_cut_is_inside() -> None:
+    """One flat row among peaked ones: the top-k grows for it, and the peaked rows' cuts stay."""
+    peaked = torch.tensor([12.0, 11.0] + [0.0] * 998)
+    flat = -torch.arange(1000.0) * 1e-3  # near-uniform, no ties (their order is arbitrary)
+    scores = torch.stack([peaked, flat])
+    out = decoding.TopP(0.9, first=4)(None, scores.clone())
+    assert torch.isfinite(out[0]).sum() == 2  # 0.73 + 0.27 of the mass in the top two
+    assert torch.isfinite(out[1]).sum() > 800  # 90 % of a near-uniform row
+    assert torch.equal(torch.isfinite(out), torch.isfinite(TopPLogitsWarper(0.9)(None, scores)))
