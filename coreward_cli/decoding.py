@@ -11,10 +11,10 @@ forward on rows that have finished, and per step rebuilds the attention mask and
 - in long generations (`COMPACT_FROM`), rows that have finished leave the forward batch;
 - each step's scores are the last position's logits in float32, warped by transformers' own
   `TemperatureLogitsWarper` and by `TopP`, `TopPLogitsWarper`'s rule without its sort of the
-  whole vocabulary (top-k off); their softmax is sampled by `draw`,
-  one uniform number a row (finished rows included) from torch's global generator, where
-  `generate` runs `torch.multinomial`'s race of one exponential per vocabulary entry: the same
-  distribution at a fraction of the cost, different tokens for a seed. Greedy is the argmax;
+  whole vocabulary (top-k off); their softmax is sampled by `draw`, one uniform number a row
+  (finished rows included) from torch's global generator, where `generate` runs
+  `torch.multinomial`'s race of one exponential per vocabulary entry: the same distribution at a
+  fraction of the cost, different tokens for a seed. Greedy is the argmax;
 - a finished row gets the pad token, and the loop ends when every row has finished or after
   `max_new_tokens` steps.
 
@@ -92,11 +92,10 @@ class TopP(LogitsProcessor):
     A token is kept when the probability of the tokens ranked above it is under `top_p`; the
     warper states it from the other end (the cumulative probability of it and every token below
     is over 1 - top_p): the same set, up to float rounding at the threshold and the order of exact
-    ties. The warper sorts every
-    row: 81 ms a step for 32 rows of SmolLM2's 49k vocabulary on this CPU. A language model's
-    nucleus is a handful of tokens (SmolLM2 at T 0.8, top-p 0.95: median 2, at most 174), so this
-    takes the `first` most likely and widens (x8, then the whole vocabulary) only while some
-    row's nucleus is longer: 4.4 ms there (`bench_generation.py`).
+    ties. The warper sorts every row: 81 ms a step for 32 rows of SmolLM2's 49k vocabulary on this
+    CPU. A language model's nucleus is a handful of tokens (SmolLM2 at T 0.8, top-p 0.95: median 2,
+    at most 174), so this takes the `first` most likely and widens (x8, then the whole vocabulary)
+    only while some row's nucleus is longer: 4.4 ms there (`bench_generation.py`).
     """
 
     def __init__(self, top_p: float, first: int = 64) -> None:
@@ -129,14 +128,11 @@ def warpers(temperature: float, top_p: float) -> LogitsProcessorList:
     return out
 
 
-def _forward_args(model: PreTrainedModel) -> tuple[str, dict[str, int]]:
-    """The cache argument's name (transformers 5 renamed `past_key_values` to `cache`) and, where
-    the model takes it, `logits_to_keep=1` (as `generate` passes: only the last position's logits)."""
+def forward_args(model: PreTrainedModel) -> tuple[str, bool]:
+    """The name of the model's cache argument (transformers 5 renamed `past_key_values` to
+    `cache`) and whether its forward takes `logits_to_keep`."""
     params = inspect.signature(model.forward).parameters
-    return (
-        "cache" if "cache" in params else "past_key_values",
-        {"logits_to_keep": 1} if "logits_to_keep" in params else {},
-    )
+    return "cache" if "cache" in params else "past_key_values", "logits_to_keep" in params
 
 
 def draw(probs: torch.Tensor) -> torch.Tensor:
@@ -167,7 +163,9 @@ class _TransformersCache:
 
     def __init__(self, model, prompt_ids, prompt_mask, n: int, max_new_tokens: int) -> None:
         self.model = model
-        self.cache_key, self.keep = _forward_args(model)
+        self.cache_key, takes_keep = forward_args(model)
+        # only the last position's logits, as `generate` asks for them
+        self.keep = {"logits_to_keep": 1} if takes_keep else {}
         self.prompt_ids, self.prompt_mask, self.n = prompt_ids, prompt_mask, n
         self.width = prompt_ids.shape[1]
         all_positions = lean_forward.positions(prompt_mask, max_new_tokens)

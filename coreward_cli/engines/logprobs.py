@@ -8,13 +8,13 @@ left-padded prompts; without that, log-probs of a padded row disagree with what 
 
 from __future__ import annotations
 
-import inspect
 import math
 from dataclasses import dataclass
 
 import torch
 from transformers import PreTrainedModel
 
+from coreward_cli.decoding import forward_args
 from coreward_cli.sampling import Sequences
 
 
@@ -61,8 +61,8 @@ def response_logits(model: PreTrainedModel, seqs: Sequences) -> torch.Tensor:
     mask = torch.cat([seqs.prompt_mask, seqs.response_mask], 1).to(device)
     positions = (mask.long().cumsum(-1) - 1).clamp(min=0)
     p_len = seqs.prompt_ids.shape[1]
-    params = inspect.signature(model.forward).parameters
-    keep = (lambda k: {"logits_to_keep": k}) if "logits_to_keep" in params else (lambda k: {})
+    cache_arg, takes_keep = forward_args(model)
+    keep = (lambda k: {"logits_to_keep": k}) if takes_keep else (lambda k: {})
 
     def whole() -> torch.Tensor:
         ids = torch.cat([seqs.prompt_ids, seqs.response_ids], 1).to(device)
@@ -86,7 +86,6 @@ def response_logits(model: PreTrainedModel, seqs: Sequences) -> torch.Tensor:
         use_cache=True,
         **keep(1),
     )
-    cache_arg = "cache" if "cache" in params else "past_key_values"
     cache = getattr(prompt, cache_arg, None)
     if not hasattr(cache, "batch_select_indices"):  # a model with a cache of its own kind
         return whole()
