@@ -173,13 +173,13 @@ def bench_model(
                     times[method].append(elapsed / k)
                     steps[method].add(k)
     rows = {m: statistics.median(t) * 1e3 for m, t in times.items()}
-    base = rows[next(iter(rows))]
+    first = next(iter(rows))  # the row the ratios are against
+    base = rows[first]
     print(
         f"\n{name}: batch {len(prompts) * n} ({len(prompts)} prompts x {n}), prompt width "
         f"{ids.shape[1]}, T {temperature}, top-p {top_p}, up to {max_new_tokens} new tokens, "
         f"median of {reps}, torch threads {torch.get_num_threads()}"
     )
-    first = next(iter(rows))
     print(f"| method | ms / token-step | vs {first} | steps run |")
     print("|---|---|---|---|")
     for method, ms in rows.items():
@@ -191,7 +191,8 @@ def bench_model(
         print(f"sample now vs before: {before / now:.2f}x faster per token-step")
 
 
-def toy(reps: int, view: str) -> None:
+def toy_setup(views: tuple[str, ...]):
+    """The toy's warm start, its tokenizer, and the prompts of 8 training problems in each view."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from coreward_cli import toy as toy_task
@@ -201,12 +202,20 @@ def toy(reps: int, view: str) -> None:
     model = AutoModelForCausalLM.from_pretrained(path).eval()
     tokenizer = AutoTokenizer.from_pretrained(path)
     problems = toy_task.problems("train", seed=0)[:8]
-    prompts = [Prompt(toy_task.prompt_of(p, view), add_special_tokens=True) for p in problems]
+    prompts = {
+        view: [Prompt(toy_task.prompt_of(p, view), add_special_tokens=True) for p in problems]
+        for view in views
+    }
+    return model, tokenizer, prompts
+
+
+def toy(reps: int, view: str) -> None:
+    model, tokenizer, prompts = toy_setup((view,))
     bench_model(
         f"toy warm start, {view} view",
         model,
         tokenizer,
-        prompts,
+        prompts[view],
         n=8,
         temperature=0.6,
         max_new_tokens=12,
@@ -217,20 +226,9 @@ def toy(reps: int, view: str) -> None:
 def both_views(reps: int) -> None:
     """A Co-rewarding-I step's sampling on the toy: both views' 8 x 8 rows, one `generate` call per
     view (before) against the engine's one decoding batch of both views (now)."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     from coreward_cli import decoding, sampling
-    from coreward_cli import toy as toy_task
-    from coreward_cli.prompts import Prompt
 
-    path = toy_task.warm_start()
-    model = AutoModelForCausalLM.from_pretrained(path).eval()
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    problems = toy_task.problems("train", seed=0)[:8]
-    views = {
-        view: [Prompt(toy_task.prompt_of(p, view), add_special_tokens=True) for p in problems]
-        for view in ("original", "rephrased")
-    }
+    model, tokenizer, views = toy_setup(("original", "rephrased"))
     kw = dict(n=8, temperature=0.6, top_p=1.0, max_new_tokens=12)
 
     def per_view() -> None:
