@@ -34,11 +34,7 @@ import inspect
 import torch
 import torch.nn.functional as F
 from transformers import GenerationConfig, PreTrainedModel
-from transformers.generation.logits_process import (
-    LogitsProcessor,
-    LogitsProcessorList,
-    TemperatureLogitsWarper,
-)
+from transformers.generation.logits_process import LogitsProcessor, TemperatureLogitsWarper
 
 from coreward_cli import lean_forward
 from coreward_cli.lean_forward import LeanCache
@@ -118,9 +114,11 @@ class TopP(LogitsProcessor):
         return torch.full_like(scores, -float("inf")).scatter_(-1, index, kept)
 
 
-def warpers(temperature: float, top_p: float) -> LogitsProcessorList:
-    """What `generate` applies for do_sample with this temperature and top-p, and top-k off."""
-    out = LogitsProcessorList()
+def warpers(temperature: float, top_p: float) -> list[LogitsProcessor]:
+    """What `generate` applies for do_sample with this temperature and top-p, and top-k off, in
+    its order. Applied one by one: `LogitsProcessorList` inspects each one's signature at every
+    call, ~80 us a step on a CPU (a fifth of the toy's sampling bookkeeping)."""
+    out: list[LogitsProcessor] = []
     if temperature != 1.0:
         out.append(TemperatureLogitsWarper(temperature))
     if top_p < 1.0:
@@ -229,7 +227,7 @@ def decode(
     already on the model's device. Temperature <= 0 is greedy."""
     device = prompt_ids.device
     greedy = temperature <= 0
-    warp = warpers(temperature, top_p) if not greedy else LogitsProcessorList()
+    warp = warpers(temperature, top_p) if not greedy else []
     batch = prompt_ids.shape[0] * n
     width = prompt_ids.shape[1]
     kind = LeanCache if lean_forward.supports(model) else _TransformersCache
@@ -245,7 +243,9 @@ def decode(
     compact = max_new_tokens >= COMPACT_FROM and cache.can_select()
     steps = 0
     while True:
-        scores = warp(seq[:, : width + steps], logits.to(torch.float32))
+        scores = logits.to(torch.float32)
+        for warper in warp:
+            scores = warper(seq[:, : width + steps], scores)
         if greedy:
             tokens = scores.argmax(-1)
         else:
