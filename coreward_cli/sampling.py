@@ -32,15 +32,22 @@ class Sequences:
 
     def rows(self, start: int, stop: int) -> Sequences:
         """Rows [start, stop), with columns that are padding in every kept row trimmed away."""
-        pm, rm = self.prompt_mask[start:stop], self.response_mask[start:stop]
+        return self._trimmed(slice(start, stop), self.texts[start:stop])
+
+    def pick(self, rows: torch.Tensor) -> Sequences:
+        """These rows (indices, in order), trimmed like `rows`."""
+        return self._trimmed(rows, [self.texts[i] for i in rows.tolist()])
+
+    def _trimmed(self, rows: slice | torch.Tensor, texts: list[str]) -> Sequences:
+        pm, rm = self.prompt_mask[rows], self.response_mask[rows]
         p_keep = int(pm.any(0).nonzero()[0]) if pm.any() else pm.shape[1]
         r_len = int(rm.any(0).nonzero()[-1]) + 1 if rm.any() else 0
         return Sequences(
-            self.prompt_ids[start:stop, p_keep:],
+            self.prompt_ids[rows][:, p_keep:],
             pm[:, p_keep:],
-            self.response_ids[start:stop, :r_len],
+            self.response_ids[rows][:, :r_len],
             rm[:, :r_len],
-            self.texts[start:stop],
+            texts,
         )
 
 

@@ -260,3 +260,82 @@ def test_micro_batching_does_not_change_the_update(toy):
     assert m_whole["grad_norm"] == pytest.approx(m_parts["grad_norm"], rel=1e-4)
     for (name, a), (_, b) in zip(whole.named_parameters(), parts.named_parameters()):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6, msg=name)
+
+
+def _every_row_update(model, seqs, adv, s: UpdateSettings) -> float:
+    """The update as it ran before rows with advantage 0 were left out of the backward: every row
+    of every micro-batch in the grad forward. SGD at lr 1; returns the entropy metric."""
+    opt = torch.optim.SGD(model.parameters(), lr=1.0)
+    slices = [
+        (a, min(a + s.micro_batch_size, len(seqs))) for a in range(0, len(seqs), s.micro_batch_size)
+    ]
+    norm = ViewNorm(int(seqs.response_mask.sum()), len(seqs), len(slices))
+    entropy, tokens = 0.0, 0
+    for start, stop in slices:
+        part = seqs.rows(start, stop)
+        scores = score_tokens(model, part, s.temperature, with_stats=True)
+        pg = ppo_clip(scores.logprobs, scores.logprobs.detach(), adv[start:stop], s.clip_ratio)
+        aggregate(pg, part.response_mask, s.loss_agg, norm).backward()
+        entropy += float((scores.entropy * part.response_mask).sum())
+        tokens += int(part.response_mask.sum())
+    opt.step()
+    return entropy / tokens
+
+
+@pytest.mark.parametrize("loss_agg", ["token-mean", "seq-mean-token-mean", "micro-token-mean"])
+def test_rows_with_advantage_zero_skip_the_backward_and_change_nothing(loss_agg: str, toy) -> None:
+    """A row with advantage 0 adds nothing to the gradient: it runs a no-grad forward (for the
+    entropy metric) and stays out of the backward, and the step equals one over every row."""
+    model, tok = toy
+    seqs = _sample(model, tok, ["1+1=", "sum of 40 and 41?", "33+44="], n=4, seed=5)
+    adv = torch.tensor([0.5, -1.5, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, -0.5, 0.0, 1.5, -1.0])
+    s = UpdateSettings(
+        temperature=0.7,
+        clip_ratio=0.2,
+        kl_coef=0.0,
+        kl_estimator="k3",
+        loss_agg=loss_agg,
+        view_loss="sum",
+        micro_batch_size=5,  # micro-token-mean's denominators count the left-out rows' tokens
+        grad_clip=0.0,
+    )
+    expected = copy.deepcopy(model).train()
+    expected_entropy = _every_row_update(expected, seqs, adv, s)
+
+    got = copy.deepcopy(model).train()
+    graded = []  # rows of each forward that builds a graph
+    got.register_forward_pre_hook(
+        lambda m, a, kw: (
+            graded.append(kw["input_ids"].shape[0]) if torch.is_grad_enabled() else None
+        ),
+        with_kwargs=True,
+    )
+    opt = torch.optim.SGD(got.parameters(), lr=1.0)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 1.0)
+    metrics = policy_update(got, opt, sched, [ViewBatch("original", seqs, adv)], s)
+
+    # rows 0-4 keep 0, 1, 3 (one prompt: its forward, then 3 responses); rows 5-9 keep 8 alone
+    # (run whole); rows 10-11 keep both (their prompt, then 2 responses)
+    assert graded == [1, 3, 1, 1, 2]
+    assert metrics["entropy"] == pytest.approx(expected_entropy, rel=1e-5)
+    for (name, a), (_, b) in zip(got.named_parameters(), expected.named_parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=name)
+    moved = sum(
+        float((a - b).abs().sum().detach()) for a, b in zip(got.parameters(), model.parameters())
+    )
+    assert moved > 0
+
+
+def test_a_step_with_every_advantage_zero_still_steps_the_optimizer(toy) -> None:
+    """All rows idle: no backward runs, yet the gradient is zeros (not absent), so AdamW applies its
+    weight decay and momentum as it did when every row ran."""
+    model, tok = toy
+    seqs = _sample(model, tok, ["1+1=", "33+44="], n=2, seed=5)
+    s = UpdateSettings(0.7, 0.2, 0.0, "k3", "token-mean", "sum", 64, 1.0)
+    got = copy.deepcopy(model).train()
+    opt = torch.optim.AdamW(got.parameters(), lr=0.1, weight_decay=0.5)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 1.0)
+    metrics = policy_update(got, opt, sched, [ViewBatch("original", seqs, torch.zeros(4))], s)
+    assert metrics["grad_norm"] == 0.0 and metrics["entropy"] > 0
+    for a, b in zip(got.parameters(), model.parameters()):
+        torch.testing.assert_close(a, b * (1 - 0.1 * 0.5))

@@ -44,7 +44,11 @@ class ViewNorm:
 
 
 def aggregate(
-    values: torch.Tensor, mask: torch.Tensor, mode: LossAgg, norm: ViewNorm
+    values: torch.Tensor,
+    mask: torch.Tensor,
+    mode: LossAgg,
+    norm: ViewNorm,
+    micro_tokens: int | None = None,
 ) -> torch.Tensor:
     """This micro-batch's share of the view's aggregated loss.
 
@@ -52,12 +56,14 @@ def aggregate(
     seq-mean-token-mean: mean over the view's sequences of each sequence's token mean.
     micro-token-mean: verl's token-mean as the official code runs it: each micro-batch's own token
       mean, divided by the number of micro-batches (gradient accumulation), so the result depends
-      on train.micro_batch_size.
+      on train.micro_batch_size. `micro_tokens` is the micro-batch's token count when some of its
+      rows (with nothing to add) are left out of `values`; by default, `mask`'s.
     """
     m = mask.to(values.dtype)
     if mode == "token-mean":
         return (values * m).sum() / max(norm.tokens, 1)
     if mode == "micro-token-mean":
-        return (values * m).sum() / m.sum().clamp(min=1) / max(norm.micro_batches, 1)
+        tokens = m.sum().clamp(min=1) if micro_tokens is None else max(micro_tokens, 1)
+        return (values * m).sum() / tokens / max(norm.micro_batches, 1)
     per_seq = (values * m).sum(-1) / m.sum(-1).clamp(min=1)
     return per_seq.sum() / max(norm.sequences, 1)

@@ -2,7 +2,8 @@
 
 Old log-probs are the detached current ones (one update per RL step, ratio exactly 1, as the
 paper's configuration). The loss of each view is aggregated over the whole view (not per
-micro-batch), so the gradient does not depend on `micro_batch_size`.
+micro-batch), so the gradient does not depend on `micro_batch_size`. Rows whose advantage is 0
+(with no KL term) add nothing to the gradient and stay out of the backward.
 """
 
 from __future__ import annotations
@@ -77,12 +78,29 @@ def policy_update(
     view_weight = 1.0 if settings.view_loss == "sum" else 1.0 / max(1, len(views))
     totals = {"pg_loss": 0.0, "kl": 0.0, "loss": 0.0}
     entropy_sum, token_count = 0.0, 0
+    backward_ran = False
     for vb in views:
         rm = vb.seqs.response_mask
         slices = micro_slices(len(vb.seqs), settings.micro_batch_size)
         norm = ViewNorm(tokens=int(rm.sum()), sequences=len(vb.seqs), micro_batches=len(slices))
+        with_kl = settings.kl_coef > 0 and vb.ref_logprobs is not None
         for start, stop in slices:
-            part = vb.seqs.rows(start, stop)
+            advantages = vb.advantages[start:stop]
+            # A row whose advantage is 0 adds exactly 0 to the PPO-clip gradient (both surrogate
+            # terms are 0 x ratio). Without a KL term it needs no backward, only its entropy for
+            # the metric: a no-grad forward. Label-free rewards leave a third of the rows there
+            # (unanimous groups), and more as the policy sharpens.
+            idle = torch.zeros_like(advantages, dtype=torch.bool) if with_kl else advantages == 0
+            if bool(idle.any()):
+                with torch.no_grad(), autocast():
+                    part = vb.seqs.pick(idle.nonzero().squeeze(1) + start)
+                    scores = score_tokens(model, part, settings.temperature, with_stats=True)
+                entropy_sum += float((scores.entropy * part.response_mask.to(device)).sum())
+                token_count += int(part.response_mask.sum())
+                if bool(idle.all()):
+                    continue
+            busy = (~idle).nonzero().squeeze(1)
+            part = vb.seqs.pick(busy + start) if bool(idle.any()) else vb.seqs.rows(start, stop)
             mask = part.response_mask.to(device)
             with autocast():
                 scores = score_tokens(model, part, settings.temperature, with_stats=True)
@@ -90,24 +108,30 @@ def policy_update(
             entropy_sum += float((scores.entropy * mask).sum())
             token_count += int(mask.sum())
             pg = ppo_clip(
-                logp,
-                logp.detach(),
-                vb.advantages[start:stop].to(device, logp.dtype),
-                settings.clip_ratio,
+                logp, logp.detach(), advantages[busy].to(device, logp.dtype), settings.clip_ratio
             )
-            pg_loss = aggregate(pg, mask, settings.loss_agg, norm)
+            micro_tokens = int(rm[start:stop].sum())  # idle rows' tokens count in the mean
+            pg_loss = aggregate(pg, mask, settings.loss_agg, norm, micro_tokens)
             loss = pg_loss
-            if settings.kl_coef > 0 and vb.ref_logprobs is not None:
+            if with_kl:  # every row of the micro-batch is busy
                 ref = vb.ref_logprobs[start:stop, : mask.shape[1]].to(device)
                 kl_loss = aggregate(
-                    kl_penalty(logp, ref, settings.kl_estimator), mask, settings.loss_agg, norm
+                    kl_penalty(logp, ref, settings.kl_estimator),
+                    mask,
+                    settings.loss_agg,
+                    norm,
+                    micro_tokens,
                 )
                 loss = loss + settings.kl_coef * kl_loss
                 totals["kl"] += kl_loss.item() / len(views)
             (loss * view_weight).backward()
+            backward_ran = True
             totals["pg_loss"] += pg_loss.item() * view_weight
             totals["loss"] += loss.item() * view_weight
     params = [p for p in model.parameters() if p.requires_grad]
+    if not backward_ran:  # every advantage 0: a zero gradient, which AdamW still steps on
+        for p in params:
+            p.grad = torch.zeros_like(p)
     if settings.grad_clip > 0:
         grad_norm = torch.nn.utils.clip_grad_norm_(params, settings.grad_clip)
     else:
