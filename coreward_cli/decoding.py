@@ -133,6 +133,11 @@ def forward_args(model: PreTrainedModel) -> tuple[str, bool]:
     return "cache" if "cache" in params else "past_key_values", "logits_to_keep" in params
 
 
+def entropy(logprobs: torch.Tensor) -> torch.Tensor:
+    """(..., V) log-probabilities -> (...) the distribution's entropy."""
+    return -(logprobs.exp() * logprobs).sum(-1)
+
+
 def draw(probs: torch.Tensor) -> torch.Tensor:
     """One token a row of `probs` (B, V), token i with chance probs[i] / (row sum), from torch's
     generator for the device: the row's cumulative distribution inverted at one uniform number.
@@ -222,9 +227,12 @@ def decode(
     max_new_tokens: int,
     eos: list[int],
     pad: int,
-) -> torch.Tensor:
+    with_entropy: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Response ids (rows prompt-major, n per prompt; width = steps run) for left-padded prompts
-    already on the model's device. Temperature <= 0 is greedy."""
+    already on the model's device, and with `with_entropy` each token's `entropy` under the
+    model's distribution at this temperature (same width; what the update would score). Temperature
+    <= 0 is greedy."""
     device = prompt_ids.device
     greedy = temperature <= 0
     warp = warpers(temperature, top_p) if not greedy else []
@@ -241,9 +249,13 @@ def decode(
     unfinished = torch.ones(batch, dtype=torch.bool, device=device)
     rows = torch.arange(batch, device=device)  # the batch rows the cache still holds
     compact = max_new_tokens >= COMPACT_FROM and cache.can_select()
+    entropies = []
     steps = 0
     while True:
         scores = logits.to(torch.float32)
+        if with_entropy:
+            scaled = scores / temperature if temperature > 0 else scores
+            entropies.append(entropy(torch.log_softmax(scaled, dim=-1)))
         for warper in warp:
             scores = warper(seq[:, : width + steps], scores)
         if greedy:
@@ -268,7 +280,7 @@ def decode(
             step_logits = cache.step(tokens[rows])
             logits = step_logits.new_zeros((batch, step_logits.shape[-1]))
             logits[rows] = step_logits
-    return seq[:, width : width + steps]
+    return seq[:, width : width + steps], torch.stack(entropies, 1) if with_entropy else None
 
 
 def generate_config(

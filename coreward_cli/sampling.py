@@ -26,6 +26,8 @@ class Sequences:
     response_ids: torch.Tensor  # (B, R) right-padded
     response_mask: torch.Tensor  # (B, R) 1 up to and including the first end-of-sequence token
     texts: list[str]  # decoded responses, special tokens removed
+    # (B, R) each response token's entropy under the sampling policy, when sampling kept it
+    entropy: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return self.prompt_ids.shape[0]
@@ -48,6 +50,7 @@ class Sequences:
             self.response_ids[rows][:, :r_len],
             rm[:, :r_len],
             texts,
+            None if self.entropy is None else self.entropy[rows][:, :r_len],
         )
 
 
@@ -101,12 +104,14 @@ def sample(
     top_p: float,
     max_new_tokens: int,
     chunk: int = 256,
+    with_entropy: bool = False,
 ) -> Sequences:
     """`n` responses per prompt (prompt-major: prompt i owns rows i*n .. i*n+n-1), at most
     `chunk` sequences per batch. Temperature 0 means greedy.
 
     The tokens are those `model.generate` gives for the same settings and RNG state; the loop is
-    `decoding.decode`, or `generate` itself for a model `decoding.supports` rules out."""
+    `decoding.decode`, or `generate` itself for a model `decoding.supports` rules out.
+    `with_entropy` keeps each token's entropy (`Sequences.entropy`) where the loop runs."""
     device = next(model.parameters()).device
     eos = eos_ids(model, tokenizer)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (eos[0] if eos else 0)
@@ -119,8 +124,9 @@ def sample(
         for start in range(0, len(prompts), per_call):
             ids, mask = tokenize_prompts(tokenizer, prompts[start : start + per_call])
             ids, mask = ids.to(device), mask.to(device)
+            entropy = None
             if fast:
-                response = decoding.decode(
+                response, entropy = decoding.decode(
                     model,
                     ids,
                     mask,
@@ -130,6 +136,7 @@ def sample(
                     max_new_tokens=max_new_tokens,
                     eos=eos,
                     pad=pad,
+                    with_entropy=with_entropy,
                 )
             else:
                 config = decoding.generate_config(temperature, top_p, max_new_tokens, n, eos, pad)
@@ -148,6 +155,7 @@ def sample(
                     response,
                     rmask,
                     texts,
+                    None if entropy is None else entropy.float().cpu(),
                 )
             )
     finally:
@@ -164,10 +172,14 @@ def concat(parts: list[Sequences], pad: int) -> Sequences:
         fill = torch.full((t.shape[0], width - t.shape[1]), value, dtype=t.dtype)
         return torch.cat([fill, t] if left else [t, fill], dim=1)
 
+    entropy = None
+    if all(s.entropy is not None for s in parts):
+        entropy = torch.cat([pad_to(s.entropy, r_width, 0, False) for s in parts])
     return Sequences(
         torch.cat([pad_to(s.prompt_ids, p_width, pad, True) for s in parts]),
         torch.cat([pad_to(s.prompt_mask, p_width, 0, True) for s in parts]),
         torch.cat([pad_to(s.response_ids, r_width, pad, False) for s in parts]),
         torch.cat([pad_to(s.response_mask, r_width, 0, False) for s in parts]),
         [t for s in parts for t in s.texts],
+        entropy,
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 from unittest import mock
 
@@ -37,6 +38,7 @@ def _sample(model, tok, prompts, n=2, seed=0, **kw) -> Sequences:
         temperature=kw.get("temperature", 1.0),
         top_p=1.0,
         max_new_tokens=kw.get("max_new_tokens", 10),
+        with_entropy=kw.get("with_entropy", False),
     )
 
 
@@ -282,12 +284,19 @@ def _every_row_update(model, seqs, adv, s: UpdateSettings) -> float:
     return entropy / tokens
 
 
+@pytest.mark.parametrize("entropy_from", ["sampling", "forwards"])
 @pytest.mark.parametrize("loss_agg", ["token-mean", "seq-mean-token-mean", "micro-token-mean"])
-def test_rows_with_advantage_zero_skip_the_backward_and_change_nothing(loss_agg: str, toy) -> None:
-    """A row with advantage 0 adds nothing to the gradient: it runs a no-grad forward (for the
-    entropy metric) and stays out of the backward, and the step equals one over every row."""
+def test_rows_with_advantage_zero_skip_the_backward_and_change_nothing(
+    loss_agg: str, entropy_from: str, toy
+) -> None:
+    """A row with advantage 0 adds nothing to the gradient: it stays out of the forward and the
+    backward, and the step equals one over every row. The entropy metric still covers it: from
+    sampling, or (sequences sampled without it) from a no-grad forward of the idle rows."""
     model, tok = toy
-    seqs = _sample(model, tok, ["1+1=", "sum of 40 and 41?", "33+44="], n=4, seed=5)
+    prompts = ["1+1=", "sum of 40 and 41?", "33+44="]
+    seqs = _sample(model, tok, prompts, n=4, seed=5, temperature=0.7, with_entropy=True)
+    if entropy_from == "forwards":
+        seqs = dataclasses.replace(seqs, entropy=None)
     adv = torch.tensor([0.5, -1.5, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, -0.5, 0.0, 1.5, -1.0])
     s = UpdateSettings(
         temperature=0.7,
@@ -303,11 +312,9 @@ def test_rows_with_advantage_zero_skip_the_backward_and_change_nothing(loss_agg:
     expected_entropy = _every_row_update(expected, seqs, adv, s)
 
     got = copy.deepcopy(model).train()
-    graded = []  # rows of each forward that builds a graph
+    forwards = []  # (builds a graph, rows) of each forward
     got.register_forward_pre_hook(
-        lambda m, a, kw: (
-            graded.append(kw["input_ids"].shape[0]) if torch.is_grad_enabled() else None
-        ),
+        lambda m, a, kw: forwards.append((torch.is_grad_enabled(), kw["input_ids"].shape[0])),
         with_kwargs=True,
     )
     opt = torch.optim.SGD(got.parameters(), lr=1.0)
@@ -316,7 +323,10 @@ def test_rows_with_advantage_zero_skip_the_backward_and_change_nothing(loss_agg:
 
     # rows 0-4 keep 0, 1, 3 (one prompt: its forward, then 3 responses); rows 5-9 keep 8 alone
     # (run whole); rows 10-11 keep both (their prompt, then 2 responses)
-    assert graded == [1, 3, 1, 1, 2]
+    assert [rows for graph, rows in forwards if graph] == [1, 3, 1, 1, 2]
+    # idle: rows 2 and 4 (two prompts: run whole), then 5-7 and 9 (two prompts, four responses)
+    idle_forwards = [rows for graph, rows in forwards if not graph]
+    assert idle_forwards == ([] if entropy_from == "sampling" else [2, 2, 4])
     assert metrics["entropy"] == pytest.approx(expected_entropy, rel=1e-5)
     for (name, a), (_, b) in zip(got.named_parameters(), expected.named_parameters()):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=name)
@@ -324,6 +334,27 @@ def test_rows_with_advantage_zero_skip_the_backward_and_change_nothing(loss_agg:
         float((a - b).abs().sum().detach()) for a, b in zip(got.parameters(), model.parameters())
     )
     assert moved > 0
+
+
+@pytest.mark.parametrize("family", ["toy", "llama-gqa"])
+def test_the_entropy_kept_at_sampling_is_the_one_the_update_scores(family: str, toy) -> None:
+    """`sample(with_entropy=True)` keeps each token's entropy under the distribution it was drawn
+    from at that temperature: what `score_tokens` computes from the whole sequences."""
+    from tests.test_sampling import _tiny
+
+    model = toy[0] if family == "toy" else _tiny("llama")
+    prompts = ["3+4=", "sum of 12 and 87?", "7+8="]
+    seqs = _sample(model, toy[1], prompts, n=3, seed=2, temperature=0.7, with_entropy=True)
+    assert seqs.entropy is not None and seqs.entropy.shape == seqs.response_ids.shape
+    with torch.no_grad():
+        scored = score_tokens(model, seqs, 0.7, with_stats=True).entropy
+    m = seqs.response_mask.bool()
+    assert float(scored[m].min()) > 0
+    torch.testing.assert_close(seqs.entropy[m], scored[m], rtol=0, atol=1e-5)
+    part = concat([seqs.rows(0, 3), seqs.pick(torch.tensor([5, 4]))], pad=0)
+    torch.testing.assert_close(part.entropy[:3], seqs.rows(0, 3).entropy, rtol=0, atol=0)
+    r = part.response_ids.shape[1]
+    torch.testing.assert_close(part.entropy[3:, : seqs.entropy.shape[1]], seqs.entropy[[5, 4], :r])
 
 
 def test_a_step_with_every_advantage_zero_still_steps_the_optimizer(toy) -> None:

@@ -171,7 +171,7 @@ class LocalTrainer:
         """One RL step, in the official order; returns its metrics line."""
         started = time.perf_counter()
         problems = self.sampler.batch(step)
-        policy = self.sample_views(problems, self.method.policy_views)
+        policy = self.sample_views(problems, self.method.policy_views, with_entropy=True)
         decay = self.update_teacher(step)
         teacher = self.sample_teacher(problems)
         generated = time.perf_counter()
@@ -197,10 +197,13 @@ class LocalTrainer:
             return nullcontext()
         return torch.autocast(self.device.type, dtype=self.compute_dtype)
 
-    def sample_views(self, problems: list[Problem], views: tuple[str, ...]) -> dict[str, Sequences]:
+    def sample_views(
+        self, problems: list[Problem], views: tuple[str, ...], with_entropy: bool = False
+    ) -> dict[str, Sequences]:
         """n responses per problem in each view, from the model as it is now. The views share one
         decoding batch: twice the rows cost far less than twice the time on small models (issue
-        16), and each view's rows come back with only its own padding."""
+        16), and each view's rows come back with only its own padding. The policy's keep their
+        tokens' entropy, so the update need not run rows that carry no gradient."""
         r = self.recipe.rollout
         prompts = [self.prompt(p, view) for view in views for p in problems]
         with self.autocast():
@@ -212,6 +215,7 @@ class LocalTrainer:
                 temperature=r.temperature,
                 top_p=r.top_p,
                 max_new_tokens=r.max_new_tokens,
+                with_entropy=with_entropy,
             )
         rows = len(problems) * r.n
         return {view: seqs.rows(i * rows, (i + 1) * rows) for i, view in enumerate(views)}

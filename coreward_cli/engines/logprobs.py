@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 from transformers import PreTrainedModel
 
-from coreward_cli.decoding import forward_args
+from coreward_cli.decoding import entropy, forward_args
 from coreward_cli.sampling import Sequences
 
 
@@ -41,8 +41,7 @@ def score_tokens(
     scores = TokenScores(logp_all.gather(-1, target).squeeze(-1))
     if with_stats:
         with torch.no_grad():
-            probs = logp_all.exp()
-            scores.entropy = -(probs * logp_all).sum(-1)
+            scores.entropy = entropy(logp_all)
             scores.self_certainty = -logp_all.mean(-1) - math.log(logp_all.shape[-1])
     return scores
 

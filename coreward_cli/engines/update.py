@@ -85,28 +85,35 @@ def policy_update(
         norm = ViewNorm(tokens=int(rm.sum()), sequences=len(vb.seqs), micro_batches=len(slices))
         with_kl = settings.kl_coef > 0 and vb.ref_logprobs is not None
         for start, stop in slices:
+            whole = vb.seqs.rows(start, stop)
             advantages = vb.advantages[start:stop]
             # A row whose advantage is 0 adds exactly 0 to the PPO-clip gradient (both surrogate
-            # terms are 0 x ratio). Without a KL term it needs no backward, only its entropy for
-            # the metric: a no-grad forward. Label-free rewards leave a third of the rows there
-            # (unanimous groups), and more as the policy sharpens.
+            # terms are 0 x ratio), so without a KL term it stays out of the forward and backward.
+            # Label-free rewards leave a third of the rows there (unanimous groups), and more as
+            # the policy sharpens. The entropy metric still covers every row: from sampling when
+            # it was kept (`sample(with_entropy=True)`), else from the forwards, idle rows no-grad.
             idle = torch.zeros_like(advantages, dtype=torch.bool) if with_kl else advantages == 0
-            if bool(idle.any()):
+            sampled = whole.entropy is not None
+            if sampled:
+                entropy_sum += float((whole.entropy * whole.response_mask).sum())
+                token_count += int(whole.response_mask.sum())
+            elif bool(idle.any()):
+                part = whole.pick(idle.nonzero().squeeze(1))
                 with torch.no_grad(), autocast():
-                    part = vb.seqs.pick(idle.nonzero().squeeze(1) + start)
                     scores = score_tokens(model, part, settings.temperature, with_stats=True)
                 entropy_sum += float((scores.entropy * part.response_mask.to(device)).sum())
                 token_count += int(part.response_mask.sum())
-                if bool(idle.all()):
-                    continue
+            if bool(idle.all()):
+                continue
             busy = (~idle).nonzero().squeeze(1)
-            part = vb.seqs.pick(busy + start) if bool(idle.any()) else vb.seqs.rows(start, stop)
+            part = whole.pick(busy) if bool(idle.any()) else whole
             mask = part.response_mask.to(device)
             with autocast():
-                scores = score_tokens(model, part, settings.temperature, with_stats=True)
+                scores = score_tokens(model, part, settings.temperature, with_stats=not sampled)
             logp = scores.logprobs
-            entropy_sum += float((scores.entropy * mask).sum())
-            token_count += int(mask.sum())
+            if not sampled:
+                entropy_sum += float((scores.entropy * mask).sum())
+                token_count += int(mask.sum())
             pg = ppo_clip(
                 logp, logp.detach(), advantages[busy].to(device, logp.dtype), settings.clip_ratio
             )
