@@ -30,6 +30,7 @@ n = 1 and short generations the shapes, and so the bits, are `generate`'s.
 from __future__ import annotations
 
 import inspect
+import math
 
 import torch
 import torch.nn.functional as F
@@ -133,9 +134,11 @@ def forward_args(model: PreTrainedModel) -> tuple[str, bool]:
     return "cache" if "cache" in params else "past_key_values", "logits_to_keep" in params
 
 
-def entropy(logprobs: torch.Tensor) -> torch.Tensor:
-    """(..., V) log-probabilities -> (...) the distribution's entropy."""
-    return -(logprobs.exp() * logprobs).sum(-1)
+def token_stats(logprobs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(..., V) log-probabilities -> (...) the distribution's entropy and self-certainty,
+    KL(uniform || p) = -mean(log p) - log V."""
+    entropy = -(logprobs.exp() * logprobs).sum(-1)
+    return entropy, -logprobs.mean(-1) - math.log(logprobs.shape[-1])
 
 
 def draw(probs: torch.Tensor) -> torch.Tensor:
@@ -227,12 +230,12 @@ def decode(
     max_new_tokens: int,
     eos: list[int],
     pad: int,
-    with_entropy: bool = False,
-) -> tuple[torch.Tensor, torch.Tensor | None]:
+    with_stats: bool = False,
+) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor] | None]:
     """Response ids (rows prompt-major, n per prompt; width = steps run) for left-padded prompts
-    already on the model's device, and with `with_entropy` each token's `entropy` under the
-    model's distribution at this temperature (same width; what the update would score). Temperature
-    <= 0 is greedy."""
+    already on the model's device, and with `with_stats` each token's `token_stats` (entropy,
+    self-certainty; same width) under the model's distribution at this temperature: what
+    `score_tokens` would compute from the finished rows. Temperature <= 0 is greedy."""
     device = prompt_ids.device
     greedy = temperature <= 0
     warp = warpers(temperature, top_p) if not greedy else []
@@ -249,13 +252,13 @@ def decode(
     unfinished = torch.ones(batch, dtype=torch.bool, device=device)
     rows = torch.arange(batch, device=device)  # the batch rows the cache still holds
     compact = max_new_tokens >= COMPACT_FROM and cache.can_select()
-    entropies = []
+    stats = []
     steps = 0
     while True:
         scores = logits.to(torch.float32)
-        if with_entropy:
+        if with_stats:
             scaled = scores / temperature if temperature > 0 else scores
-            entropies.append(entropy(torch.log_softmax(scaled, dim=-1)))
+            stats.append(token_stats(torch.log_softmax(scaled, dim=-1)))
         for warper in warp:
             scores = warper(seq[:, : width + steps], scores)
         if greedy:
@@ -280,7 +283,10 @@ def decode(
             step_logits = cache.step(tokens[rows])
             logits = step_logits.new_zeros((batch, step_logits.shape[-1]))
             logits[rows] = step_logits
-    return seq[:, width : width + steps], torch.stack(entropies, 1) if with_entropy else None
+    if not with_stats:
+        return seq[:, width : width + steps], None
+    entropy, certainty = (torch.stack(kind, 1) for kind in zip(*stats))
+    return seq[:, width : width + steps], (entropy, certainty)
 
 
 def generate_config(

@@ -26,8 +26,10 @@ class Sequences:
     response_ids: torch.Tensor  # (B, R) right-padded
     response_mask: torch.Tensor  # (B, R) 1 up to and including the first end-of-sequence token
     texts: list[str]  # decoded responses, special tokens removed
-    # (B, R) each response token's entropy under the sampling policy, when sampling kept it
+    # (B, R) each response token's entropy and self-certainty under the sampling policy, when
+    # sampling kept them (`sample(with_stats=True)`)
     entropy: torch.Tensor | None = None
+    self_certainty: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return self.prompt_ids.shape[0]
@@ -50,7 +52,10 @@ class Sequences:
             self.response_ids[rows][:, :r_len],
             rm[:, :r_len],
             texts,
-            None if self.entropy is None else self.entropy[rows][:, :r_len],
+            *(
+                None if t is None else t[rows][:, :r_len]
+                for t in (self.entropy, self.self_certainty)
+            ),
         )
 
 
@@ -104,14 +109,15 @@ def sample(
     top_p: float,
     max_new_tokens: int,
     chunk: int = 256,
-    with_entropy: bool = False,
+    with_stats: bool = False,
 ) -> Sequences:
     """`n` responses per prompt (prompt-major: prompt i owns rows i*n .. i*n+n-1), at most
     `chunk` sequences per batch. Temperature 0 means greedy.
 
     The tokens are those `model.generate` gives for the same settings and RNG state; the loop is
     `decoding.decode`, or `generate` itself for a model `decoding.supports` rules out.
-    `with_entropy` keeps each token's entropy (`Sequences.entropy`) where the loop runs."""
+    `with_stats` keeps each token's entropy and self-certainty (`Sequences.entropy`,
+    `.self_certainty`) where the loop runs."""
     device = next(model.parameters()).device
     eos = eos_ids(model, tokenizer)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (eos[0] if eos else 0)
@@ -124,9 +130,9 @@ def sample(
         for start in range(0, len(prompts), per_call):
             ids, mask = tokenize_prompts(tokenizer, prompts[start : start + per_call])
             ids, mask = ids.to(device), mask.to(device)
-            entropy = None
+            stats = None
             if fast:
-                response, entropy = decoding.decode(
+                response, stats = decoding.decode(
                     model,
                     ids,
                     mask,
@@ -136,7 +142,7 @@ def sample(
                     max_new_tokens=max_new_tokens,
                     eos=eos,
                     pad=pad,
-                    with_entropy=with_entropy,
+                    with_stats=with_stats,
                 )
             else:
                 config = decoding.generate_config(temperature, top_p, max_new_tokens, n, eos, pad)
@@ -155,7 +161,7 @@ def sample(
                     response,
                     rmask,
                     texts,
-                    None if entropy is None else entropy.float().cpu(),
+                    *((None, None) if stats is None else (t.float().cpu() for t in stats)),
                 )
             )
     finally:
@@ -172,14 +178,17 @@ def concat(parts: list[Sequences], pad: int) -> Sequences:
         fill = torch.full((t.shape[0], width - t.shape[1]), value, dtype=t.dtype)
         return torch.cat([fill, t] if left else [t, fill], dim=1)
 
-    entropy = None
-    if all(s.entropy is not None for s in parts):
-        entropy = torch.cat([pad_to(s.entropy, r_width, 0, False) for s in parts])
+    def stat(name: str) -> torch.Tensor | None:
+        if any(getattr(s, name) is None for s in parts):
+            return None
+        return torch.cat([pad_to(getattr(s, name), r_width, 0, False) for s in parts])
+
     return Sequences(
         torch.cat([pad_to(s.prompt_ids, p_width, pad, True) for s in parts]),
         torch.cat([pad_to(s.prompt_mask, p_width, 0, True) for s in parts]),
         torch.cat([pad_to(s.response_ids, r_width, pad, False) for s in parts]),
         torch.cat([pad_to(s.response_mask, r_width, 0, False) for s in parts]),
         [t for s in parts for t in s.texts],
-        entropy,
+        stat("entropy"),
+        stat("self_certainty"),
     )

@@ -38,7 +38,7 @@ def _sample(model, tok, prompts, n=2, seed=0, **kw) -> Sequences:
         temperature=kw.get("temperature", 1.0),
         top_p=1.0,
         max_new_tokens=kw.get("max_new_tokens", 10),
-        with_entropy=kw.get("with_entropy", False),
+        with_stats=kw.get("with_stats", False),
     )
 
 
@@ -294,9 +294,9 @@ def test_rows_with_advantage_zero_skip_the_backward_and_change_nothing(
     sampling, or (sequences sampled without it) from a no-grad forward of the idle rows."""
     model, tok = toy
     prompts = ["1+1=", "sum of 40 and 41?", "33+44="]
-    seqs = _sample(model, tok, prompts, n=4, seed=5, temperature=0.7, with_entropy=True)
+    seqs = _sample(model, tok, prompts, n=4, seed=5, temperature=0.7, with_stats=True)
     if entropy_from == "forwards":
-        seqs = dataclasses.replace(seqs, entropy=None)
+        seqs = dataclasses.replace(seqs, entropy=None, self_certainty=None)
     adv = torch.tensor([0.5, -1.5, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, -0.5, 0.0, 1.5, -1.0])
     s = UpdateSettings(
         temperature=0.7,
@@ -337,24 +337,27 @@ def test_rows_with_advantage_zero_skip_the_backward_and_change_nothing(
 
 
 @pytest.mark.parametrize("family", ["toy", "llama-gqa"])
-def test_the_entropy_kept_at_sampling_is_the_one_the_update_scores(family: str, toy) -> None:
-    """`sample(with_entropy=True)` keeps each token's entropy under the distribution it was drawn
-    from at that temperature: what `score_tokens` computes from the whole sequences."""
+def test_the_stats_kept_at_sampling_are_the_ones_the_update_scores(family: str, toy) -> None:
+    """`sample(with_stats=True)` keeps each token's entropy and self-certainty under the
+    distribution it was drawn from at that temperature: what `score_tokens` computes from the
+    whole sequences. Row selections and concatenation carry them along."""
     from tests.test_sampling import _tiny
 
     model = toy[0] if family == "toy" else _tiny("llama")
     prompts = ["3+4=", "sum of 12 and 87?", "7+8="]
-    seqs = _sample(model, toy[1], prompts, n=3, seed=2, temperature=0.7, with_entropy=True)
-    assert seqs.entropy is not None and seqs.entropy.shape == seqs.response_ids.shape
+    seqs = _sample(model, toy[1], prompts, n=3, seed=2, temperature=0.7, with_stats=True)
     with torch.no_grad():
-        scored = score_tokens(model, seqs, 0.7, with_stats=True).entropy
+        scored = score_tokens(model, seqs, 0.7, with_stats=True)
     m = seqs.response_mask.bool()
-    assert float(scored[m].min()) > 0
-    torch.testing.assert_close(seqs.entropy[m], scored[m], rtol=0, atol=1e-5)
     part = concat([seqs.rows(0, 3), seqs.pick(torch.tensor([5, 4]))], pad=0)
-    torch.testing.assert_close(part.entropy[:3], seqs.rows(0, 3).entropy, rtol=0, atol=0)
     r = part.response_ids.shape[1]
-    torch.testing.assert_close(part.entropy[3:, : seqs.entropy.shape[1]], seqs.entropy[[5, 4], :r])
+    for name in ("entropy", "self_certainty"):
+        kept = getattr(seqs, name)
+        assert kept is not None and kept.shape == seqs.response_ids.shape
+        assert float(getattr(scored, name)[m].min()) > 0
+        torch.testing.assert_close(kept[m], getattr(scored, name)[m], rtol=0, atol=1e-5)
+        torch.testing.assert_close(getattr(part, name)[:3], getattr(seqs.rows(0, 3), name))
+        torch.testing.assert_close(getattr(part, name)[3:, : kept.shape[1]], kept[[5, 4], :r])
 
 
 def test_a_step_with_every_advantage_zero_still_steps_the_optimizer(toy) -> None:

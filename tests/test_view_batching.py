@@ -3,9 +3,11 @@ been sampled alone: its own prompts, its own padding, its rows in problem order.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from unittest import mock
 
+import pytest
 import torch
 from rich.console import Console
 
@@ -49,3 +51,23 @@ def test_views_sampled_together_equal_each_view_alone(tmp_path: Path, make_toy_f
         assert got.texts == alone.texts
     widths = {view: seqs.prompt_ids.shape[1] for view, seqs in together.items()}
     assert widths["original"] < widths["rephrased"]  # the shorter view is not padded to the longer
+
+
+def test_token_stats_for_rewards_come_from_sampling(tmp_path: Path, make_toy_folder) -> None:
+    """Self-certainty and entropy rewards read each policy response's token statistics as sampling
+    kept them (no forward), and they equal a no-grad forward's."""
+    path = tmp_path / "r.yaml"
+    path.write_text(
+        RECIPE.format(model=make_toy_folder(seed=1)).replace("co_rewarding_i", "self_certainty")
+    )
+    trainer = LocalTrainer(load_recipe(path), tmp_path / "run", Console(quiet=True), None)
+    problems = trainer.sampler.batch(1)
+    seqs = trainer.sample_views(problems, ("original",), with_stats=True)["original"]
+    calls = []
+    trainer.model.register_forward_pre_hook(lambda *a: calls.append(1))
+    kept = trainer._token_stats(seqs)
+    assert calls == []
+    forward = trainer._token_stats(dataclasses.replace(seqs, entropy=None, self_certainty=None))
+    assert calls  # without kept statistics, a forward
+    for got, expected in zip(kept, forward):
+        assert len(got) == len(seqs) and got == pytest.approx(expected, abs=1e-5)

@@ -171,7 +171,7 @@ class LocalTrainer:
         """One RL step, in the official order; returns its metrics line."""
         started = time.perf_counter()
         problems = self.sampler.batch(step)
-        policy = self.sample_views(problems, self.method.policy_views, with_entropy=True)
+        policy = self.sample_views(problems, self.method.policy_views, with_stats=True)
         decay = self.update_teacher(step)
         teacher = self.sample_teacher(problems)
         generated = time.perf_counter()
@@ -198,12 +198,13 @@ class LocalTrainer:
         return torch.autocast(self.device.type, dtype=self.compute_dtype)
 
     def sample_views(
-        self, problems: list[Problem], views: tuple[str, ...], with_entropy: bool = False
+        self, problems: list[Problem], views: tuple[str, ...], with_stats: bool = False
     ) -> dict[str, Sequences]:
         """n responses per problem in each view, from the model as it is now. The views share one
         decoding batch: twice the rows cost far less than twice the time on small models (issue
         16), and each view's rows come back with only its own padding. The policy's keep their
-        tokens' entropy, so the update need not run rows that carry no gradient."""
+        tokens' entropy and self-certainty, so neither the update (for rows that carry no
+        gradient) nor the methods that reward them run another forward for them."""
         r = self.recipe.rollout
         prompts = [self.prompt(p, view) for view in views for p in problems]
         with self.autocast():
@@ -215,7 +216,7 @@ class LocalTrainer:
                 temperature=r.temperature,
                 top_p=r.top_p,
                 max_new_tokens=r.max_new_tokens,
-                with_entropy=with_entropy,
+                with_stats=with_stats,
             )
         rows = len(problems) * r.n
         return {view: seqs.rows(i * rows, (i + 1) * rows) for i, view in enumerate(views)}
@@ -273,7 +274,13 @@ class LocalTrainer:
 
     @torch.no_grad()
     def _token_stats(self, seqs: Sequences) -> tuple[list[float], list[float]]:
-        """Per response: mean token entropy and self-certainty under the current policy."""
+        """Per response: mean token entropy and self-certainty under the current policy, as
+        sampling kept them, else from a no-grad forward."""
+        if seqs.entropy is not None and seqs.self_certainty is not None:
+            return (
+                masked_row_mean(seqs.entropy, seqs.response_mask),
+                masked_row_mean(seqs.self_certainty, seqs.response_mask),
+            )
         entropy: list[float] = []
         certainty: list[float] = []
         for start, stop in micro_slices(len(seqs), self.recipe.train.micro_batch_size):

@@ -8,13 +8,12 @@ left-padded prompts; without that, log-probs of a padded row disagree with what 
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
 from transformers import PreTrainedModel
 
-from coreward_cli.decoding import entropy, forward_args
+from coreward_cli.decoding import forward_args, token_stats
 from coreward_cli.sampling import Sequences
 
 
@@ -41,8 +40,7 @@ def score_tokens(
     scores = TokenScores(logp_all.gather(-1, target).squeeze(-1))
     if with_stats:
         with torch.no_grad():
-            scores.entropy = entropy(logp_all)
-            scores.self_certainty = -logp_all.mean(-1) - math.log(logp_all.shape[-1])
+            scores.entropy, scores.self_certainty = token_stats(logp_all)
     return scores
 
 

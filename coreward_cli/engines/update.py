@@ -91,7 +91,7 @@ def policy_update(
             # terms are 0 x ratio), so without a KL term it stays out of the forward and backward.
             # Label-free rewards leave a third of the rows there (unanimous groups), and more as
             # the policy sharpens. The entropy metric still covers every row: from sampling when
-            # it was kept (`sample(with_entropy=True)`), else from the forwards, idle rows no-grad.
+            # it was kept (`sample(with_stats=True)`), else from the forwards, idle rows no-grad.
             idle = torch.zeros_like(advantages, dtype=torch.bool) if with_kl else advantages == 0
             sampled = whole.entropy is not None
             if sampled:
