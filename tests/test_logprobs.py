@@ -13,7 +13,7 @@ import torch
 from coreward_cli.engines.logprobs import _distinct_prompts, score_tokens
 from coreward_cli.engines.loss import ViewNorm, aggregate, kl_penalty, ppo_clip
 from coreward_cli.engines.optim import build_optimizer, lr_multiplier
-from coreward_cli.engines.update import UpdateSettings, ViewBatch, policy_update
+from coreward_cli.engines.update import UpdateSettings, ViewBatch, micro_slices, policy_update
 from coreward_cli.prompts import Prompt
 from coreward_cli.sampling import Sequences, concat, response_mask_for, sample
 from coreward_cli.toy import build_model, build_tokenizer
@@ -268,9 +268,7 @@ def _every_row_update(model, seqs, adv, s: UpdateSettings) -> float:
     """The update as it ran before rows with advantage 0 were left out of the backward: every row
     of every micro-batch in the grad forward. SGD at lr 1; returns the entropy metric."""
     opt = torch.optim.SGD(model.parameters(), lr=1.0)
-    slices = [
-        (a, min(a + s.micro_batch_size, len(seqs))) for a in range(0, len(seqs), s.micro_batch_size)
-    ]
+    slices = micro_slices(len(seqs), s.micro_batch_size)
     norm = ViewNorm(int(seqs.response_mask.sum()), len(seqs), len(slices))
     entropy, tokens = 0.0, 0
     for start, stop in slices:

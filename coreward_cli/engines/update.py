@@ -103,10 +103,10 @@ def policy_update(
                     scores = score_tokens(model, part, settings.temperature, with_stats=True)
                 entropy_sum += float((scores.entropy * part.response_mask.to(device)).sum())
                 token_count += int(part.response_mask.sum())
-            if bool(idle.all()):
-                continue
             busy = (~idle).nonzero().squeeze(1)
-            part = whole.pick(busy) if bool(idle.any()) else whole
+            if not len(busy):
+                continue
+            part = whole if len(busy) == len(whole) else whole.pick(busy)
             mask = part.response_mask.to(device)
             with autocast():
                 scores = score_tokens(model, part, settings.temperature, with_stats=not sampled)
