@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from coreward_cli.errors import UserError, one_line
+from coreward_cli.host_memory import keep_freed_memory
 from coreward_cli.models import ModelSource, load_causal_lm, load_tokenizer, pick_device
 from coreward_cli.prompts import Prompt
 
@@ -78,6 +79,7 @@ class HfBackend:
     name = "hf"
 
     def __init__(self, source: ModelSource, device: str = "auto", dtype: str = "auto") -> None:
+        keep_freed_memory()  # decoding steps reuse their pages (host_memory says why)
         self.device = pick_device(device)
         self.tokenizer = load_tokenizer(source)
         self.model = load_causal_lm(source, self.device, dtype)

@@ -47,6 +47,7 @@ from coreward_cli.fileutil import (
     write_json_atomic,
     write_text_atomic,
 )
+from coreward_cli.host_memory import keep_freed_memory
 from coreward_cli.models import load_causal_lm, load_tokenizer, model_source, resolve_model
 from coreward_cli.problem import Problem
 from coreward_cli.prompts import Prompt, PromptStyle
@@ -90,6 +91,7 @@ class LocalTrainer:
     ) -> None:
         hf_logging.disable_progress_bar()  # per-load and per-save bars would drown the step bar
         self.recipe, self.run_dir, self.console = recipe, run_dir, console
+        keep_freed_memory()  # every step reuses its pages: no page faults (host_memory says why)
         if recipe.engine.threads:
             torch.set_num_threads(recipe.engine.threads)
         self.device = _device(recipe.engine.device)
