@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import cProfile
 import io
+import multiprocessing
 import os
 import pstats
 import statistics
@@ -33,6 +34,7 @@ import subprocess
 import tempfile
 import time
 import warnings
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -253,8 +255,8 @@ def trl_run(recipe) -> Run:
     return Run(steps, before, after)
 
 
-def profile_both(recipe_path: Path, steps: int, sets: list[str], top: int) -> str:
-    """cProfile of `steps` steps on each side (after 2 unprofiled ones), top functions by own time."""
+def profile_coreward(recipe_path: Path, steps: int, sets: list[str], top: int) -> str:
+    """cProfile of `steps` coreward steps (after 2 unprofiled ones), top functions by own time."""
     from rich.console import Console
 
     from coreward_cli.engines.local import LocalTrainer, _seed_everything
@@ -272,14 +274,20 @@ def profile_both(recipe_path: Path, steps: int, sets: list[str], top: int) -> st
             trainer.step(step)
         profiler.disable()
     _print_profile(out, "coreward majority_vote", profiler, steps, top)
+    return out.getvalue()
+
+
+def profile_trl(recipe_path: Path, steps: int, sets: list[str], top: int) -> str:
+    """The same for TRL: `steps` steps after 2 unprofiled ones."""
+    from transformers import TrainerCallback
 
     from coreward_cli.models import load_tokenizer, model_source, resolve_model
 
+    out = io.StringIO()
+    recipe = load(recipe_path, "majority_vote", 1, steps + 2, sets)
     tokenizer = load_tokenizer(model_source(resolve_model(recipe.model.path)))
     with tempfile.TemporaryDirectory() as tmp:
         trl, _, _ = trl_trainer(recipe, tmp, step_prompts(recipe, tokenizer))
-        from transformers import TrainerCallback
-
         profiler = cProfile.Profile()
 
         class Switch(TrainerCallback):
@@ -302,6 +310,34 @@ def _print_profile(out: io.StringIO, title: str, profiler: cProfile.Profile, ste
     )
     stats.sort_stats("tottime").print_stats(top)
     stats.sort_stats("cumulative").print_stats(top)
+
+
+def coreward_job(recipe_path: Path, method: str, seed: int, steps: int, sets: list[str]) -> Run:
+    warnings.filterwarnings("ignore")
+    return coreward_run(load(recipe_path, method, seed, steps, sets))
+
+
+def trl_job(
+    recipe_path: Path, seed: int, steps: int, sets: list[str], host_memory: bool = False
+) -> Run:
+    """TRL on one seed; `host_memory` first applies the local engine's allocator setting
+    (`coreward_cli.host_memory`) to this process, to show what TRL alone would gain from it."""
+    from coreward_cli.engines.local import _seed_everything
+    from coreward_cli.host_memory import keep_freed_memory
+
+    warnings.filterwarnings("ignore")
+    if host_memory:
+        keep_freed_memory()
+    _seed_everything(seed)
+    return trl_run(load(recipe_path, "majority_vote", seed, steps, sets))
+
+
+def isolated(fn, *args):
+    """fn(*args) in a fresh Python process, as a user's run is: one side's process-wide settings
+    (the local engine keeps freed memory in its process, `host_memory`; thread pools; warm caches)
+    never reach the other."""
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return pool.submit(fn, *args).result()
 
 
 def median_after(run: Run, warmup: int, phase: str) -> float:
@@ -333,6 +369,11 @@ def main() -> None:
     parser.add_argument(
         "--no-co-rewarding-i", action="store_true", help="skip the coreward-only row"
     )
+    parser.add_argument(
+        "--no-trl-host-memory",
+        action="store_true",
+        help="skip TRL with the local engine's allocator setting (coreward_cli.host_memory)",
+    )
     parser.add_argument("--profile", type=int, default=0, help="then profile this many steps")
     parser.add_argument("--top", type=int, default=25, help="functions per profile listing")
     args = parser.parse_args()
@@ -343,22 +384,23 @@ def main() -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from coreward_cli.engines.local import _seed_everything
-
     seeds = [int(s) for s in args.seeds.split(",")]
     load_start = os.getloadavg()[0]
     started = time.perf_counter()
-    runs: dict[str, list[Run]] = {"coreward": [], "trl": [], "co_rewarding_i": []}
-    for seed in seeds:  # the two sides alternate seed by seed, so load changes hit both alike
-        recipe = load(args.recipe, "majority_vote", seed, args.steps, args.sets)
-        runs["coreward"].append(coreward_run(recipe))
-        _seed_everything(seed)
-        runs["trl"].append(trl_run(recipe))
+    runs: dict[str, list[Run]] = {"coreward": [], "trl": [], "trl_memory": [], "co_rewarding_i": []}
+    rp, steps, sets = args.recipe, args.steps, args.sets
+    for seed in seeds:  # the sides alternate seed by seed, so load changes hit them alike
+        runs["coreward"].append(isolated(coreward_job, rp, "majority_vote", seed, steps, sets))
+        runs["trl"].append(isolated(trl_job, rp, seed, steps, sets))
+        if not args.no_trl_host_memory:
+            runs["trl_memory"].append(isolated(trl_job, rp, seed, steps, sets, True))
         if not args.no_co_rewarding_i:
-            ci = load(args.recipe, "co_rewarding_i", seed, args.steps, args.sets)
-            runs["co_rewarding_i"].append(coreward_run(ci))
+            runs["co_rewarding_i"].append(
+                isolated(coreward_job, rp, "co_rewarding_i", seed, steps, sets)
+            )
     load_end = os.getloadavg()[0]
 
+    threads = load(rp, "majority_vote", seeds[0], steps, sets).engine.threads
     phases = ("step", "generate", "reward", "update")
     med = {
         side: {p: statistics.median(median_after(r, args.warmup, p) for r in rs) for p in phases}
@@ -368,37 +410,37 @@ def main() -> None:
     table = Table(
         title=f"majority-vote GRPO on the toy, {args.steps} steps, seeds {args.seeds}: "
         f"median s/step after {args.warmup} warm-up steps (median over seeds); "
-        f"torch {torch.__version__}, TRL {trl.__version__}, threads {torch.get_num_threads()}"
+        f"torch {torch.__version__}, TRL {trl.__version__}, threads {threads}"
     )
     for col in ("", "step s", "generate s", "reward s", "update s", "held-out greedy acc %"):
         table.add_column(col, justify="left" if col in ("", "held-out greedy acc %") else "right")
-    for side, label in (("coreward", "coreward majority_vote"), ("trl", "TRL GRPOTrainer")):
-        m = med[side]
-        table.add_row(
-            label,
+
+    def times(m: dict[str, float]) -> list[str]:
+        return [
             f"{m['step']:.3f}",
             f"{m['generate']:.3f}",
             f"{m['reward']:.4f}",
             f"{m['update']:.3f}",
-            accuracy_cell(runs[side]),
-        )
-    c, t = med["coreward"], med["trl"]
-    table.add_row(
-        "TRL / coreward (x)",
-        f"{t['step'] / c['step']:.2f}",
-        f"{t['generate'] / c['generate']:.2f}",
-        f"{t['reward'] / c['reward']:.2f}" if c["reward"] > 0 else "-",
-        f"{t['update'] / c['update']:.2f}",
-        "",
-    )
+        ]
+
+    def ratios(t: dict[str, float], c: dict[str, float]) -> list[str]:
+        return [f"{t[p] / c[p]:.2f}" if c[p] > 0 else "-" for p in phases]
+
+    labels = {
+        "coreward": "coreward majority_vote",
+        "trl": "TRL GRPOTrainer",
+        "trl_memory": "TRL, host memory kept as coreward keeps it",
+    }
+    for side, label in labels.items():
+        if side in med:
+            table.add_row(label, *times(med[side]), accuracy_cell(runs[side]))
+    for side in ("trl", "trl_memory"):
+        if side in med:
+            table.add_row(f"{labels[side]} / coreward (x)", *ratios(med[side], med["coreward"]), "")
     if runs["co_rewarding_i"]:
-        m = med["co_rewarding_i"]
         table.add_row(
             "coreward co_rewarding_i (2 views)",
-            f"{m['step']:.3f}",
-            f"{m['generate']:.3f}",
-            f"{m['reward']:.4f}",
-            f"{m['update']:.3f}",
+            *times(med["co_rewarding_i"]),
             accuracy_cell(runs["co_rewarding_i"]),
         )
         table.add_row(
@@ -416,7 +458,8 @@ def main() -> None:
         f"total {time.perf_counter() - started:.0f} s"
     )
     if args.profile:
-        print(profile_both(args.recipe, args.profile, args.sets, args.top))
+        for profile in (profile_coreward, profile_trl):
+            print(isolated(profile, args.recipe, args.profile, args.sets, args.top))
 
 
 if __name__ == "__main__":
