@@ -112,9 +112,15 @@ class LeanCache:
         self.length = 0  # positions written
         # each projection as (weight transposed, bias): `F.linear` on a (rows, ..., in) input makes
         # exactly this `addmm`/`mm` call after its reshapes and transpose, which at one token a row
-        # cost more than the product (a toy step 1.09-1.14x faster at 1-128 rows, the same bits)
+        # cost more than the product (a toy step 1.09-1.14x faster at 1-128 rows, the same bits).
+        # q, k and v are one product with their weights stacked: each output column is still the
+        # same dot product over the same inputs, so the bits are the three products' (pinned by
+        # tests/test_lean_forward.py), with one call instead of three
         self.projections = [
-            {name: _transposed(layer.get_submodule(name)) for name in _LINEARS}
+            {
+                "qkv": _stacked([layer.get_submodule(name) for name in _LINEARS[:3]]),
+                **{name: _transposed(layer.get_submodule(name)) for name in _LINEARS[3:]},
+            }
             for layer in self.layers
         ]
 
@@ -170,18 +176,19 @@ class LeanCache:
         """The last layer's hidden states, (b * s, hidden): rows b, positions s, flattened."""
         s = ids.shape[1]
         start, stop = self.length, self.length + s
+        heads, roped = self.heads, self.heads + self.kv_heads  # q heads, then k heads, then v heads
         x = self.model.model.embed_tokens(ids.reshape(-1))  # (b * s, hidden)
         cos, sin = cos[:, None], sin[:, None]  # broadcast over heads
         for i, layer in enumerate(self.layers):
             w = self.projections[i]
             h = _rms_norm(layer.input_layernorm, x)
-            q = _project(h, w["self_attn.q_proj"]).view(b, s, self.heads, self.head_dim)
-            k = _project(h, w["self_attn.k_proj"]).view(b, s, self.kv_heads, self.head_dim)
-            v = _project(h, w["self_attn.v_proj"]).view(b, s, self.kv_heads, self.head_dim)
-            q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # (b, heads, s, D)
-            q = q * cos + q.roll(self.half, -1) * sin
-            self.keys[i, :b, :, start:stop] = k * cos + k.roll(self.half, -1) * sin
-            self.values[i, :b, :, start:stop] = v
+            qkv = _project(h, w["qkv"]).view(b, s, roped + self.kv_heads, self.head_dim)
+            qkv = qkv.transpose(1, 2)  # (b, q + k + v heads, s, D)
+            qk = qkv[:, :roped]  # q and k take the rotary in one go
+            qk = qk * cos + qk.roll(self.half, -1) * sin
+            q = qk[:, :heads]
+            self.keys[i, :b, :, start:stop] = qk[:, heads:]
+            self.values[i, :b, :, start:stop] = qkv[:, roped:]
             keys, values = self.keys[i, :b, :, :stop], self.values[i, :b, :, :stop]
             out = self._attend(q, keys, values, bias)  # (b * s, H * D)
             x = x + _project(out, w["self_attn.o_proj"])
@@ -209,6 +216,20 @@ class LeanCache:
 
 def _transposed(linear: nn.Linear) -> tuple[torch.Tensor, torch.Tensor | None]:
     return linear.weight.t(), linear.bias
+
+
+def _stacked(linears: list[nn.Linear]) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Projections of the same input as one: weights stacked by output, (in, sum of outs)."""
+    weight = torch.cat([linear.weight for linear in linears]).t()
+    if all(linear.bias is None for linear in linears):
+        return weight, None
+    biases = [
+        torch.zeros(linear.out_features, dtype=weight.dtype, device=weight.device)
+        if linear.bias is None
+        else linear.bias
+        for linear in linears
+    ]
+    return weight, torch.cat(biases)
 
 
 def _project(x: torch.Tensor, projection: tuple[torch.Tensor, torch.Tensor | None]) -> torch.Tensor:
