@@ -125,7 +125,8 @@ def sample(
     per_call = max(1, chunk // n)
     parts: list[Sequences] = []
     was_training = model.training
-    model.eval()
+    if was_training:  # the engine keeps its models in eval mode: walking every module costs ~0.6 ms
+        model.eval()
     try:
         for start in range(0, len(prompts), per_call):
             ids, mask = tokenize_prompts(tokenizer, prompts[start : start + per_call])
@@ -151,8 +152,9 @@ def sample(
             response = response.cpu()
             ids, mask = ids.cpu(), mask.cpu()
             rmask = response_mask_for(response, eos)
+            lengths = rmask.sum(-1).tolist()  # rmask is 1 on a prefix of each row
             texts = tokenizer.batch_decode(
-                [r[m.bool()] for r, m in zip(response, rmask)], skip_special_tokens=True
+                [r[:k] for r, k in zip(response.tolist(), lengths)], skip_special_tokens=True
             )
             parts.append(
                 Sequences(
@@ -165,7 +167,8 @@ def sample(
                 )
             )
     finally:
-        model.train(was_training)
+        if was_training:
+            model.train()
     return concat(parts, pad)
 
 
