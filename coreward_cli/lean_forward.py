@@ -243,3 +243,107 @@ def _rms_norm(norm: nn.Module, x: torch.Tensor) -> torch.Tensor:
     if x.dtype != torch.float32:
         return norm(x)
     return F.rms_norm(x, norm.weight.shape, norm.weight, norm.variance_epsilon)
+
+
+def response_logits(
+    model: PreTrainedModel,
+    prompt_ids: torch.Tensor,  # (P, W) the distinct prompts, left-padded
+    prompt_mask: torch.Tensor,  # (P, W)
+    owner: torch.Tensor,  # (B,) the prompt of each row
+    response_ids: torch.Tensor,  # (B, R), R >= 2
+    response_mask: torch.Tensor,  # (B, R)
+) -> torch.Tensor:
+    """(B, R, V): at response position t the logits that predict response token t, with autograd,
+    for the update. What `engines.logprobs.response_logits` gets from the transformers forward
+    (each prompt run once, its keys and values shared by its rows), as plain tensor ops on one
+    packed batch: the prompts' and the responses' tokens go through each projection together,
+    with no cache object, mask builder or module walk between them. The same arithmetic up to
+    float rounding (the packed products have other shapes): `tests/test_lean_forward.py`.
+
+    Attention is the model's own choice: eager's two products and a float32 softmax when
+    `config._attn_implementation` is "eager" (what the local engine picks for short sequences on
+    a CPU), torch's SDPA otherwise.
+    """
+    config = model.config
+    heads, kv_heads = config.num_attention_heads, config.num_key_value_heads
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
+    roped = heads + kv_heads  # q heads, then k heads, then v heads
+    half, scaling = head_dim // 2, head_dim**-0.5
+    eager = config._attn_implementation == "eager"
+    p, w = prompt_ids.shape
+    b, r = response_ids.shape[0], response_ids.shape[1] - 1  # the last token predicts nothing
+    device, dtype = prompt_ids.device, model.lm_head.weight.dtype
+    minimum = torch.finfo(dtype).min
+
+    # positions from the masks, as the engine's sampling numbered them
+    mask = torch.cat([prompt_mask[owner], response_mask[:, :-1]], 1)  # (B, W + r)
+    prompt_pos = (prompt_mask.long().cumsum(-1) - 1).clamp(min=0)
+    response_pos = (mask.long().cumsum(-1) - 1).clamp(min=0)[:, w:]
+    probe = torch.empty(0, dtype=dtype, device=device)
+    rope_p = _rope_tables(model, probe, prompt_pos, half)  # (P, 1, W, D) each
+    rope_r = _rope_tables(model, probe, response_pos, half)  # (B, 1, r, D)
+    # additive masks: a prompt sees its own earlier tokens; a response token sees its prompt and
+    # its own earlier tokens; padding nowhere (a row of pads attends evenly among its pads)
+    causal_p = torch.ones((w, w), dtype=torch.bool, device=device).tril()
+    seen_p = causal_p & prompt_mask.bool()[:, None, :]  # (P, W, W)
+    causal_r = torch.ones((r, w + r), dtype=torch.bool, device=device).tril(w)
+    seen_r = causal_r & mask.bool()[:, None, :]  # (B, r, W + r)
+    bias_p = torch.zeros(seen_p.shape, dtype=dtype, device=device).masked_fill(~seen_p, minimum)
+    bias_r = torch.zeros(seen_r.shape, dtype=dtype, device=device).masked_fill(~seen_r, minimum)
+    bias_p, bias_r = bias_p[:, None], bias_r[:, None]
+
+    def attend(q, keys, values, bias):  # (n, H, s, D), (n, K, t, D) x 2, (n, 1, s, t)
+        n, _, s, d = q.shape
+        if heads != kv_heads:
+            t = keys.shape[2]
+            keys = (
+                keys[:, :, None].expand(n, kv_heads, heads // kv_heads, t, d).reshape(n, -1, t, d)
+            )
+            values = values[:, :, None].expand(n, kv_heads, heads // kv_heads, t, d)
+            values = values.reshape(n, -1, t, d)
+        if eager:
+            weights = torch.matmul(q, keys.transpose(2, 3)) * scaling + bias
+            weights = weights.softmax(-1, dtype=torch.float32).to(q.dtype)
+            out = torch.matmul(weights, values)
+        else:
+            out = F.scaled_dot_product_attention(q, keys, values, attn_mask=bias, scale=scaling)
+        return out.transpose(1, 2).reshape(n * s, heads * d)
+
+    split = p * w  # rows of x: the prompts' tokens, then the responses'
+    ids = torch.cat([prompt_ids.reshape(-1), response_ids[:, :-1].reshape(-1)])
+    x = model.model.embed_tokens(ids)  # (P*W + B*r, hidden)
+    for layer in model.model.layers:
+        attention, mlp = layer.self_attn, layer.mlp
+        h = _rms_norm(layer.input_layernorm, x)
+        qkv = _project(h, _stacked([attention.q_proj, attention.k_proj, attention.v_proj]))
+        qkv_p = qkv[:split].view(p, w, roped + kv_heads, head_dim).transpose(1, 2)
+        qkv_r = qkv[split:].view(b, r, roped + kv_heads, head_dim).transpose(1, 2)
+        qk_p, qk_r = _rope(qkv_p[:, :roped], rope_p), _rope(qkv_r[:, :roped], rope_r)
+        keys = torch.cat([qk_p[:, heads:].index_select(0, owner), qk_r[:, heads:]], 2)
+        values = torch.cat([qkv_p[:, roped:].index_select(0, owner), qkv_r[:, roped:]], 2)
+        out = torch.cat(
+            [
+                attend(qk_p[:, :heads], qk_p[:, heads:], qkv_p[:, roped:], bias_p),
+                attend(qk_r[:, :heads], keys, values, bias_r),
+            ]
+        )
+        x = x + _project(out, _transposed(attention.o_proj))
+        h = _rms_norm(layer.post_attention_layernorm, x)
+        gate, up = _project(h, _transposed(mlp.gate_proj)), _project(h, _transposed(mlp.up_proj))
+        x = x + _project(mlp.act_fn(gate) * up, _transposed(mlp.down_proj))
+    last = x[:split].view(p, w, -1)[:, -1].index_select(0, owner)  # predicts response token 0
+    hidden = torch.cat([last[:, None], x[split:].view(b, r, -1)], 1)  # (B, R, hidden)
+    return model.lm_head(_rms_norm(model.model.norm, hidden))
+
+
+def _rope_tables(model, probe, position_ids, half: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos and the signed sin of `LeanCache` for these positions, broadcast over heads."""
+    cos, sin = model.model.rotary_emb(probe, position_ids)  # (n, s, D)
+    sin = torch.cat([-sin[..., :half], sin[..., half:]], -1)
+    return cos[:, None], sin[:, None]
+
+
+def _rope(x: torch.Tensor, tables: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    """The rotary embedding on (n, heads, s, D): x * cos + rotate_half(x) * sin, in 2 ops."""
+    cos, sin = tables
+    return x * cos + x.roll(x.shape[-1] // 2, -1) * sin

@@ -121,3 +121,74 @@ def test_autocast_keeps_the_transformers_forward() -> None:
     assert lean_forward.supports(model)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         assert not lean_forward.supports(model)
+
+
+def _scored_rows():
+    """Left-padded prompts of different depths, runs of rows of one prompt of different lengths
+    (3, 1, 2, 2), and responses that end (eos, then pads) at different points."""
+    ids, mask = tokenize_prompts(build_tokenizer(), [Prompt(q, True) for q in QUESTIONS])
+    owner = torch.tensor([0, 0, 0, 1, 2, 2, 3, 3])
+    generator = torch.Generator().manual_seed(4)
+    response = torch.randint(3, 260, (len(owner), 6), generator=generator)
+    lengths = torch.tensor([6, 2, 4, 6, 3, 6, 1, 5])
+    response_mask = (torch.arange(6)[None] < lengths[:, None]).long()
+    response = response.masked_fill(response_mask == 0, 0)
+    return ids, mask, owner, response, response_mask
+
+
+def _whole_row_logits(model, ids, mask, owner, response, response_mask) -> torch.Tensor:
+    """The oracle: every row's prompt and response through the transformers forward in one piece,
+    positions from the mask; at response position t the logits that predict token t."""
+    full_mask = torch.cat([mask[owner], response_mask], 1)
+    positions = (full_mask.cumsum(-1) - 1).clamp(min=0)
+    logits = model(
+        input_ids=torch.cat([ids[owner], response], 1),
+        attention_mask=full_mask,
+        position_ids=positions,
+        use_cache=False,
+    ).logits
+    return logits[:, ids.shape[1] - 1 : -1]
+
+
+@pytest.mark.parametrize("attention", ["eager", "sdpa"])
+@pytest.mark.parametrize("family", list(MODELS))
+def test_response_logits_and_gradient_are_the_transformers_forwards(
+    family: str, attention: str
+) -> None:
+    """The update's packed forward: the logits of every real response token and the gradient of
+    every weight equal those of each row run whole through the transformers forward, to float32
+    rounding, with either attention."""
+    model = MODELS[family]()
+    model.set_attn_implementation(attention)
+    ids, mask, owner, response, response_mask = _scored_rows()
+    weights = torch.randn((*response.shape, 260), generator=torch.Generator().manual_seed(1))
+    real = response_mask.bool()
+
+    def run(forward) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        model.zero_grad()
+        logits = forward(model, ids, mask, owner, response, response_mask)
+        (logits * weights)[real].sum().backward()
+        return logits.detach()[real], [p.grad.clone() for p in model.parameters()]
+
+    got, got_grad = run(lean_forward.response_logits)
+    expected, expected_grad = run(_whole_row_logits)
+    torch.testing.assert_close(got, expected, rtol=0, atol=2e-5)
+    for (name, _), a, b in zip(model.named_parameters(), got_grad, expected_grad):
+        assert (a - b).norm() <= 1e-4 * b.norm() + 1e-7, name
+
+
+def test_scoring_takes_the_lean_forward_where_it_applies() -> None:
+    from unittest import mock
+
+    from coreward_cli.engines.logprobs import score_tokens
+    from coreward_cli.sampling import Sequences
+
+    ids, mask, owner, response, response_mask = _scored_rows()
+    seqs = Sequences(ids[owner], mask[owner], response, response_mask, [""] * len(owner))
+    lean = mock.patch.object(lean_forward, "response_logits", wraps=lean_forward.response_logits)
+    with lean as spy:
+        score_tokens(build_model(seed=1).eval(), seqs, temperature=0.7)
+        assert spy.call_count == 1
+        model = GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=32, n_head=2, vocab_size=260))
+        score_tokens(model.eval(), seqs, temperature=0.7)
+        assert spy.call_count == 1  # another architecture: its transformers forward

@@ -204,3 +204,14 @@ def test_tiny_recipe_raises_held_out_accuracy_on_three_seeds(tmp_path):
         )
     assert min(gains) > 0, gains
     assert statistics.mean(gains) >= 0.08, gains
+
+
+def test_short_sequences_train_with_eager_attention_on_a_cpu(make_toy_folder) -> None:
+    """Eager attention up to EAGER_ATTENTION_UP_TO tokens on a CPU, the model's own (SDPA) past it."""
+    from coreward_cli.engines.local import EAGER_ATTENTION_UP_TO, _load_lm
+
+    cpu, path = torch.device("cpu"), make_toy_folder(seed=1)
+    short = _load_lm(path, torch.float32, cpu, EAGER_ATTENTION_UP_TO)
+    long = _load_lm(path, torch.float32, cpu, EAGER_ATTENTION_UP_TO + 1)
+    assert short.config._attn_implementation == "eager"
+    assert long.config._attn_implementation == "sdpa"

@@ -87,7 +87,8 @@ def test_logprobs_equal_generate_scores(toy):
 @pytest.mark.parametrize("family", ["toy", "llama-gqa"])
 def test_a_shared_prompt_runs_once_with_the_same_scores_and_gradient(family: str, toy) -> None:
     """Rows of one prompt share its forward (its cache repeated per row): the log-probs, entropy
-    and the gradient equal those of every row run whole, to float32 rounding."""
+    and the gradient equal those of every row run whole, to float32 rounding. This is the path of
+    the models `lean_forward` does not run (tests/test_lean_forward.py covers the lean one)."""
     from tests.test_sampling import _tiny
 
     model = copy.deepcopy(toy[0]) if family == "toy" else _tiny("llama")
@@ -102,7 +103,10 @@ def test_a_shared_prompt_runs_once_with_the_same_scores_and_gradient(family: str
         model.zero_grad()
         forwards.clear()
         split = _distinct_prompts if shared else lambda s: (torch.arange(len(s)),) * 2
-        with mock.patch("coreward_cli.engines.logprobs._distinct_prompts", split):
+        with (
+            mock.patch("coreward_cli.engines.logprobs._distinct_prompts", split),
+            mock.patch("coreward_cli.lean_forward.supports", lambda model: False),
+        ):
             scores = score_tokens(model, seqs, temperature=0.7, with_stats=True)
         (scores.logprobs * seqs.response_mask).sum().backward()
         return scores, [p.grad.clone() for p in model.parameters()], list(forwards)
@@ -310,21 +314,22 @@ def test_rows_with_advantage_zero_skip_the_backward_and_change_nothing(
     expected_entropy = _every_row_update(expected, seqs, adv, s)
 
     got = copy.deepcopy(model).train()
-    forwards = []  # (builds a graph, rows) of each forward
-    got.register_forward_pre_hook(
-        lambda m, a, kw: forwards.append((torch.is_grad_enabled(), kw["input_ids"].shape[0])),
-        with_kwargs=True,
-    )
+    scored = []  # (builds a graph, rows) of each scoring forward
+
+    def spy(model, part, *args, **kwargs):
+        scored.append((torch.is_grad_enabled(), len(part)))
+        return score_tokens(model, part, *args, **kwargs)
+
     opt = torch.optim.SGD(got.parameters(), lr=1.0)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 1.0)
-    metrics = policy_update(got, opt, sched, [ViewBatch("original", seqs, adv)], s)
+    with mock.patch("coreward_cli.engines.update.score_tokens", spy):
+        metrics = policy_update(got, opt, sched, [ViewBatch("original", seqs, adv)], s)
 
-    # rows 0-4 keep 0, 1, 3 (one prompt: its forward, then 3 responses); rows 5-9 keep 8 alone
-    # (run whole); rows 10-11 keep both (their prompt, then 2 responses)
-    assert [rows for graph, rows in forwards if graph] == [1, 3, 1, 1, 2]
-    # idle: rows 2 and 4 (two prompts: run whole), then 5-7 and 9 (two prompts, four responses)
-    idle_forwards = [rows for graph, rows in forwards if not graph]
-    assert idle_forwards == ([] if entropy_from == "sampling" else [2, 2, 4])
+    # micro-batches of 5: rows 0-4 keep 0, 1, 3; rows 5-9 keep 8; rows 10-11 keep both
+    assert [rows for graph, rows in scored if graph] == [3, 1, 2]
+    # idle: rows 2 and 4, then 5-7 and 9
+    idle_forwards = [rows for graph, rows in scored if not graph]
+    assert idle_forwards == ([] if entropy_from == "sampling" else [2, 4])
     assert metrics["entropy"] == pytest.approx(expected_entropy, rel=1e-5)
     for (name, a), (_, b) in zip(got.named_parameters(), expected.named_parameters()):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=name)

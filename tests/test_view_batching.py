@@ -63,11 +63,12 @@ def test_token_stats_for_rewards_come_from_sampling(tmp_path: Path, make_toy_fol
     trainer = LocalTrainer(load_recipe(path), tmp_path / "run", Console(quiet=True), None)
     problems = trainer.sampler.batch(1)
     seqs = trainer.sample_views(problems, ("original",), with_stats=True)["original"]
-    calls = []
-    trainer.model.register_forward_pre_hook(lambda *a: calls.append(1))
-    kept = trainer._token_stats(seqs)
-    assert calls == []
-    forward = trainer._token_stats(dataclasses.replace(seqs, entropy=None, self_certainty=None))
-    assert calls  # without kept statistics, a forward
+    import coreward_cli.engines.local as local
+
+    with mock.patch.object(local, "score_tokens", wraps=local.score_tokens) as forwards:
+        kept = trainer._token_stats(seqs)
+        assert forwards.call_count == 0
+        forward = trainer._token_stats(dataclasses.replace(seqs, entropy=None, self_certainty=None))
+        assert forwards.call_count  # without kept statistics, a forward
     for got, expected in zip(kept, forward):
         assert len(got) == len(seqs) and got == pytest.approx(expected, abs=1e-5)

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import torch
 from transformers import PreTrainedModel
 
+from coreward_cli import lean_forward
 from coreward_cli.decoding import forward_args, token_stats
 from coreward_cli.sampling import Sequences
 
@@ -73,6 +74,16 @@ def response_logits(model: PreTrainedModel, seqs: Sequences) -> torch.Tensor:
         return logits[:, -(r_len + 1) : -1]  # position t predicts token t + 1
 
     firsts, owner = _distinct_prompts(seqs)
+    if r_len >= 2 and lean_forward.supports(model) and not _checkpointing(model):
+        firsts, owner = firsts.to(device), owner.to(device)
+        return lean_forward.response_logits(
+            model,
+            seqs.prompt_ids.to(device)[firsts],
+            seqs.prompt_mask.to(device)[firsts],
+            owner,
+            seqs.response_ids.to(device),
+            seqs.response_mask.to(device),
+        )
     if len(firsts) == len(seqs) or r_len < 2 or _checkpointing(model):
         return whole()
     firsts, owner = firsts.to(device), owner.to(device)
