@@ -1,5 +1,6 @@
-"""The decoding forward of Llama-family models (Llama, Qwen2, SmolLM: the toy and most math
-policies) as plain tensor ops over a preallocated key/value cache.
+"""The forwards of Llama-family models (Llama, Qwen2, SmolLM: the toy and most math policies) as
+plain tensor ops: decoding over a preallocated key/value cache (`LeanCache`), and the update's
+scoring of sampled responses with autograd (`response_logits`).
 
 Why: at the toy's size a decoding step is cheap arithmetic under heavy per-call overhead. The
 transformers forward walks ~15 modules a layer, rebuilds the attention mask from the full 2-D mask,
@@ -11,12 +12,13 @@ one-token steps the heads of a grouped-query model read their shared keys withou
 The arithmetic is the model's own, op for op: its weights through the `addmm` that `F.linear`
 makes (called on 2-D hidden states directly, without its reshapes), its rotary and
 activation modules (so a rope-scaling variant comes with them), its norm's epsilon, and torch's
-SDPA as transformers' default attention. On float32 the logits are bit-identical to the
-transformers forward on the same rows (`tests/test_lean_forward.py`).
+SDPA as transformers' default attention. On float32 the decoding logits are bit-identical to the
+transformers forward on the same rows; the update's packed products have other shapes, so its
+logits and gradients match to float32 rounding (`tests/test_lean_forward.py`).
 
-`supports` decides: exactly these module types, no sliding window, no attention dropout in
-training mode, no autocast. Anything else (LoRA or quantized layers, other architectures, mixed
-precision) keeps the transformers forward in `decoding.decode`.
+`supports` decides for both: exactly these module types, no sliding window, no attention dropout
+in training mode, no autocast. Anything else (LoRA or quantized layers, other architectures, mixed
+precision) keeps the transformers forward (`decoding.decode`, `engines.logprobs`).
 """
 
 from __future__ import annotations
