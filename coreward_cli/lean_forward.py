@@ -101,12 +101,9 @@ class LeanCache:
         # rotate_half(x) * sin == x.roll(D/2) * sin with its first half negated: 2 ops, not 5
         self.half = self.head_dim // 2
         self.sin = torch.cat([-sin[..., : self.half], sin[..., self.half :]], -1)
-        # padded prompt columns get the most negative value, as transformers' own masks do: a row
-        # of pads then attends evenly among its pads instead of producing NaN
-        visible = torch.ones((rows, total), dtype=torch.bool, device=device)
+        visible = torch.ones((rows, total), dtype=torch.bool, device=device)  # all but prompt pads
         visible[:, :width] = prompt_mask.bool().repeat_interleave(n, 0)
-        self.bias = torch.zeros((rows, 1, 1, total), dtype=dtype, device=device)
-        self.bias.masked_fill_(~visible[:, None, None, :], torch.finfo(dtype).min)
+        self.bias = _additive(visible[:, None, :], dtype)  # (B, 1, 1, total)
         shape = (len(self.layers), rows, self.kv_heads, total, self.head_dim)
         self.keys = torch.empty(shape, dtype=dtype, device=device)
         self.values = torch.empty(shape, dtype=dtype, device=device)
@@ -140,9 +137,7 @@ class LeanCache:
         p, w = prompt_ids.shape
         rows = slice(0, p * self.n, self.n)  # the first copy of each prompt
         causal = torch.ones((w, w), dtype=torch.bool, device=prompt_ids.device).tril()
-        visible = causal & prompt_mask.bool()[:, None, :]  # (P, W, W)
-        bias = torch.zeros(visible.shape, dtype=self.bias.dtype, device=prompt_ids.device)
-        bias = bias.masked_fill(~visible, torch.finfo(bias.dtype).min)[:, None]
+        bias = _additive(causal & prompt_mask.bool()[:, None, :], self.bias.dtype)  # (P, 1, W, W)
         hidden = self._forward(prompt_ids, self.cos[rows, :w], self.sin[rows, :w], bias, p)
         last = hidden.view(p, w, -1)[:, -1]
         if self.n > 1:
@@ -205,11 +200,8 @@ class LeanCache:
         b, _, s, d = q.shape
         if self.groups > 1 and s == 1:
             q = q.reshape(b, self.kv_heads, self.groups, d)
-        elif self.groups > 1:
-            t = keys.shape[2]
-            keys = keys[:, :, None].expand(b, self.kv_heads, self.groups, t, d).reshape(b, -1, t, d)
-            values = values[:, :, None].expand(b, self.kv_heads, self.groups, t, d)
-            values = values.reshape(b, -1, t, d)
+        else:
+            keys, values = _repeat_kv(keys, self.groups), _repeat_kv(values, self.groups)
         out = F.scaled_dot_product_attention(q, keys, values, attn_mask=bias, scale=self.scaling)
         if s == 1:
             return out.reshape(b, self.heads * d)
@@ -275,7 +267,6 @@ def response_logits(
     p, w = prompt_ids.shape
     b, r = response_ids.shape[0], response_ids.shape[1] - 1  # the last token predicts nothing
     device, dtype = prompt_ids.device, model.lm_head.weight.dtype
-    minimum = torch.finfo(dtype).min
 
     # positions from the masks, as the engine's sampling numbered them
     mask = torch.cat([prompt_mask[owner], response_mask[:, :-1]], 1)  # (B, W + r)
@@ -284,25 +275,16 @@ def response_logits(
     probe = torch.empty(0, dtype=dtype, device=device)
     rope_p = _rope_tables(model, probe, prompt_pos, half)  # (P, 1, W, D) each
     rope_r = _rope_tables(model, probe, response_pos, half)  # (B, 1, r, D)
-    # additive masks: a prompt sees its own earlier tokens; a response token sees its prompt and
-    # its own earlier tokens; padding nowhere (a row of pads attends evenly among its pads)
+    # a prompt token sees its prompt's earlier tokens; a response token sees its prompt and its
+    # own earlier tokens; padding is seen nowhere
     causal_p = torch.ones((w, w), dtype=torch.bool, device=device).tril()
-    seen_p = causal_p & prompt_mask.bool()[:, None, :]  # (P, W, W)
     causal_r = torch.ones((r, w + r), dtype=torch.bool, device=device).tril(w)
-    seen_r = causal_r & mask.bool()[:, None, :]  # (B, r, W + r)
-    bias_p = torch.zeros(seen_p.shape, dtype=dtype, device=device).masked_fill(~seen_p, minimum)
-    bias_r = torch.zeros(seen_r.shape, dtype=dtype, device=device).masked_fill(~seen_r, minimum)
-    bias_p, bias_r = bias_p[:, None], bias_r[:, None]
+    bias_p = _additive(causal_p & prompt_mask.bool()[:, None, :], dtype)  # (P, 1, W, W)
+    bias_r = _additive(causal_r & mask.bool()[:, None, :], dtype)  # (B, 1, r, W + r)
 
     def attend(q, keys, values, bias):  # (n, H, s, D), (n, K, t, D) x 2, (n, 1, s, t)
         n, _, s, d = q.shape
-        if heads != kv_heads:
-            t = keys.shape[2]
-            keys = (
-                keys[:, :, None].expand(n, kv_heads, heads // kv_heads, t, d).reshape(n, -1, t, d)
-            )
-            values = values[:, :, None].expand(n, kv_heads, heads // kv_heads, t, d)
-            values = values.reshape(n, -1, t, d)
+        keys, values = _repeat_kv(keys, heads // kv_heads), _repeat_kv(values, heads // kv_heads)
         if eager:
             weights = torch.matmul(q, keys.transpose(2, 3)) * scaling + bias
             weights = weights.softmax(-1, dtype=torch.float32).to(q.dtype)
@@ -336,6 +318,22 @@ def response_logits(
     last = x[:split].view(p, w, -1)[:, -1].index_select(0, owner)  # predicts response token 0
     hidden = torch.cat([last[:, None], x[split:].view(b, r, -1)], 1)  # (B, R, hidden)
     return model.lm_head(_rms_norm(model.model.norm, hidden))
+
+
+def _additive(visible: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """(n, s, t) booleans -> (n, 1, s, t) attention bias: 0 where visible, the most negative value
+    elsewhere, as transformers' own masks do: a row of pads then attends evenly among its pads
+    instead of producing NaN."""
+    bias = torch.zeros(visible.shape, dtype=dtype, device=visible.device)
+    return bias.masked_fill(~visible, torch.finfo(dtype).min)[:, None]
+
+
+def _repeat_kv(x: torch.Tensor, groups: int) -> torch.Tensor:
+    """(n, K, t, D) -> (n, K * groups, t, D): each key/value head once for each of its query heads."""
+    if groups == 1:
+        return x
+    n, kv_heads, t, d = x.shape
+    return x[:, :, None].expand(n, kv_heads, groups, t, d).reshape(n, kv_heads * groups, t, d)
 
 
 def _rope_tables(model, probe, position_ids, half: int) -> tuple[torch.Tensor, torch.Tensor]:
