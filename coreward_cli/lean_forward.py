@@ -181,8 +181,7 @@ class LeanCache:
             h = _rms_norm(layer.input_layernorm, x)
             qkv = _project(h, w["qkv"]).view(b, s, roped + self.kv_heads, self.head_dim)
             qkv = qkv.transpose(1, 2)  # (b, q + k + v heads, s, D)
-            qk = qkv[:, :roped]  # q and k take the rotary in one go
-            qk = qk * cos + qk.roll(self.half, -1) * sin
+            qk = _rope(qkv[:, :roped], (cos, sin))  # q and k take the rotary in one go
             q = qk[:, :heads]
             self.keys[i, :b, :, start:stop] = qk[:, heads:]
             self.values[i, :b, :, start:stop] = qkv[:, roped:]
