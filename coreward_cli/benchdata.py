@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from coreward_cli import rows as tables
-from coreward_cli.errors import UserError
+from coreward_cli.errors import UserError, field_names
 from coreward_cli.grading import ARITHMETIC, CONVENTIONS, LATEX, Convention
 from coreward_cli.problem import BUILTIN
 
@@ -156,7 +156,7 @@ def _items(
 ) -> list[BenchItem]:
     if rows and tables.get(rows[0], question_key) is None:
         raise UserError(
-            f"{source}: no field '{question_key}' in its records (fields: {', '.join(sorted(rows[0]))}); pass --question-key"
+            f"{source}: no field {question_key!r} in its records (fields: {field_names(rows[0])}); pass --question-key"
         )
     items = []
     for i, row in enumerate(rows):
@@ -234,7 +234,7 @@ def _load_custom(path: Path, question_key: str, answer_key: str) -> Benchmark:
     convention = CONVENTIONS.get(stem, LATEX)
     if rows and tables.get(rows[0], answer_key) is None:
         raise UserError(
-            f"{path}: no field '{answer_key}' in its records (fields: {', '.join(sorted(rows[0]))}); pass --answer-key"
+            f"{path}: no field {answer_key!r} in its records (fields: {field_names(rows[0])}); pass --answer-key"
         )
     reference = (
         _gsm8k_reference if stem == "gsm8k" and answer_key == "answer" else _plain(answer_key)

@@ -23,3 +23,9 @@ def one_line(exc: BaseException) -> str:
     """`Type: first line of the message` (at most 200 characters), for wrapping a library's error."""
     text = str(exc).strip().splitlines()
     return f"{exc.__class__.__name__}: {text[0][:200]}" if text else exc.__class__.__name__
+
+
+def field_names(keys) -> str:
+    """Field names for a one-line message, sorted, each as Python writes it: a name holding a line
+    break or another unprintable character (a hostile file's keys) cannot split the line."""
+    return ", ".join(repr(str(key)) for key in sorted(keys, key=str))

@@ -26,7 +26,7 @@ from typing import Any
 
 from coreward_cli import rows as tables
 from coreward_cli.benchdata import BenchItem, Benchmark
-from coreward_cli.errors import UserError, one_line
+from coreward_cli.errors import UserError, field_names, one_line
 from coreward_cli.fileutil import complete_lines, write_text_atomic
 from coreward_cli.grading import CONVENTIONS, LATEX, Grader
 from coreward_cli.prompts import PromptStyle
@@ -434,7 +434,7 @@ def grade_file(
         if responses is None or reference is None:
             missing = keys.response if responses is None else keys.reference
             raise UserError(
-                f"{where}: no field '{missing}' (fields: {', '.join(sorted(row))}); pass --response-key/--answer-key"
+                f"{where}: no field {missing!r} (fields: {field_names(row)}); pass --response-key/--answer-key"
             )
         responses = _responses(responses, f"{where}: '{keys.response}'")
         reference = _text(reference, f"{where}: '{keys.reference}'")

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from rich.console import Console
 
@@ -183,6 +183,8 @@ lines = st.one_of(
     body=st.lists(lines, min_size=1, max_size=4),
     match=st.sampled_from(["exact", "hendrycks", "normalized"]),
 )
+@example(body=['{"\\u0085":null}'], match="exact")  # a key holding NEL, a line break to splitlines
+@example(body=['{"a\\u2028b":1, "responses":["x"]}'], match="exact")
 def test_fuzz_responses_lines(body, match):
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "gens.jsonl"
