@@ -60,6 +60,17 @@ def response_logits(model: PreTrainedModel, seqs: Sequences) -> torch.Tensor:
     """
     device = next(model.parameters()).device
     r_len = seqs.response_ids.shape[1]
+    firsts, owner = _distinct_prompts(seqs)
+    if r_len >= 2 and lean_forward.supports(model) and not _checkpointing(model):
+        firsts, owner = firsts.to(device), owner.to(device)
+        return lean_forward.response_logits(
+            model,
+            seqs.prompt_ids.to(device)[firsts],
+            seqs.prompt_mask.to(device)[firsts],
+            owner,
+            seqs.response_ids.to(device),
+            seqs.response_mask.to(device),
+        )
     mask = torch.cat([seqs.prompt_mask, seqs.response_mask], 1).to(device)
     positions = (mask.long().cumsum(-1) - 1).clamp(min=0)
     p_len = seqs.prompt_ids.shape[1]
@@ -77,17 +88,6 @@ def response_logits(model: PreTrainedModel, seqs: Sequences) -> torch.Tensor:
         ).logits
         return logits[:, -(r_len + 1) : -1]  # position t predicts token t + 1
 
-    firsts, owner = _distinct_prompts(seqs)
-    if r_len >= 2 and lean_forward.supports(model) and not _checkpointing(model):
-        firsts, owner = firsts.to(device), owner.to(device)
-        return lean_forward.response_logits(
-            model,
-            seqs.prompt_ids.to(device)[firsts],
-            seqs.prompt_mask.to(device)[firsts],
-            owner,
-            seqs.response_ids.to(device),
-            seqs.response_mask.to(device),
-        )
     if len(firsts) == len(seqs) or r_len < 2 or _checkpointing(model):
         return whole()
     firsts, owner = firsts.to(device), owner.to(device)
