@@ -97,10 +97,7 @@ class LeanCache:
         self.prompt_ids, self.prompt_mask = prompt_ids, prompt_mask
         all_positions = positions(prompt_mask, max_new_tokens).repeat_interleave(n, 0)
         probe = torch.empty(0, dtype=dtype, device=device)
-        self.cos, sin = model.model.rotary_emb(probe, all_positions)  # (B, total, D)
-        # rotate_half(x) * sin == x.roll(D/2) * sin with its first half negated: 2 ops, not 5
-        self.half = self.head_dim // 2
-        self.sin = torch.cat([-sin[..., : self.half], sin[..., self.half :]], -1)
+        self.cos, self.sin = _rope_tables(model, probe, all_positions)  # (B, 1, total, D) each
         visible = torch.ones((rows, total), dtype=torch.bool, device=device)  # all but prompt pads
         visible[:, :width] = prompt_mask.bool().repeat_interleave(n, 0)
         self.bias = _additive(visible[:, None, :], dtype)  # (B, 1, 1, total)
@@ -138,7 +135,7 @@ class LeanCache:
         rows = slice(0, p * self.n, self.n)  # the first copy of each prompt
         causal = torch.ones((w, w), dtype=torch.bool, device=prompt_ids.device).tril()
         bias = _additive(causal & prompt_mask.bool()[:, None, :], self.bias.dtype)  # (P, 1, W, W)
-        hidden = self._forward(prompt_ids, self.cos[rows, :w], self.sin[rows, :w], bias, p)
+        hidden = self._forward(prompt_ids, self.cos[rows, :, :w], self.sin[rows, :, :w], bias, p)
         last = hidden.view(p, w, -1)[:, -1]
         if self.n > 1:
             self.keys[:, :, :, :w] = self.keys[:, :p, :, :w].repeat_interleave(self.n, 1)
@@ -151,8 +148,8 @@ class LeanCache:
         t = self.length
         hidden = self._forward(
             tokens[:, None],
-            self.cos[:, t : t + 1],
-            self.sin[:, t : t + 1],
+            self.cos[:, :, t : t + 1],
+            self.sin[:, :, t : t + 1],
             self.bias[..., : t + 1],
             len(tokens),
         )
@@ -165,7 +162,7 @@ class LeanCache:
     def _forward(
         self,
         ids: torch.Tensor,  # (b, s): the prompts (s = W) or one token per row (s = 1)
-        cos: torch.Tensor,  # (b, s, D)
+        cos: torch.Tensor,  # (b, 1, s, D), broadcast over heads
         sin: torch.Tensor,
         bias: torch.Tensor,  # (b, 1, s, t) or (b, 1, 1, t), additive
         b: int,  # cache rows written: 0..b
@@ -175,7 +172,6 @@ class LeanCache:
         start, stop = self.length, self.length + s
         heads, roped = self.heads, self.heads + self.kv_heads  # q heads, then k heads, then v heads
         x = self.model.model.embed_tokens(ids.reshape(-1))  # (b * s, hidden)
-        cos, sin = cos[:, None], sin[:, None]  # broadcast over heads
         for i, layer in enumerate(self.layers):
             w = self.projections[i]
             h = _rms_norm(layer.input_layernorm, x)
@@ -261,7 +257,7 @@ def response_logits(
     heads, kv_heads = config.num_attention_heads, config.num_key_value_heads
     head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
     roped = heads + kv_heads  # q heads, then k heads, then v heads
-    half, scaling = head_dim // 2, head_dim**-0.5
+    scaling = head_dim**-0.5
     eager = config._attn_implementation == "eager"
     p, w = prompt_ids.shape
     b, r = response_ids.shape[0], response_ids.shape[1] - 1  # the last token predicts nothing
@@ -272,8 +268,8 @@ def response_logits(
     prompt_pos = (prompt_mask.long().cumsum(-1) - 1).clamp(min=0)
     response_pos = (mask.long().cumsum(-1) - 1).clamp(min=0)[:, w:]
     probe = torch.empty(0, dtype=dtype, device=device)
-    rope_p = _rope_tables(model, probe, prompt_pos, half)  # (P, 1, W, D) each
-    rope_r = _rope_tables(model, probe, response_pos, half)  # (B, 1, r, D)
+    rope_p = _rope_tables(model, probe, prompt_pos)  # (P, 1, W, D) each
+    rope_r = _rope_tables(model, probe, response_pos)  # (B, 1, r, D)
     # a prompt token sees its prompt's earlier tokens; a response token sees its prompt and its
     # own earlier tokens; padding is seen nowhere
     causal_p = torch.ones((w, w), dtype=torch.bool, device=device).tril()
@@ -335,9 +331,11 @@ def _repeat_kv(x: torch.Tensor, groups: int) -> torch.Tensor:
     return x[:, :, None].expand(n, kv_heads, groups, t, d).reshape(n, kv_heads * groups, t, d)
 
 
-def _rope_tables(model, probe, position_ids, half: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """cos and the signed sin of `LeanCache` for these positions, broadcast over heads."""
+def _rope_tables(model, probe, position_ids) -> tuple[torch.Tensor, torch.Tensor]:
+    """(n, 1, s, D) each, broadcast over heads: cos, and sin with its first half negated, since
+    rotate_half(x) * sin == x.roll(D/2) * that sin: 2 ops, not 5."""
     cos, sin = model.model.rotary_emb(probe, position_ids)  # (n, s, D)
+    half = sin.shape[-1] // 2
     sin = torch.cat([-sin[..., :half], sin[..., half:]], -1)
     return cos[:, None], sin[:, None]
 
