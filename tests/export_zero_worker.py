@@ -56,3 +56,8 @@ with deepspeed.zero.GatheredParameters(list(model.parameters()), enabled=stage =
         model.save_pretrained(out / "model")
         AutoTokenizer.from_pretrained(base).save_pretrained(out / "model")
 engine.destroy()
+# Both ranks leave together and tear gloo down while Python is whole: without this a rank could
+# exit with gloo's worker threads alive and abort in interpreter finalization ("terminate called
+# without an active exception", SIGABRT), which failed one CI run after the checkpoint was saved.
+torch.distributed.barrier()
+torch.distributed.destroy_process_group()

@@ -146,3 +146,4 @@ with torch.no_grad():
     result["teacher_forward_err"] = (expected(x) - out_teacher).abs().max().item()
 (out_dir / f"rank{rank}.json").write_text(json.dumps(result))
 dist.barrier()
+dist.destroy_process_group()  # before finalization: gloo threads alive at exit can SIGABRT

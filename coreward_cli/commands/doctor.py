@@ -196,6 +196,10 @@ def _train_step(model_dir: str) -> str:
         engine.step()
         moved = not torch.equal(before, next(engine.module.parameters()))
         how = "DeepSpeed ZeRO-2 bf16"
+        engine.destroy()
+        # the generation check runs next in this process; a live process group there, or at exit,
+        # is what torch warns about and what can abort the interpreter on its way out
+        torch.distributed.destroy_process_group()
     else:
         opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
         before = next(model.parameters()).detach().clone()
