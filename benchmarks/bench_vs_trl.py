@@ -1,4 +1,4 @@
-"""coreward's local engine against TRL's GRPOTrainer on the same work, side by side in one process.
+"""coreward's local engine against TRL's GRPOTrainer on the same work, side by side, step by step.
 
 Both sides train the toy's warm start (`builtin:tiny-arith`, the same model and tokenizer) on the same
 training problems in the same order (coreward's step sampler decides; TRL gets them in that order
@@ -10,6 +10,12 @@ so TRL runs with it off), and a majority-vote reward
 (coreward's `majority_vote` method through its engine, `coreward_cli.engines.local.train`; TRL a
 `reward_funcs` function that votes over each prompt's group with coreward's own extraction and vote).
 Held-out greedy accuracy is measured on the toy's eval split with coreward's grader for both.
+
+Each side runs in its own fresh process (one side's process-wide settings never reach the other),
+and the sides take turns step by step: coreward's step 1, TRL's step 1, (TRL with coreward's
+allocator setting's step 1,) coreward's step 2, ... with the others waiting, so a change in the
+machine's speed (a shared VM's moved a side's median by 1.5x between minutes) hits every side's
+same steps alike. Setup and held-out evaluations run outside the turns and are not timed.
 
 Co-rewarding-I is run on coreward only: TRL's reward functions see one prompt's completions per group
 and its sampler draws prompts independently, so "label a question by the majority of its rephrasing's
@@ -29,10 +35,12 @@ import io
 import multiprocessing
 import os
 import pstats
+import queue
 import statistics
 import subprocess
 import tempfile
 import time
+import traceback
 import warnings
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -69,14 +77,29 @@ def load(recipe_path: Path, method: str, seed: int, steps: int, sets: list[str])
     )
 
 
-def coreward_run(recipe) -> Run:
-    """The real thing: `coreward run` minus the CLI (engine, checkpoints, held-out evaluations)."""
+def coreward_run(recipe, turn: Turn | None = None) -> Run:
+    """The real thing: `coreward run` minus the CLI (engine, checkpoints, held-out evaluations);
+    with `turn`, each step waits for it (`LocalTrainer.step` times itself, so waits are not timed)."""
+    from unittest import mock
+
     from rich.console import Console
 
-    from coreward_cli.engines.local import train
+    from coreward_cli.engines.local import LocalTrainer, train
     from coreward_cli.engines.tracking import read_metrics
 
-    with tempfile.TemporaryDirectory() as tmp:
+    step = LocalTrainer.step
+
+    def step_in_turn(self, number: int):
+        turn.begin()
+        try:
+            return step(self, number)
+        finally:
+            turn.end()
+
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        mock.patch.object(LocalTrainer, "step", step_in_turn if turn else step),
+    ):
         run_dir = Path(tmp) / "run"
         summary = train(recipe, run_dir, resume=False, console=Console(quiet=True))
         records = [r for r in read_metrics(run_dir) if r["step"] > 0]
@@ -148,7 +171,7 @@ def majority_reward(match: str):
     return reward
 
 
-def trl_trainer(recipe, out_dir: str, prompts: list[str]):
+def trl_trainer(recipe, out_dir: str, prompts: list[str], turn: Turn | None = None):
     import torch
     from datasets import Dataset
     from transformers import TrainerCallback
@@ -235,12 +258,26 @@ def trl_trainer(recipe, out_dir: str, prompts: list[str]):
                 }
             )
 
+    if turn is not None:
+
+        class InTurn(TrainerCallback):  # added before StepTimer: waits happen outside its timing
+            def on_step_begin(self, args, state, control, **kwargs):
+                turn.begin()
+
+        trainer.add_callback(InTurn())
     trainer.add_callback(StepTimer())
+    if turn is not None:
+
+        class HandOver(TrainerCallback):  # after StepTimer's end
+            def on_step_end(self, args, state, control, **kwargs):
+                turn.end()
+
+        trainer.add_callback(HandOver())
     torch.set_num_threads(recipe.engine.threads or torch.get_num_threads())
     return trainer, tokenizer, steps
 
 
-def trl_run(recipe) -> Run:
+def trl_run(recipe, turn: Turn | None = None) -> Run:
     from coreward_cli.engines.heldout import HeldOut
 
     heldout = HeldOut.from_recipe(recipe)
@@ -248,7 +285,8 @@ def trl_run(recipe) -> Run:
         from coreward_cli.models import load_tokenizer, model_source, resolve_model
 
         tokenizer = load_tokenizer(model_source(resolve_model(recipe.model.path)))
-        trainer, tokenizer, steps = trl_trainer(recipe, tmp, step_prompts(recipe, tokenizer))
+        prompts = step_prompts(recipe, tokenizer)
+        trainer, tokenizer, steps = trl_trainer(recipe, tmp, prompts, turn)
         before = heldout.evaluate(trainer.model, tokenizer)["eval_accuracy"]
         trainer.train()
         after = heldout.evaluate(trainer.model, tokenizer)["eval_accuracy"]
@@ -312,13 +350,20 @@ def _print_profile(out: io.StringIO, title: str, profiler: cProfile.Profile, ste
     stats.sort_stats("cumulative").print_stats(top)
 
 
-def coreward_job(recipe_path: Path, method: str, seed: int, steps: int, sets: list[str]) -> Run:
+def coreward_job(
+    recipe_path: Path, method: str, seed: int, steps: int, sets: list[str], turn: Turn | None = None
+) -> Run:
     warnings.filterwarnings("ignore")
-    return coreward_run(load(recipe_path, method, seed, steps, sets))
+    return coreward_run(load(recipe_path, method, seed, steps, sets), turn)
 
 
 def trl_job(
-    recipe_path: Path, seed: int, steps: int, sets: list[str], host_memory: bool = False
+    recipe_path: Path,
+    seed: int,
+    steps: int,
+    sets: list[str],
+    host_memory: bool = False,
+    turn: Turn | None = None,
 ) -> Run:
     """TRL on one seed; `host_memory` first applies the local engine's allocator setting
     (`coreward_cli.host_memory`) to this process, to show what TRL alone would gain from it."""
@@ -329,7 +374,7 @@ def trl_job(
     if host_memory:
         keep_freed_memory()
     _seed_everything(seed)
-    return trl_run(load(recipe_path, "majority_vote", seed, steps, sets))
+    return trl_run(load(recipe_path, "majority_vote", seed, steps, sets), turn)
 
 
 def isolated(fn, *args):
@@ -338,6 +383,89 @@ def isolated(fn, *args):
     never reach the other."""
     with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
         return pool.submit(fn, *args).result()
+
+
+class Turn:
+    """Process `index` of `count` that take turns step by step: its step k runs alone, once every
+    process has finished its step k - 1 and the processes before it their step k."""
+
+    def __init__(self, index: int, count: int, steps: int, ready, done, counter) -> None:
+        self.index, self.count, self.steps = index, count, steps
+        self.ready, self.done, self.counter = ready, done, counter  # Barrier, Condition, Value
+        self.k = 0  # this process's steps finished
+
+    def begin(self) -> None:
+        if self.k == 0:
+            self.ready.wait(timeout=TURN_TIMEOUT)  # every side set up (model, held-out eval)
+        self._until(self.k * self.count + self.index)
+
+    def end(self) -> None:
+        with self.done:
+            self.counter.value += 1
+            self.done.notify_all()
+        self.k += 1
+        if self.k == self.steps:  # nobody's evaluation runs beside another side's last steps
+            self._until(self.steps * self.count)
+
+    def give_up(self) -> None:
+        """This side failed: the others stop waiting for it (the parent reports the failure)."""
+        self.ready.abort()
+        with self.done:
+            self.counter.value = 2**30
+            self.done.notify_all()
+
+    def _until(self, value: int) -> None:
+        with self.done:
+            if not self.done.wait_for(lambda: self.counter.value >= value, TURN_TIMEOUT):
+                raise TimeoutError(f"side {self.index}: no turn in {TURN_TIMEOUT} s")
+
+
+TURN_TIMEOUT = 900  # seconds a side waits for the others before it gives up
+
+
+def _in_turn(fn, args, turn: Turn, results) -> None:
+    try:
+        results.put((turn.index, fn(*args, turn=turn)))
+    except BaseException:
+        turn.give_up()
+        results.put(
+            (turn.index, RuntimeError(f"side {turn.index} failed:\n{traceback.format_exc()}"))
+        )
+
+
+def in_turns(jobs: list[tuple], steps: int) -> list[Run]:
+    """Each (fn, *args) in its own fresh process, all at once, their `steps` steps in rotation."""
+    context = multiprocessing.get_context("spawn")
+    ready, done, counter = context.Barrier(len(jobs)), context.Condition(), context.Value("i", 0)
+    results = context.Queue()
+    processes = [
+        context.Process(
+            target=_in_turn,
+            args=(fn, args, Turn(i, len(jobs), steps, ready, done, counter), results),
+        )
+        for i, (fn, *args) in enumerate(jobs)
+    ]
+    for process in processes:
+        process.start()
+    out: dict[int, Run | BaseException] = {}
+    while len(out) < len(processes):
+        try:
+            index, value = results.get(timeout=10)
+            out[index] = value
+        except queue.Empty:
+            for index, process in enumerate(processes):
+                if index not in out and not process.is_alive():  # died without a word: a crash
+                    for other in processes:
+                        other.terminate()
+                    raise RuntimeError(
+                        f"side {index} exited with {process.exitcode}, no result"
+                    ) from None
+    for process in processes:
+        process.join()
+    for value in out.values():
+        if isinstance(value, BaseException):
+            raise value
+    return [out[i] for i in range(len(jobs))]
 
 
 def median_after(run: Run, warmup: int, phase: str) -> float:
@@ -389,11 +517,15 @@ def main() -> None:
     started = time.perf_counter()
     runs: dict[str, list[Run]] = {"coreward": [], "trl": [], "trl_memory": [], "co_rewarding_i": []}
     rp, steps, sets = args.recipe, args.steps, args.sets
-    for seed in seeds:  # the sides alternate seed by seed, so load changes hit them alike
-        runs["coreward"].append(isolated(coreward_job, rp, "majority_vote", seed, steps, sets))
-        runs["trl"].append(isolated(trl_job, rp, seed, steps, sets))
+    for seed in seeds:
+        jobs = [
+            (coreward_job, rp, "majority_vote", seed, steps, sets),
+            (trl_job, rp, seed, steps, sets),
+        ]
         if not args.no_trl_host_memory:
-            runs["trl_memory"].append(isolated(trl_job, rp, seed, steps, sets, True))
+            jobs.append((trl_job, rp, seed, steps, sets, True))
+        for side, run in zip(("coreward", "trl", "trl_memory"), in_turns(jobs, steps)):
+            runs[side].append(run)
         if not args.no_co_rewarding_i:
             runs["co_rewarding_i"].append(
                 isolated(coreward_job, rp, "co_rewarding_i", seed, steps, sets)
