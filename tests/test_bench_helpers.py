@@ -42,6 +42,29 @@ def test_trl_reward_function_gives_the_majority_vote_methods_rewards() -> None:
     assert 0 < sum(got) < len(got)
 
 
+def test_sides_take_turns_step_by_step(monkeypatch: pytest.MonkeyPatch) -> None:
+    """bench_vs_trl's sides run at once in their own processes, but never two steps together:
+    side 0's step k, side 1's step k, side 2's step k, then step k + 1."""
+    monkeypatch.syspath_prepend(str(Path(__file__).parent))  # the spawned sides import the job
+    from bench_turns_job import sleeper
+    from bench_vs_trl import in_turns
+
+    steps = 4
+    runs = in_turns([(sleeper, steps, 0.05), (sleeper, steps, 0.01), (sleeper, steps, 0.03)], steps)
+    spans = sorted((start, end, side) for side, run in enumerate(runs) for start, end in run)
+    assert [side for _, _, side in spans] == [0, 1, 2] * steps
+    assert all(end <= next_start for (_, end, _), (next_start, _, _) in zip(spans, spans[1:]))
+
+
+def test_a_side_that_fails_stops_the_turns_with_its_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.syspath_prepend(str(Path(__file__).parent))
+    from bench_turns_job import sleeper
+    from bench_vs_trl import in_turns
+
+    with pytest.raises(RuntimeError, match="(?s)side 1 failed.*failed at step 2"):
+        in_turns([(sleeper, 4, 0.01), (sleeper, 4, 0.01, 2)], 4)
+
+
 def test_reward_step_is_paper_scale_with_the_generators_answers(shared_data: Path) -> None:
     from bench_reward_step import build_step, load_pairs, load_reasoning
 
